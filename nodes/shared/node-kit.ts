@@ -1,0 +1,42 @@
+/**
+ * The little glue every node of this package shares: the status vocabulary of Node-RED's core
+ * nodes, error text from the locale catalog, and where the node may write files.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Node, NodeAPI, NodeStatus } from 'node-red';
+import { M2MError } from '../../lib/errors';
+
+/** green dot = working, yellow ring = waiting, red ring = failed, grey = idle. */
+export const status = {
+  working: (text: string): NodeStatus => ({ fill: 'green', shape: 'dot', text }),
+  waiting: (text: string): NodeStatus => ({ fill: 'yellow', shape: 'ring', text }),
+  failed: (text: string): NodeStatus => ({ fill: 'red', shape: 'ring', text }),
+  idle: (text: string): NodeStatus => ({ fill: 'grey', shape: 'ring', text }),
+  clear: (): NodeStatus => ({}),
+};
+
+export function errorCode(err: unknown): string {
+  return err instanceof M2MError ? err.code : 'internal';
+}
+
+/**
+ * A user-facing message for an error: the node's catalog entry `<type>.errors.<code>` when there
+ * is one, else the error's own message. RED._ returns the key itself when it has no entry.
+ */
+export function errorText(RED: NodeAPI, type: string, err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const key = `${type}.errors.${errorCode(err)}`;
+  const text = RED._(key, { message });
+  return text === key ? message : text;
+}
+
+/** The folder under Node-RED's user dir where this package keeps keys, profiles and databases. */
+export function dataDir(RED: NodeAPI, ...parts: string[]): string {
+  const userDir = (RED.settings as { userDir?: string }).userDir ?? process.cwd();
+  const dir = path.join(userDir, 'm2m-identity', ...parts);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
+
+export type { Node, NodeAPI };
