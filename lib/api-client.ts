@@ -1,0 +1,138 @@
+/**
+ * Client of identity API v1 (DESIGN.md §3) on axios: timeouts on every call, answers validated
+ * by schema, and failures as ApiError with a stable code: the problem's `code` when the verifier
+ * sent RFC 9457 problem+json, else one of `verifier_unreachable`, `verifier_timeout`,
+ * `bad_response`, `http_<status>`.
+ */
+import axios, { AxiosError, type AxiosInstance } from 'axios';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { M2MError } from './errors';
+import * as s from './schema';
+
+export class ApiError extends M2MError {
+  /** RFC 9457 problem document, when the server sent one. */
+  readonly problem?: Record<string, unknown>;
+
+  constructor(code: string, message: string, status: number, problem?: Record<string, unknown>) {
+    super(code, message, status);
+    this.problem = problem;
+  }
+}
+
+export interface ApiClientOptions {
+  /** The verifier's base URL, the one `/v1` hangs off; it is also the `aud` of attestations. */
+  baseUrl: string;
+  enrollmentToken?: string;
+  apiKey?: string;
+  timeoutMs?: number;
+}
+
+const registerAnswer = s.object({
+  deviceId: s.string({ pattern: s.patterns.deviceId }),
+  status: s.literal('active', 'pending', 'revoked'),
+});
+const challengeAnswer = s.object({
+  nonce: s.string({ pattern: s.patterns.base64url, minLength: 16, maxLength: 128 }),
+  expiresAt: s.string({ maxLength: 64 }),
+});
+const attestAnswer = s.object({
+  decision: s.literal('approved', 'declined', 'in_review'),
+  reasons: s.array(s.string({ maxLength: 128 }), { maxItems: 64 }),
+  token: s.optional(s.string({ maxLength: 8192 })),
+  expiresAt: s.optional(s.string({ maxLength: 64 })),
+  sessionId: s.string({ maxLength: 128 }),
+});
+
+export type RegisterAnswer = s.Infer<typeof registerAnswer> & { created: boolean };
+export type ChallengeAnswer = s.Infer<typeof challengeAnswer>;
+export type AttestAnswer = s.Infer<typeof attestAnswer>;
+
+/** The base URL as the verifier expects it in `aud`: no trailing slash. */
+export function normaliseBaseUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ApiError('bad_url', `not a URL: ${JSON.stringify(url)}`, 0);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ApiError('bad_url', 'the identity API URL must be http or https', 0);
+  return parsed.href.replace(/\/+$/, '');
+}
+
+export class IdentityApiClient {
+  readonly baseUrl: string;
+  private readonly http: AxiosInstance;
+  private readonly options: ApiClientOptions;
+
+  constructor(options: ApiClientOptions) {
+    this.options = options;
+    this.baseUrl = normaliseBaseUrl(options.baseUrl);
+    this.http = axios.create({
+      baseURL: this.baseUrl,
+      timeout: options.timeoutMs ?? 10_000,
+      // Keep-alive: a re-authenticating gateway talks to one verifier all day.
+      httpAgent: new http.Agent({ keepAlive: true, maxSockets: 4 }),
+      httpsAgent: new https.Agent({ keepAlive: true, maxSockets: 4 }),
+      maxContentLength: 1024 * 1024,
+      validateStatus: () => true,
+      headers: { 'content-type': 'application/json', accept: 'application/json, application/problem+json' },
+    });
+  }
+
+  async register(registration: string): Promise<RegisterAnswer> {
+    const headers: Record<string, string> = this.options.enrollmentToken ? { authorization: `Bearer ${this.options.enrollmentToken}` } : {};
+    const { status, data } = await this.call('post', '/v1/devices', { registration }, headers);
+    return { ...answer(registerAnswer, data, 'registration'), created: status === 201 };
+  }
+
+  async challenge(deviceId: string): Promise<ChallengeAnswer> {
+    return answer(challengeAnswer, (await this.call('post', '/v1/challenges', { deviceId })).data, 'challenge');
+  }
+
+  async attest(attestation: string): Promise<AttestAnswer> {
+    return answer(attestAnswer, (await this.call('post', '/v1/attestations', { attestation })).data, 'attestation');
+  }
+
+  async health(): Promise<unknown> {
+    return (await this.call('get', '/v1/health')).data;
+  }
+
+  close(): void {
+    (this.http.defaults.httpAgent as http.Agent).destroy();
+    (this.http.defaults.httpsAgent as https.Agent).destroy();
+  }
+
+  private async call(method: 'get' | 'post', url: string, body?: unknown, headers: Record<string, string> = {}) {
+    let response;
+    try {
+      response = await this.http.request({ method, url, data: body, headers });
+    } catch (err) {
+      throw transportError(err, this.baseUrl);
+    }
+    if (response.status >= 200 && response.status < 300) return response;
+    const problem = s.isPlainObject(response.data) ? response.data : undefined;
+    const code = typeof problem?.code === 'string' ? problem.code : `http_${response.status}`;
+    const detail = typeof problem?.detail === 'string' ? problem.detail : typeof problem?.title === 'string' ? problem.title : `HTTP ${response.status}`;
+    throw new ApiError(code, `${method.toUpperCase()} ${url}: ${detail}`, response.status, problem);
+  }
+}
+
+function answer<T>(schema: s.Schema<T>, data: unknown, what: string): T {
+  try {
+    return schema.parse(data, what);
+  } catch (err) {
+    throw new ApiError('bad_response', `identity API sent an unexpected ${what} answer: ${(err as Error).message}`, 0);
+  }
+}
+
+function transportError(err: unknown, baseUrl: string): ApiError {
+  const axiosError = err as AxiosError;
+  if (axiosError.code === 'ECONNABORTED' || axiosError.code === 'ETIMEDOUT') {
+    return new ApiError('verifier_timeout', `identity API at ${baseUrl} did not answer in time`, 0);
+  }
+  if (axiosError.code === 'ERR_BAD_RESPONSE' || axiosError.code === 'ERR_FR_MAX_CONTENT_LENGTH_EXCEEDED') {
+    return new ApiError('bad_response', `identity API at ${baseUrl} sent an unusable answer`, 0);
+  }
+  return new ApiError('verifier_unreachable', `identity API at ${baseUrl} is unreachable (${axiosError.code ?? axiosError.message})`, 0);
+}

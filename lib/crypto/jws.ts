@@ -1,0 +1,87 @@
+/**
+ * Compact JWS (RFC 7515) with EdDSA (RFC 8037) only.
+ *
+ * Header parsing and base64url come from jose; the signature itself goes through
+ * ./ed25519 so that signing and verifying use the cached node:crypto keys (or the noble fallback)
+ * synchronously. Anything but `alg: EdDSA` is refused before a key is looked at, which rules out
+ * `none`, HMAC-with-public-key and algorithm confusion.
+ */
+import { base64url, decodeProtectedHeader } from 'jose';
+import { SignatureError } from '../errors';
+import { isPlainObject } from '../schema';
+import { Ed25519PrivateKey, Ed25519PublicKey } from './ed25519';
+
+export const JWS_TYPES = {
+  registration: 'm2m-registration+jwt',
+  attestation: 'm2m-attestation+jwt',
+  token: 'at+jwt',
+} as const;
+
+export interface JwsHeader {
+  alg: 'EdDSA';
+  typ: string;
+  kid?: string;
+}
+
+export interface DecodedJws {
+  header: JwsHeader;
+  payload: Record<string, unknown>;
+  /** The bytes the signature covers: ASCII of `base64url(header).base64url(payload)`. */
+  signingInput: Uint8Array;
+  signature: Uint8Array;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+export function signJws(payload: Record<string, unknown>, typ: string, key: Ed25519PrivateKey, kid?: string): string {
+  const header: JwsHeader = kid ? { alg: 'EdDSA', typ, kid } : { alg: 'EdDSA', typ };
+  const signingInput = `${base64url.encode(JSON.stringify(header))}.${base64url.encode(JSON.stringify(payload))}`;
+  return `${signingInput}.${base64url.encode(key.sign(encoder.encode(signingInput)))}`;
+}
+
+/**
+ * Parse a compact JWS without trusting it: checks shape, `alg` and `typ`, decodes the JSON
+ * payload. The caller picks the key (it may come from the payload, as in a registration) and then
+ * calls `verifyDecoded`.
+ */
+export function decodeJws(jws: unknown, expectedTyp: string): DecodedJws {
+  if (typeof jws !== 'string' || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(jws)) {
+    throw new SignatureError('malformed_jws', 'not a compact JWS');
+  }
+  const [encodedHeader, encodedPayload, encodedSignature] = jws.split('.');
+  let header: Record<string, unknown>;
+  try {
+    header = decodeProtectedHeader(jws) as Record<string, unknown>;
+  } catch {
+    throw new SignatureError('malformed_jws', 'JWS header is not base64url JSON');
+  }
+  if (header.alg !== 'EdDSA') throw new SignatureError('unsupported_alg', `alg ${JSON.stringify(header.alg)} is not supported, only EdDSA`);
+  if (header.typ !== expectedTyp) throw new SignatureError('wrong_typ', `typ must be ${expectedTyp}`);
+  // RFC 7515 §4.1.11: extensions we do not understand must make the JWS invalid.
+  if ('crit' in header || 'b64' in header) throw new SignatureError('malformed_jws', 'crit/b64 header parameters are not supported');
+  let payload: unknown;
+  try {
+    payload = JSON.parse(decoder.decode(base64url.decode(encodedPayload)));
+  } catch {
+    throw new SignatureError('malformed_jws', 'JWS payload is not base64url JSON');
+  }
+  if (!isPlainObject(payload)) throw new SignatureError('malformed_jws', 'JWS payload must be a JSON object');
+  return {
+    header: header as unknown as JwsHeader,
+    payload,
+    signingInput: encoder.encode(`${encodedHeader}.${encodedPayload}`),
+    signature: base64url.decode(encodedSignature),
+  };
+}
+
+export function verifyDecoded(decoded: DecodedJws, key: Ed25519PublicKey): boolean {
+  return key.verify(decoded.signingInput, decoded.signature);
+}
+
+/** Decode and verify in one step; throws SignatureError('bad_signature') when it does not check out. */
+export function verifyJws(jws: unknown, expectedTyp: string, key: Ed25519PublicKey): DecodedJws {
+  const decoded = decodeJws(jws, expectedTyp);
+  if (!verifyDecoded(decoded, key)) throw new SignatureError('bad_signature', 'JWS signature does not verify');
+  return decoded;
+}

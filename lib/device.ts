@@ -1,0 +1,61 @@
+/**
+ * The device side of identity API v1: the signed registration and the challenge-response
+ * attestation, built from a keystore identity and a fingerprint. Framework-free, used by the
+ * provision and attest nodes and by the end-to-end tests.
+ */
+import { JWS_TYPES, signJws } from './crypto/jws';
+import type { ApiClientOptions, AttestAnswer, IdentityApiClient, RegisterAnswer } from './api-client';
+import { digestComponents, type Fingerprint } from './fingerprint';
+import type { DeviceIdentity } from './keystore';
+
+export interface TinymlEvidence {
+  score: number;
+  model: string;
+}
+
+export function buildRegistration(identity: DeviceIdentity, rawComponents: Record<string, string>, metadata: Record<string, unknown> = {}, now = Date.now()): string {
+  const fingerprint: Fingerprint = digestComponents(identity.fingerprintSalt, rawComponents);
+  return signJws({
+    deviceId: identity.deviceId,
+    jwk: identity.privateKey.publicKey.toJwk(),
+    fingerprint,
+    metadata,
+    iat: Math.floor(now / 1000),
+  }, JWS_TYPES.registration, identity.privateKey);
+}
+
+export interface AttestationInput {
+  /** The verifier's base URL (no trailing slash): the attestation's audience. */
+  audience: string;
+  nonce: string;
+  rawComponents: Record<string, string>;
+  tinyml?: TinymlEvidence;
+  now?: number;
+}
+
+export function buildAttestation(identity: DeviceIdentity, input: AttestationInput): string {
+  const evidence: Record<string, unknown> = {
+    fingerprint: { components: digestComponents(identity.fingerprintSalt, input.rawComponents).components },
+  };
+  if (input.tinyml) evidence.tinyml = input.tinyml;
+  return signJws({
+    iss: identity.deviceId,
+    aud: input.audience,
+    nonce: input.nonce,
+    iat: Math.floor((input.now ?? Date.now()) / 1000),
+    evidence,
+  }, JWS_TYPES.attestation, identity.privateKey);
+}
+
+/** Register the device; idempotent (the verifier answers 200 for the same key again). */
+export async function provisionDevice(client: IdentityApiClient, identity: DeviceIdentity, rawComponents: Record<string, string>, metadata?: Record<string, unknown>): Promise<RegisterAnswer> {
+  return client.register(buildRegistration(identity, rawComponents, metadata));
+}
+
+/** Challenge → signed attestation → decision (+ token when approved). */
+export async function attestDevice(client: IdentityApiClient, identity: DeviceIdentity, rawComponents: Record<string, string>, tinyml?: TinymlEvidence): Promise<AttestAnswer> {
+  const { nonce } = await client.challenge(identity.deviceId);
+  return client.attest(buildAttestation(identity, { audience: client.baseUrl, nonce, rawComponents, tinyml }));
+}
+
+export type { ApiClientOptions };

@@ -1,0 +1,83 @@
+import * as assert from 'node:assert/strict';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { IdentityApiClient, normaliseBaseUrl } from '../../lib/api-client';
+
+type Route = (req: http.IncomingMessage, body: string) => { status: number; body?: unknown; type?: string; delayMs?: number };
+
+/** A scripted peer on a random loopback port, standing in for the verifier. */
+async function fakeVerifier(route: Route): Promise<{ url: string; seen: Array<{ url?: string; headers: http.IncomingHttpHeaders; body: string }>; close(): Promise<void> }> {
+  const seen: Array<{ url?: string; headers: http.IncomingHttpHeaders; body: string }> = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', chunk => { body += chunk; });
+    req.on('end', () => {
+      seen.push({ url: req.url, headers: req.headers, body });
+      const answer = route(req, body);
+      setTimeout(() => {
+        res.writeHead(answer.status, { 'content-type': answer.type ?? 'application/json' });
+        res.end(answer.body === undefined ? '' : typeof answer.body === 'string' ? answer.body : JSON.stringify(answer.body));
+      }, answer.delayMs ?? 0);
+    });
+  });
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/api/`,
+    seen,
+    close: () => new Promise(resolve => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+describe('lib/api-client', () => {
+  let peer: Awaited<ReturnType<typeof fakeVerifier>> | undefined;
+  let client: IdentityApiClient | undefined;
+  afterEach(async () => { client?.close(); await peer?.close(); peer = undefined; });
+
+  it('drops the trailing slash of the base URL, since it is the attestation audience', () => {
+    assert.equal(normaliseBaseUrl('http://verifier.local:8787/m2m/'), 'http://verifier.local:8787/m2m');
+    assert.throws(() => normaliseBaseUrl('ftp://x'), { code: 'bad_url' });
+    assert.throws(() => normaliseBaseUrl('not a url'), { code: 'bad_url' });
+  });
+
+  it('registers with the enrollment token as a bearer credential and tells created from known', async () => {
+    peer = await fakeVerifier(req => ({ status: req.headers.authorization === 'Bearer enrol-1' ? 201 : 401, body: { deviceId: 'press-7', status: 'active' } }));
+    client = new IdentityApiClient({ baseUrl: peer.url, enrollmentToken: 'enrol-1' });
+    assert.deepEqual(await client.register('a.b.c'), { deviceId: 'press-7', status: 'active', created: true });
+    assert.equal(peer.seen[0].url, '/api/v1/devices');
+    assert.deepEqual(JSON.parse(peer.seen[0].body), { registration: 'a.b.c' });
+  });
+
+  it('turns an RFC 9457 problem into an ApiError carrying the problem code and status', async () => {
+    peer = await fakeVerifier(() => ({ status: 409, type: 'application/problem+json', body: { type: 'about:blank', title: 'Conflict', status: 409, code: 'key_conflict', detail: 'another key is registered for press-7' } }));
+    client = new IdentityApiClient({ baseUrl: peer.url });
+    await assert.rejects(client.register('a.b.c'), { name: 'ApiError', code: 'key_conflict', status: 409, message: /another key is registered/ });
+  });
+
+  it('names a plain HTTP failure by its status', async () => {
+    peer = await fakeVerifier(() => ({ status: 502, type: 'text/html', body: '<h1>Bad Gateway</h1>' }));
+    client = new IdentityApiClient({ baseUrl: peer.url });
+    await assert.rejects(client.challenge('press-7'), { code: 'http_502', status: 502 });
+  });
+
+  it('refuses an answer that does not match the schema', async () => {
+    peer = await fakeVerifier(() => ({ status: 200, body: { decision: 'maybe', reasons: [] } }));
+    client = new IdentityApiClient({ baseUrl: peer.url });
+    await assert.rejects(client.attest('a.b.c'), { code: 'bad_response' });
+  });
+
+  it('reports a verifier that does not answer in time', async () => {
+    peer = await fakeVerifier(() => ({ status: 201, body: { nonce: 'x'.repeat(43), expiresAt: 'soon' }, delayMs: 500 }));
+    client = new IdentityApiClient({ baseUrl: peer.url, timeoutMs: 100 });
+    await assert.rejects(client.challenge('press-7'), { code: 'verifier_timeout' });
+  });
+
+  it('reports a verifier that is not there', async () => {
+    peer = await fakeVerifier(() => ({ status: 200 }));
+    const url = peer.url;
+    await peer.close();
+    peer = undefined;
+    client = new IdentityApiClient({ baseUrl: url });
+    await assert.rejects(client.health(), { code: 'verifier_unreachable' });
+  });
+});
