@@ -4,9 +4,9 @@
  * crypto` runs only the named ones.
  */
 const suites: Record<string, () => Promise<{ run(): Promise<void> }>> = {
-  crypto: () => import('./crypto'),
-  verifier: () => import('./verifier'),
-  tinyml: () => import('./tinyml'),
+  crypto: () => import('./crypto.js'),
+  verifier: () => import('./verifier.js'),
+  tinyml: () => import('./tinyml.js'),
 };
 
 async function main(): Promise<void> {

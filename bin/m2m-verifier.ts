@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+/**
+ * The standalone verifier: identity API v1 on its own HTTP server.
+ *   m2m-verifier [--host 127.0.0.1] [--port 8787] [--store sqlite:PATH] [--public-url URL] [--manual-approval]
+ * Secrets come from the environment, never from arguments (which `ps` shows to everyone).
+ */
+import * as crypto from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { M2MError } from '../lib/errors';
+import { openStore, startVerifierServer } from '../lib/verifier';
+
+const USAGE = `Usage: m2m-verifier [options]
+
+  --host HOST          address to listen on (default 127.0.0.1)
+  --port PORT          port (default 8787; 0 picks a free one)
+  --store SPEC         sqlite:PATH (default sqlite:./m2m-verifier.db)
+  --public-url URL     the URL devices reach /v1 under: the attestation audience and token
+                       issuer (default the listening URL; also M2M_PUBLIC_URL)
+  --manual-approval    new devices wait in "pending" until an admin approves them
+  -h, --help           this text
+
+Environment: M2M_ADMIN_KEY, M2M_ENROLLMENT_TOKEN (random ones are generated and printed to
+stderr when unset), M2M_PUBLIC_URL, M2M_WEBHOOK_URL and M2M_WEBHOOK_SECRET (events are kept in the
+outbox; delivery comes in a later version).`;
+
+function fail(message: string): never {
+  process.stderr.write(`m2m-verifier: ${message}\n`);
+  process.exit(2);
+}
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        host: { type: 'string', default: '127.0.0.1' },
+        port: { type: 'string', default: '8787' },
+        store: { type: 'string', default: 'sqlite:./m2m-verifier.db' },
+        'public-url': { type: 'string' },
+        'manual-approval': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+  } catch (err) {
+    fail(`${(err as Error).message}\n\n${USAGE}`);
+  }
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be 0-65535, got ${values.port}`);
+
+  const generated = (name: string) => {
+    const value = crypto.randomBytes(24).toString('base64url');
+    process.stderr.write(`m2m-verifier: ${name} not set; generated one for this run: ${value}\n`);
+    return value;
+  };
+  const adminKey = process.env.M2M_ADMIN_KEY || generated('M2M_ADMIN_KEY');
+  const enrollmentToken = process.env.M2M_ENROLLMENT_TOKEN || generated('M2M_ENROLLMENT_TOKEN');
+
+  let store;
+  try {
+    store = openStore(values.store);
+  } catch (err) {
+    fail(err instanceof M2MError ? err.message : `cannot open store ${values.store}: ${(err as Error).message}`);
+  }
+  const running = await startVerifierServer({
+    host: values.host,
+    port,
+    store,
+    publicUrl: values['public-url'] ?? process.env.M2M_PUBLIC_URL,
+    adminKey,
+    enrollmentToken,
+    manualApproval: values['manual-approval'],
+    onError: err => process.stderr.write(`m2m-verifier: internal error: ${(err as Error).stack ?? err}\n`),
+  }).catch(err => fail(`cannot start: ${(err as Error).message}`));
+  process.stdout.write(`listening on ${running.url}\n`);
+
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    running.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch(err => fail((err as Error).message));

@@ -1,0 +1,33 @@
+/** Schemas of everything the verifier accepts from the network: bodies and signed payloads. */
+import * as s from '../schema';
+
+const deviceId = s.string({ pattern: s.patterns.deviceId, format: 'device id (letters, digits, . _ : -, up to 128)' });
+const hexDigest = s.string({ pattern: /^[0-9a-f]{64}$/, format: 'hex SHA-256 digest' });
+const components = s.record(hexDigest, { maxKeys: 64, key: s.string({ minLength: 1, maxLength: 128 }) });
+const seconds = s.number({ integer: true, min: 0, max: 1e11 });
+
+export const registrationBody = s.object({ registration: s.string({ maxLength: 64 * 1024 }) });
+export const challengeBody = s.object({ deviceId });
+export const attestationBody = s.object({ attestation: s.string({ maxLength: 64 * 1024 }) });
+export const introspectionBody = s.object({ token: s.string({ maxLength: 16 * 1024 }) });
+
+export const registrationPayload = s.object({
+  deviceId,
+  jwk: s.unknownValue(),
+  fingerprint: s.object({ salt: s.string({ pattern: /^([0-9a-f]{2}){8,64}$/, format: 'hex salt' }), components }),
+  metadata: s.optional(s.unknownValue()),
+  iat: seconds,
+});
+
+export const attestationPayload = s.object({
+  iss: deviceId,
+  aud: s.string({ maxLength: 2048 }),
+  nonce: s.string({ pattern: s.patterns.base64url, minLength: 16, maxLength: 128, format: 'base64url nonce' }),
+  iat: seconds,
+  evidence: s.optional(s.object({
+    fingerprint: s.optional(s.object({ salt: s.optional(s.string({ pattern: s.patterns.hex, maxLength: 128 })), components })),
+    tinyml: s.optional(s.object({ score: s.number({ min: 0, max: 1 }), model: s.string({ maxLength: 128 }) })),
+  })),
+});
+
+export { deviceId as deviceIdSchema };

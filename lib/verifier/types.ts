@@ -1,0 +1,52 @@
+/** The verifier's data model, shared by its logic and its stores. */
+import type { OkpPublicJwk } from '../crypto/ed25519';
+import type { Fingerprint } from '../fingerprint';
+
+export type DeviceStatus = 'active' | 'pending' | 'revoked';
+export type Decision = 'approved' | 'declined' | 'in_review';
+
+export type WorkflowStep =
+  | { step: 'signature' }
+  | { step: 'fingerprint'; minMatch?: number; required?: boolean }
+  | { step: 'tinyml'; minScore?: number; review?: number; required?: boolean };
+
+export interface DeviceRecord {
+  deviceId: string;
+  jwk: OkpPublicJwk;
+  /** RFC 7638 thumbprint of `jwk`: the `cnf.jkt` of the device's tokens. */
+  thumbprint: string;
+  fingerprint: Fingerprint;
+  metadata: unknown;
+  status: DeviceStatus;
+  /** Per-device workflow; the verifier's default when absent. */
+  workflow?: WorkflowStep[];
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface NonceRecord {
+  nonce: string;
+  deviceId: string;
+  expiresAt: number;
+  consumedAt?: number;
+}
+
+/** Why a nonce could not be consumed; `consumed` when it was. */
+export type NonceOutcome = 'consumed' | 'nonce_unknown' | 'nonce_reused' | 'nonce_expired' | 'nonce_other_device';
+
+export interface SessionRecord {
+  sessionId: string;
+  deviceId: string;
+  decision: Decision;
+  reasons: string[];
+  score?: number;
+  createdAt: number;
+}
+
+/** A webhook event waiting in the outbox (DESIGN.md §4 payload). */
+export interface OutboxEvent {
+  eventId: string;
+  webhookType: string;
+  payload: Record<string, unknown>;
+  createdAt: number;
+}

@@ -1,0 +1,267 @@
+/**
+ * Identity API v1 (DESIGN.md §3) as plain operations, with no HTTP in sight: the HTTP layer
+ * (./http) and the Node-RED node only translate requests into these calls.
+ */
+import * as crypto from 'node:crypto';
+import { M2MError, SignatureError } from '../errors';
+import { Ed25519PublicKey } from '../crypto/ed25519';
+import { JWS_TYPES, decodeJws, verifyDecoded } from '../crypto/jws';
+import type { Infer } from '../schema';
+import { decisionEvent, deviceEvent } from './events';
+import * as schemas from './schemas';
+import type { VerifierStore } from './store/types';
+import { TokenService } from './tokens';
+import type { Decision, DeviceRecord, DeviceStatus, NonceOutcome, SessionRecord, WorkflowStep } from './types';
+import { DEFAULT_WORKFLOW, runWorkflow } from './workflow';
+
+export const NONCE_TTL_MS = 60_000;
+export const MAX_CLOCK_SKEW_S = 300;
+
+export interface VerifierOptions {
+  store: VerifierStore;
+  /** The URL `/v1` hangs off: the attestations' `aud`, the tokens' `iss`. */
+  publicUrl: string;
+  /** Audience of issued tokens; the public URL by default. */
+  tokenAudience?: string;
+  adminKey?: string;
+  enrollmentToken?: string;
+  /** Registrations wait in `pending` until an admin approves them. */
+  manualApproval?: boolean;
+  tokenTtlSeconds?: number;
+  workflow?: WorkflowStep[];
+  now?: () => number;
+}
+
+export interface AttestationResult {
+  decision: Decision;
+  reasons: string[];
+  token?: string;
+  expiresAt?: string;
+  sessionId: string;
+}
+
+export interface PublicDevice {
+  deviceId: string;
+  status: DeviceStatus;
+  jwk: DeviceRecord['jwk'];
+  thumbprint: string;
+  fingerprint: { salt: string; components: string[] };
+  metadata: unknown;
+  createdAt: string;
+  updatedAt: string;
+}
+
+const stripSlash = (url: string) => url.replace(/\/+$/, '');
+
+function sameSecret(presented: string, expected: string): boolean {
+  // Hash first so the comparison is constant-time whatever the lengths.
+  const digest = (value: string) => crypto.createHash('sha256').update(value).digest();
+  return crypto.timingSafeEqual(digest(presented), digest(expected));
+}
+
+/** 401 when the credential is missing, 403 when it is wrong (DESIGN.md §3). */
+function checkCredential(presented: string | undefined, expected: string | undefined, what: string): void {
+  if (!expected) throw new M2MError('forbidden', `${what} is not configured on this verifier`, 403);
+  if (!presented) throw new M2MError('unauthorized', `${what} required`, 401);
+  if (!sameSecret(presented, expected)) throw new M2MError('forbidden', `wrong ${what}`, 403);
+}
+
+export class Verifier {
+  readonly publicUrl: string;
+  private readonly store: VerifierStore;
+  private readonly tokens: TokenService;
+  private readonly options: VerifierOptions;
+  private readonly now: () => number;
+
+  private constructor(options: VerifierOptions, tokens: TokenService) {
+    this.options = options;
+    this.store = options.store;
+    this.publicUrl = stripSlash(options.publicUrl);
+    this.tokens = tokens;
+    this.now = options.now ?? Date.now;
+  }
+
+  static async create(options: VerifierOptions): Promise<Verifier> {
+    const publicUrl = stripSlash(options.publicUrl);
+    const tokens = await TokenService.open(options.store, publicUrl, options.tokenAudience ?? publicUrl, options.tokenTtlSeconds ?? 15 * 60);
+    return new Verifier(options, tokens);
+  }
+
+  checkAdmin(apiKey: string | undefined): void {
+    checkCredential(apiKey, this.options.adminKey, 'admin API key (x-api-key)');
+  }
+
+  async register(enrollmentToken: string | undefined, body: unknown): Promise<{ created: boolean; deviceId: string; status: DeviceStatus }> {
+    checkCredential(enrollmentToken, this.options.enrollmentToken, 'enrollment token (Authorization: Bearer)');
+    const { registration } = schemas.registrationBody.parse(body);
+    const decoded = decodeJws(registration, JWS_TYPES.registration);
+    const payload = schemas.registrationPayload.parse(decoded.payload, 'registration');
+    // Proof of possession: the key in the payload must be the key that signed it.
+    const publicKey = Ed25519PublicKey.fromJwk(payload.jwk);
+    if (!verifyDecoded(decoded, publicKey)) throw new SignatureError('bad_signature', 'registration is not signed by the key it carries');
+    const now = this.now();
+    if (Math.abs(now / 1000 - payload.iat) > MAX_CLOCK_SKEW_S) throw new M2MError('stale_iat', 'registration iat is more than 5 minutes off', 400);
+
+    const device: DeviceRecord = {
+      deviceId: payload.deviceId,
+      jwk: publicKey.toJwk(),
+      thumbprint: publicKey.thumbprint(),
+      fingerprint: payload.fingerprint,
+      metadata: payload.metadata ?? {},
+      status: this.options.manualApproval ? 'pending' : 'active',
+      createdAt: now,
+      updatedAt: now,
+    };
+    if (await this.store.insertDevice(device, deviceEvent('device.registered', device, now))) {
+      return { created: true, deviceId: device.deviceId, status: device.status };
+    }
+    const known = await this.store.getDevice(device.deviceId);
+    if (!known) throw new M2MError('internal', 'device vanished during registration', 500);
+    if (known.status === 'revoked') throw new M2MError('device_revoked', `device ${known.deviceId} is revoked; an admin must reinstate it`, 403);
+    if (known.thumbprint !== device.thumbprint) throw new M2MError('key_conflict', `another key is registered for ${known.deviceId}`, 409);
+    return { created: false, deviceId: known.deviceId, status: known.status };
+  }
+
+  async challenge(body: unknown): Promise<{ nonce: string; expiresAt: string }> {
+    const { deviceId } = schemas.challengeBody.parse(body);
+    const device = await this.store.getDevice(deviceId);
+    if (!device || device.status === 'revoked') throw new M2MError('device_unknown', `no active device ${deviceId}`, 404);
+    const nonce = crypto.randomBytes(32).toString('base64url');
+    const expiresAt = this.now() + NONCE_TTL_MS;
+    await this.store.insertNonce({ nonce, deviceId, expiresAt });
+    return { nonce, expiresAt: new Date(expiresAt).toISOString() };
+  }
+
+  async attest(body: unknown): Promise<AttestationResult> {
+    const { attestation } = schemas.attestationBody.parse(body);
+    const decoded = decodeJws(attestation, JWS_TYPES.attestation);
+    const payload = schemas.attestationPayload.parse(decoded.payload, 'attestation');
+    const now = this.now();
+    const device = await this.store.getDevice(payload.iss);
+    const sessionId = crypto.randomUUID();
+
+    // Neither an unknown device nor a bad signature may consume the nonce: they prove nothing.
+    const declineWithoutNonce = async (reason: string) => {
+      const session: SessionRecord = { sessionId, deviceId: payload.iss, decision: 'declined', reasons: [reason], createdAt: now };
+      await this.store.recordSession(session, decisionEvent(session, 'default', now));
+      return { decision: session.decision, reasons: session.reasons, sessionId };
+    };
+    if (!device) return declineWithoutNonce('device_unknown');
+    if (!verifyDecoded(decoded, Ed25519PublicKey.fromJwk(device.jwk))) return declineWithoutNonce('bad_signature');
+
+    const workflow = device.workflow ?? this.options.workflow ?? DEFAULT_WORKFLOW;
+    const checks = this.checkClaims(payload, device, now);
+    const result = runWorkflow(workflow, {
+      signatureValid: true,
+      registeredFingerprint: device.fingerprint,
+      fingerprint: payload.evidence?.fingerprint,
+      tinyml: payload.evidence?.tinyml,
+    });
+    const decide = (outcome: NonceOutcome) => {
+      const reasons = [...(outcome === 'consumed' ? [] : [outcome]), ...checks, ...result.reasons];
+      const failed = outcome !== 'consumed' || checks.length > 0;
+      const session: SessionRecord = {
+        sessionId,
+        deviceId: device.deviceId,
+        decision: failed ? 'declined' : result.decision,
+        reasons,
+        score: result.score,
+        createdAt: now,
+      };
+      return { session, event: decisionEvent(session, device.workflow ? `device:${device.deviceId}` : 'default', now) };
+    };
+    const { session } = await this.store.consumeNonceAndRecord(payload.nonce, device.deviceId, now, decide);
+    const answer: AttestationResult = { decision: session.decision, reasons: session.reasons, sessionId };
+    if (session.decision === 'approved') {
+      const issued = this.tokens.issue({
+        sub: device.deviceId,
+        jkt: device.thumbprint,
+        amr: result.passed,
+        workflow: workflow.map(step => step.step),
+        score: result.score,
+        sessionId,
+      }, now);
+      answer.token = issued.token;
+      answer.expiresAt = new Date(issued.expiresAt).toISOString();
+    }
+    return answer;
+  }
+
+  /** Checks that decline whatever the workflow says. */
+  private checkClaims(payload: Infer<typeof schemas.attestationPayload>, device: DeviceRecord, now: number): string[] {
+    const reasons: string[] = [];
+    if (device.status === 'revoked') reasons.push('device_revoked');
+    if (device.status === 'pending') reasons.push('device_pending');
+    if (stripSlash(payload.aud) !== this.publicUrl) reasons.push('wrong_aud');
+    if (Math.abs(now / 1000 - payload.iat) > MAX_CLOCK_SKEW_S) reasons.push('stale_iat');
+    const salt = payload.evidence?.fingerprint?.salt;
+    if (salt !== undefined && salt !== device.fingerprint.salt) reasons.push('fingerprint_mismatch');
+    return reasons;
+  }
+
+  async setStatus(deviceId: string, action: 'revoke' | 'approve' | 'reinstate'): Promise<{ deviceId: string; status: DeviceStatus }> {
+    const id = schemas.deviceIdSchema.parse(deviceId, 'deviceId');
+    const transitions = {
+      revoke: { to: 'revoked', from: ['active', 'pending', 'revoked'], event: 'device.revoked' },
+      approve: { to: 'active', from: ['pending', 'active'], event: 'device.approved' },
+      reinstate: { to: 'active', from: ['revoked', 'active'], event: 'device.reinstated' },
+    } as const;
+    const { to, from, event } = transitions[action];
+    const device = await this.store.getDevice(id);
+    if (!device) throw new M2MError('device_unknown', `no device ${id}`, 404);
+    const now = this.now();
+    const changed = await this.store.setDeviceStatus(id, to, [...from], deviceEvent(event, { ...device, status: to }, now), now);
+    if (!changed) throw new M2MError('wrong_status', `cannot ${action} a device that is ${device.status}`, 409);
+    return { deviceId: id, status: to };
+  }
+
+  async listDevices(): Promise<PublicDevice[]> {
+    return (await this.store.listDevices()).map(publicView);
+  }
+
+  async getDevice(deviceId: string): Promise<PublicDevice> {
+    const device = await this.store.getDevice(schemas.deviceIdSchema.parse(deviceId, 'deviceId'));
+    if (!device) throw new M2MError('device_unknown', `no device ${deviceId}`, 404);
+    return publicView(device);
+  }
+
+  /** RFC 7662: `{active: false}` for anything but a current token of an active device. */
+  async introspect(body: unknown): Promise<Record<string, unknown>> {
+    const { token } = schemas.introspectionBody.parse(body);
+    const claims = await this.tokens.verify(token, this.now());
+    if (!claims?.sub) return { active: false };
+    const device = await this.store.getDevice(claims.sub);
+    if (!device || device.status !== 'active') return { active: false };
+    return { active: true, token_type: 'Bearer', ...claims };
+  }
+
+  jwks(): { keys: Array<Record<string, string>> } {
+    return this.tokens.jwks();
+  }
+
+  async health(): Promise<{ status: 'ok'; store: 'ok' }> {
+    try {
+      await this.store.ping();
+    } catch (err) {
+      throw new M2MError('store_unavailable', `store is not reachable: ${(err as Error).message}`, 503);
+    }
+    return { status: 'ok', store: 'ok' };
+  }
+
+  async close(): Promise<void> {
+    await this.store.close();
+  }
+}
+
+function publicView(device: DeviceRecord): PublicDevice {
+  return {
+    deviceId: device.deviceId,
+    status: device.status,
+    jwk: device.jwk,
+    thumbprint: device.thumbprint,
+    fingerprint: { salt: device.fingerprint.salt, components: Object.keys(device.fingerprint.components) },
+    metadata: device.metadata,
+    createdAt: new Date(device.createdAt).toISOString(),
+    updatedAt: new Date(device.updatedAt).toISOString(),
+  };
+}
