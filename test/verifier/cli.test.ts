@@ -1,0 +1,93 @@
+import * as assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { SqliteStore, Verifier, createRequestListener } from '../../lib/verifier';
+import { makeDevice, registration } from '../fixtures/device';
+
+const BIN = path.join(__dirname, '..', '..', 'bin', 'm2m-verifier.js');
+
+/** Starts the CLI and resolves with its URL once it prints `listening on`. */
+export function startCli(args: string[], env: Record<string, string> = {}): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', chunk => { stderr += chunk; });
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    child.stdout!.on('data', chunk => {
+      stdout += chunk;
+      const url = stdout.match(/listening on (http:\/\/\S+)/)?.[1];
+      if (url) resolve({ child, url, stderr: () => stderr });
+    });
+    child.on('exit', code => reject(new Error(`m2m-verifier exited with ${code}: ${stderr}`)));
+  });
+}
+
+function exitCode(child: ChildProcess): Promise<number | null> {
+  return new Promise(resolve => child.once('exit', code => resolve(code)));
+}
+
+describe('verifier: standalone command and embedding', () => {
+  let dir: string;
+  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-cli-')); });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('prints `listening on`, serves the API and stops with exit 0 on SIGTERM', async () => {
+    const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`], { M2M_ADMIN_KEY: 'a', M2M_ENROLLMENT_TOKEN: 'e' });
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+    const health = await fetch(`${url}/v1/health`).then(r => r.json());
+    assert.deepEqual(health, { status: 'ok', store: 'ok' });
+    const exited = exitCode(child);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    assert.ok(fs.existsSync(path.join(dir, 'v.db')));
+  });
+
+  it('generates secrets it was not given and says so on stderr', async () => {
+    const { child, stderr } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`], { M2M_ADMIN_KEY: '', M2M_ENROLLMENT_TOKEN: '' });
+    const exited = exitCode(child);
+    child.kill('SIGTERM');
+    await exited;
+    assert.match(stderr(), /M2M_ENROLLMENT_TOKEN not set; generated one/);
+    assert.match(stderr(), /M2M_ADMIN_KEY not set; generated one/);
+  });
+
+  it('refuses a PostgreSQL URL clearly with exit 2', async () => {
+    const child = spawn(process.execPath, [BIN, '--port', '0', '--store', 'postgres://127.0.0.1/test'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', chunk => { stderr += chunk; });
+    assert.equal(await exitCode(child), 2);
+    assert.match(stderr, /PostgreSQL store is not available/);
+  });
+
+  it('serves the same API mounted in express behind a JSON body parser', async function () {
+    let express: typeof import('express');
+    try {
+      express = require('express');
+    } catch {
+      this.skip(); // express comes with node-red; without it this embedding cannot be shown
+    }
+    const verifier = await Verifier.create({ store: new SqliteStore(':memory:'), publicUrl: 'http://127.0.0.1/m2m', enrollmentToken: 'e' });
+    const app = express();
+    app.use(express.json());
+    app.use('/m2m', createRequestListener(verifier));
+    const server = http.createServer(app);
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const answer = await fetch(`http://127.0.0.1:${port}/m2m/v1/devices`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer e' },
+        body: JSON.stringify({ registration: registration(makeDevice('press-9')) }),
+      });
+      assert.equal(answer.status, 201);
+      assert.deepEqual(await answer.json(), { deviceId: 'press-9', status: 'active' });
+    } finally {
+      server.close();
+      await verifier.close();
+    }
+  });
+});
