@@ -12,7 +12,7 @@ import type { Verifier } from './verifier';
 export const MAX_BODY_BYTES = 1024 * 1024;
 
 type Request = IncomingMessage & { body?: unknown; _body?: boolean; originalUrl?: string };
-interface Call { params: string[]; headers: IncomingMessage['headers']; body: (options?: { form?: boolean }) => Promise<unknown> }
+interface Call { params: string[]; headers: IncomingMessage['headers']; remoteAddress?: string; body: (options?: { form?: boolean }) => Promise<unknown> }
 interface Route { method: 'GET' | 'POST'; path: RegExp; handle(verifier: Verifier, call: Call): Promise<{ status?: number; body: unknown }> }
 
 const admin = (handle: Route['handle']): Route['handle'] => async (verifier, call) => {
@@ -25,7 +25,7 @@ const routes: Route[] = [
     method: 'POST', path: /^\/v1\/devices$/,
     async handle(verifier, call) {
       const bearer = headerValue(call.headers.authorization)?.match(/^Bearer\s+(.+)$/i)?.[1];
-      const { created, ...device } = await verifier.register(bearer, await call.body());
+      const { created, ...device } = await verifier.register(bearer, await call.body(), call.remoteAddress);
       return { status: created ? 201 : 200, body: device };
     },
   },
@@ -132,7 +132,7 @@ export function createRequestListener(verifier: Verifier, options: ListenerOptio
     Promise.resolve()
       .then(() => {
         const params = (route.path.exec(pathname) ?? []).slice(1).map(param => decodeURIComponent(param));
-        return route.handle(verifier, { params, headers: req.headers, body: ({ form } = {}) => readBody(req, form) });
+        return route.handle(verifier, { params, headers: req.headers, remoteAddress: req.socket?.remoteAddress, body: ({ form } = {}) => readBody(req, form) });
       })
       .then(({ status = 200, body }) => send(res, status, body))
       .catch(err => {

@@ -27,6 +27,11 @@ export interface VerifierOptions {
   enrollmentToken?: string;
   /** Registrations wait in `pending` until an admin approves them. */
   manualApproval?: boolean;
+  /**
+   * With no enrollment token configured, accept registrations from loopback addresses only: the
+   * single-box set-up where gateway and verifier share one Node-RED. Off by default.
+   */
+  loopbackEnrollment?: boolean;
   tokenTtlSeconds?: number;
   workflow?: WorkflowStep[];
   now?: () => number;
@@ -57,6 +62,10 @@ function sameSecret(presented: string, expected: string): boolean {
   // Hash first so the comparison is constant-time whatever the lengths.
   const digest = (value: string) => crypto.createHash('sha256').update(value).digest();
   return crypto.timingSafeEqual(digest(presented), digest(expected));
+}
+
+function isLoopback(address: string | undefined): boolean {
+  return !!address && (/^127\./.test(address) || address === '::1' || /^::ffff:127\./.test(address));
 }
 
 /** 401 when the credential is missing, 403 when it is wrong (DESIGN.md §3). */
@@ -91,8 +100,9 @@ export class Verifier {
     checkCredential(apiKey, this.options.adminKey, 'admin API key (x-api-key)');
   }
 
-  async register(enrollmentToken: string | undefined, body: unknown): Promise<{ created: boolean; deviceId: string; status: DeviceStatus }> {
-    checkCredential(enrollmentToken, this.options.enrollmentToken, 'enrollment token (Authorization: Bearer)');
+  async register(enrollmentToken: string | undefined, body: unknown, remoteAddress?: string): Promise<{ created: boolean; deviceId: string; status: DeviceStatus }> {
+    const loopbackAllowed = !this.options.enrollmentToken && this.options.loopbackEnrollment && isLoopback(remoteAddress);
+    if (!loopbackAllowed) checkCredential(enrollmentToken, this.options.enrollmentToken, 'enrollment token (Authorization: Bearer)');
     const { registration } = schemas.registrationBody.parse(body);
     const decoded = decodeJws(registration, JWS_TYPES.registration);
     const payload = schemas.registrationPayload.parse(decoded.payload, 'registration');

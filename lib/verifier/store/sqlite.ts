@@ -82,7 +82,12 @@ export class SqliteStore implements VerifierStore {
 
   /** @param file a path, or ':memory:' */
   constructor(file: string) {
-    if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    if (file !== ':memory:') {
+      fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+      // The database holds the verifier's token-signing key: owner-only, like a key file. SQLite
+      // gives its -wal and -shm files the database file's mode.
+      fs.closeSync(fs.openSync(file, 'a', 0o600));
+    }
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');

@@ -1,0 +1,76 @@
+/**
+ * Proves the device's identity: challenge → attestation signed with the device key, carrying the
+ * fingerprint and, when present, the TinyML score (msg.m2m.tinyml) as evidence → decision.
+ * Output 1 approved (token on msg.m2m), output 2 everything else, errors included, so a flow can
+ * route on it; configuration and keystore failures are also reported to Catch nodes.
+ */
+import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
+import { ApiError } from '../../lib/api-client';
+import { attestDevice, type TinymlEvidence } from '../../lib/device';
+import type { DeviceNode } from '../shared/config-nodes';
+import { errorCode, errorText, status } from '../shared/node-kit';
+
+interface AttestDef extends NodeDef {
+  device: string;
+}
+
+type M2MMessage = NodeMessage & { m2m?: Record<string, unknown> & { tinyml?: Partial<TinymlEvidence> } };
+
+function tinymlEvidence(msg: M2MMessage): TinymlEvidence | undefined {
+  const tinyml = msg.m2m?.tinyml;
+  if (typeof tinyml?.score !== 'number' || !Number.isFinite(tinyml.score)) return undefined;
+  return { score: Math.min(1, Math.max(0, tinyml.score)), model: String(tinyml.model ?? 'unknown').slice(0, 128) };
+}
+
+export = function (RED: NodeAPI) {
+  function Attest(this: Node, config: AttestDef) {
+    RED.nodes.createNode(this, config);
+    const device = RED.nodes.getNode(config.device) as DeviceNode | null;
+    if (!device) this.status(status.failed(RED._('m2m-attest.status.no-device')));
+    else this.status(status.idle(RED._('m2m-attest.status.ready')));
+
+    this.on('input', (msg: M2MMessage, send, done) => {
+      if (!device) {
+        done(new Error(RED._('m2m-attest.errors.no_device')));
+        return;
+      }
+      this.status(status.waiting(RED._('m2m-attest.status.attesting')));
+      const evidence = tinymlEvidence(msg);
+      Promise.resolve()
+        .then(() => attestDevice(device.api().client(), device.identity().identity, device.components(), evidence))
+        .then(answer => {
+          msg.m2m = {
+            ...msg.m2m,
+            deviceId: device.deviceId,
+            decision: answer.decision,
+            token: answer.token,
+            expiresAt: answer.expiresAt,
+            score: evidence?.score,
+            reasons: answer.reasons,
+            sessionId: answer.sessionId,
+          };
+          if (answer.decision === 'approved') {
+            const expires = answer.expiresAt ? new Date(answer.expiresAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
+            this.status(status.working(RED._('m2m-attest.status.approved', { expires })));
+            send([msg, null]);
+          } else {
+            const label = answer.decision === 'in_review' ? 'in-review' : 'declined';
+            this.status((answer.decision === 'in_review' ? status.waiting : status.failed)(RED._(`m2m-attest.status.${label}`, { reason: answer.reasons.join(', ') })));
+            send([null, msg]);
+          }
+          done();
+        })
+        .catch(err => {
+          const message = errorText(RED, 'm2m-attest', err);
+          msg.m2m = { ...msg.m2m, deviceId: device.deviceId, decision: 'error', reasons: [errorCode(err)], error: message };
+          this.status(status.failed(RED._('m2m-attest.status.error', { code: errorCode(err) })));
+          send([null, msg]);
+          // An unreachable or refusing verifier is a decision path the flow handles on output 2;
+          // a broken keystore or configuration needs a person, so Catch nodes hear of it too.
+          done(err instanceof ApiError ? undefined : new Error(message));
+        });
+    });
+  }
+
+  RED.nodes.registerType('m2m-attest', Attest);
+};

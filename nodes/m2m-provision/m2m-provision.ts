@@ -1,0 +1,77 @@
+/**
+ * Makes the device's key pair if there is none, computes its fingerprint and registers it with
+ * the identity API: on deploy (retrying while the API is unreachable) and on every input.
+ * Registering again with the same key is harmless, so the node is idempotent.
+ */
+import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
+import { ApiError } from '../../lib/api-client';
+import { provisionDevice } from '../../lib/device';
+import type { DeviceNode } from '../shared/config-nodes';
+import { errorCode, errorText, status } from '../shared/node-kit';
+
+interface ProvisionDef extends NodeDef {
+  device: string;
+  onDeploy: boolean;
+}
+
+const RETRY_CODES = new Set(['verifier_unreachable', 'verifier_timeout', 'http_502', 'http_503', 'http_504']);
+const MAX_RETRY_MS = 60_000;
+
+export = function (RED: NodeAPI) {
+  function Provision(this: Node, config: ProvisionDef) {
+    RED.nodes.createNode(this, config);
+    const device = RED.nodes.getNode(config.device) as DeviceNode | null;
+    let retryTimer: NodeJS.Timeout | undefined;
+    let closed = false;
+
+    if (!device) {
+      this.status(status.failed(RED._('m2m-provision.status.no-device')));
+      this.on('input', (_msg: NodeMessage, _send, done) => done(new Error(RED._('m2m-provision.errors.no_device'))));
+      return;
+    }
+
+    const provision = async (msg: NodeMessage & { m2m?: Record<string, unknown> }) => {
+      this.status(status.waiting(RED._('m2m-provision.status.registering')));
+      const { identity, created: keyCreated } = device.identity();
+      const answer = await provisionDevice(device.api().client(), identity, device.components(), device.metadata());
+      this.status(answer.status === 'active'
+        ? status.working(RED._('m2m-provision.status.registered', { deviceId: answer.deviceId }))
+        : status.waiting(RED._('m2m-provision.status.pending', { deviceId: answer.deviceId })));
+      msg.m2m = { ...msg.m2m, deviceId: answer.deviceId, status: answer.status, created: answer.created, keyCreated };
+      return msg;
+    };
+
+    const fail = (err: unknown) => {
+      this.status(status.failed(RED._('m2m-provision.status.failed', { code: errorCode(err) })));
+      return new Error(errorText(RED, 'm2m-provision', err));
+    };
+
+    const provisionOnDeploy = (attempt: number) => {
+      provision({ payload: 'deploy' }).then(msg => this.send(msg), err => {
+        if (closed) return;
+        const error = fail(err);
+        if (err instanceof ApiError && RETRY_CODES.has(err.code)) {
+          const delay = Math.min(1000 * 2 ** attempt, MAX_RETRY_MS);
+          this.warn(RED._('m2m-provision.status.retrying', { seconds: delay / 1000, message: error.message }));
+          retryTimer = setTimeout(() => provisionOnDeploy(attempt + 1), delay);
+        } else {
+          this.error(error.message);
+        }
+      });
+    };
+    // Let the rest of the flow (a verifier in the same Node-RED, say) start first.
+    if (config.onDeploy) retryTimer = setTimeout(() => provisionOnDeploy(0), 500);
+
+    this.on('input', (msg, send, done) => {
+      provision(msg).then(out => { send(out); done(); }, err => done(fail(err)));
+    });
+
+    this.on('close', (done: () => void) => {
+      closed = true;
+      clearTimeout(retryTimer);
+      done();
+    });
+  }
+
+  RED.nodes.registerType('m2m-provision', Provision);
+};

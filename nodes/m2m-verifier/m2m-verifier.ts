@@ -1,0 +1,79 @@
+/**
+ * Hosts identity API v1 inside Node-RED: the verifier's request listener mounted on httpNode
+ * under a path (default /m2m), with its SQLite store under the user dir.
+ */
+import * as path from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Node, NodeAPI, NodeDef } from 'node-red';
+import { SqliteStore, Verifier, createRequestListener } from '../../lib/verifier';
+import { dataDir, errorText, status } from '../shared/node-kit';
+
+interface VerifierDef extends NodeDef {
+  path: string;
+  store: string;
+  publicUrl: string;
+  manualApproval: boolean;
+  loopbackEnrollment: boolean;
+}
+
+interface VerifierCredentials {
+  adminKey?: string;
+  enrollmentToken?: string;
+}
+
+type Middleware = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
+interface ExpressLayer { handle: unknown }
+interface ExpressApp { use(path: string, handler: Middleware): void; _router?: { stack: ExpressLayer[] } }
+
+function mountPath(configured: string): string {
+  const trimmed = `/${(configured || '/m2m').trim().replace(/^\/+|\/+$/g, '')}`;
+  return trimmed === '/' ? '/m2m' : trimmed;
+}
+
+export = function (RED: NodeAPI) {
+  function M2MVerifier(this: Node<VerifierCredentials>, config: VerifierDef) {
+    RED.nodes.createNode(this, config);
+    const app = RED.httpNode as unknown as ExpressApp;
+    const mount = mountPath(config.path);
+    const settings = RED.settings as { uiPort?: number; uiHost?: string; httpNodeRoot?: string | false };
+    const nodeRoot = typeof settings.httpNodeRoot === 'string' ? settings.httpNodeRoot.replace(/\/+$/, '') : '';
+    const host = !settings.uiHost || settings.uiHost === '0.0.0.0' || settings.uiHost === '::' ? '127.0.0.1' : settings.uiHost;
+    const publicUrl = config.publicUrl?.trim() || `http://${host}:${settings.uiPort ?? 1880}${nodeRoot}${mount}`;
+
+    this.status(status.waiting(RED._('m2m-verifier.status.starting')));
+    const ready = Verifier.create({
+      store: new SqliteStore(config.store?.trim() || path.join(dataDir(RED, 'verifier'), 'verifier.db')),
+      publicUrl,
+      adminKey: this.credentials.adminKey || undefined,
+      enrollmentToken: this.credentials.enrollmentToken || undefined,
+      manualApproval: !!config.manualApproval,
+      loopbackEnrollment: !!config.loopbackEnrollment,
+    });
+    const listener = ready.then(verifier => createRequestListener(verifier, { onError: err => this.error(errorText(RED, 'm2m-verifier', err)) }));
+    // Requests that arrive while the store opens wait for it rather than failing.
+    const handler: Middleware = (req, res, next) => {
+      listener.then(listen => listen(req, res), next);
+    };
+    app.use(mount, handler);
+    ready.then(
+      () => this.status(status.working(RED._('m2m-verifier.status.serving', { path: mount }))),
+      err => {
+        this.status(status.failed(RED._('m2m-verifier.status.failed')));
+        this.error(errorText(RED, 'm2m-verifier', err));
+      },
+    );
+
+    this.on('close', (done: () => void) => {
+      const stack = app._router?.stack ?? [];
+      for (let i = stack.length - 1; i >= 0; i--) if (stack[i].handle === handler) stack.splice(i, 1);
+      ready.then(verifier => verifier.close(), () => undefined).then(() => done());
+    });
+  }
+
+  RED.nodes.registerType<Node<VerifierCredentials>, VerifierDef, object, VerifierCredentials>('m2m-verifier', M2MVerifier, {
+    credentials: {
+      adminKey: { type: 'password' },
+      enrollmentToken: { type: 'password' },
+    },
+  });
+};
