@@ -1,0 +1,100 @@
+/**
+ * Shared set-up for node tests. node-red-node-test-helper gives nodes an httpNode app that it does
+ * not serve, so this serves it on a loopback port of its own, as Node-RED would.
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import type { NodeAPI } from 'node-red';
+import { loadHelper, nodeRedPath, tempUserDir } from '../helpers/node-red';
+
+const dist = path.join(__dirname, '..', '..', 'nodes');
+const nodeModule = (type: string) => require(path.join(dist, type, `${type}.js`));
+
+export const helper = loadHelper();
+const coreNodes = path.join(path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] })), 'core');
+export const catchNode = require(path.join(coreNodes, 'common', '25-catch.js'));
+export const m2mNodes = ['m2m-identity-api', 'm2m-device', 'm2m-provision', 'm2m-attest', 'm2m-verifier'].map(nodeModule);
+
+export interface NodeHttp {
+  url: string;
+  /** Pass as the first "node" to helper.load: it captures RED.httpNode for the server. */
+  capture(RED: NodeAPI): void;
+  close(): Promise<void>;
+}
+
+export async function serveHttpNode(): Promise<NodeHttp> {
+  let app: http.RequestListener | undefined;
+  const server = http.createServer((req, res) => {
+    if (app) app(req, res);
+    else { res.statusCode = 503; res.end(); }
+  });
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    capture: RED => { app = RED.httpNode as unknown as http.RequestListener; },
+    close: () => new Promise(resolve => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+export const ENROLLMENT_TOKEN = 'node-test-enrollment-token';
+export const ADMIN_KEY = 'node-test-admin-key';
+export const KEYSTORE_SECRET = 'node-test-keystore-secret';
+
+/** The flow of a gateway and a verifier in one Node-RED, as in the quick start. */
+export function identityFlow(baseUrl: string, overrides: { apiUrl?: string } = {}) {
+  return {
+    flow: [
+      { id: 'tab', type: 'tab', label: 'test' },
+      { id: 'verifier', z: 'tab', x: 100, y: 100, type: 'm2m-verifier', path: '/m2m', publicUrl: `${baseUrl}/m2m`, store: '', loopbackEnrollment: false, manualApproval: false },
+      { id: 'api', type: 'm2m-identity-api', baseUrl: overrides.apiUrl ?? `${baseUrl}/m2m`, timeout: 2000 },
+      { id: 'device', type: 'm2m-device', deviceId: 'press-7', api: 'api', sources: 'machine-id,cpu', extra: '{"plc.serial":"S7-42"}', metadata: '{"line":"2"}' },
+      { id: 'provision', z: 'tab', x: 100, y: 100, type: 'm2m-provision', device: 'device', onDeploy: false, wires: [['provisioned']] },
+      { id: 'attest', z: 'tab', x: 100, y: 100, type: 'm2m-attest', device: 'device', wires: [['approved'], ['declined']] },
+      { id: 'catch', z: 'tab', x: 100, y: 100, type: 'catch', scope: null, uncaught: false, wires: [['caught']] },
+      { id: 'provisioned', z: 'tab', x: 100, y: 100, type: 'helper' },
+      { id: 'approved', z: 'tab', x: 100, y: 100, type: 'helper' },
+      { id: 'declined', z: 'tab', x: 100, y: 100, type: 'helper' },
+      { id: 'caught', z: 'tab', x: 100, y: 100, type: 'helper' },
+    ],
+    credentials: {
+      verifier: { enrollmentToken: ENROLLMENT_TOKEN, adminKey: ADMIN_KEY },
+      api: { enrollmentToken: ENROLLMENT_TOKEN, apiKey: ADMIN_KEY },
+      device: { keystoreSecret: KEYSTORE_SECRET },
+    },
+  };
+}
+
+/** Resolves with the first message any of the helper nodes receives, and which one got it. */
+export function firstMessage(nodeIds: string[], timeoutMs = 8000): Promise<{ nodeId: string; msg: any }> {
+  const listeners = new Map<string, (msg: unknown) => void>();
+  const stop = () => { for (const [id, listener] of listeners) helper.getNode(id)?.removeListener('input', listener); };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { stop(); reject(new Error(`no message reached ${nodeIds.join(' or ')} within ${timeoutMs} ms`)); }, timeoutMs);
+    for (const nodeId of nodeIds) {
+      const listener = (msg: unknown) => { clearTimeout(timer); stop(); resolve({ nodeId, msg }); };
+      listeners.set(nodeId, listener);
+      helper.getNode(nodeId).on('input', listener);
+    }
+  });
+}
+
+export async function nextMessage(nodeId: string, timeoutMs?: number): Promise<any> {
+  return (await firstMessage([nodeId], timeoutMs)).msg;
+}
+
+export function newUserDir(): string {
+  const dir = tempUserDir();
+  helper.settings({ userDir: dir });
+  return dir;
+}
+
+export function keystoreFile(userDir: string, deviceId = 'press-7'): string {
+  return path.join(userDir, 'm2m-identity', 'keys', `${deviceId}.keystore.json`);
+}
+
+export function removeDir(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+}

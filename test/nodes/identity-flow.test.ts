@@ -1,0 +1,152 @@
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { Keystore } from '../../lib/keystore';
+import {
+  ADMIN_KEY, KEYSTORE_SECRET, catchNode, firstMessage, helper, identityFlow, keystoreFile, m2mNodes, newUserDir, nextMessage,
+  removeDir, serveHttpNode, type NodeHttp,
+} from './harness';
+
+describe('nodes: provision and attest against the m2m-verifier node', function () {
+  let http: NodeHttp;
+  let userDir: string;
+
+  beforeEach(function (done) { helper.startServer(done); });
+  beforeEach(async () => {
+    http = await serveHttpNode();
+    userDir = newUserDir();
+  });
+  afterEach(async () => {
+    await helper.unload();
+    await new Promise<void>(resolve => helper.stopServer(() => resolve()));
+    await http.close();
+    removeDir(userDir);
+  });
+
+  async function load(overrides: Parameters<typeof identityFlow>[1] = {}) {
+    const { flow, credentials } = identityFlow(http.url, overrides);
+    await helper.load([http.capture, catchNode, ...m2mNodes], flow, credentials);
+  }
+
+  async function provision() {
+    const registered = nextMessage('provisioned');
+    helper.getNode('provision').receive({ payload: 'go' });
+    return registered;
+  }
+
+  async function attest(msg: Record<string, unknown> = { payload: 21.5 }) {
+    const answer = firstMessage(['approved', 'declined']);
+    helper.getNode('attest').receive(msg);
+    const { nodeId, msg: out } = await answer;
+    return { output: nodeId === 'approved' ? 1 : 2, msg: out };
+  }
+
+  it('serves identity API v1 under /m2m on httpNode', async () => {
+    await load();
+    const health = await fetch(`${http.url}/m2m/v1/health`);
+    assert.deepEqual(await health.json(), { status: 'ok', store: 'ok' });
+  });
+
+  it('provisions the device: creates the key once and registers it, idempotently', async () => {
+    await load();
+    const first = await provision();
+    assert.deepEqual(first.m2m, { deviceId: 'press-7', status: 'active', created: true, keyCreated: true });
+    assert.equal(first.payload, 'go');
+    const second = await provision();
+    assert.deepEqual(second.m2m, { deviceId: 'press-7', status: 'active', created: false, keyCreated: false });
+    assert.equal(fs.statSync(keystoreFile(userDir)).mode & 0o777, 0o600);
+  });
+
+  it('attests an approved device: output 1 with a token, payload untouched', async () => {
+    await load();
+    await provision();
+    const { output, msg } = await attest();
+    assert.equal(output, 1);
+    assert.equal(msg.payload, 21.5);
+    assert.equal(msg.m2m.decision, 'approved');
+    assert.equal(msg.m2m.deviceId, 'press-7');
+    assert.match(msg.m2m.token, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+    assert.ok(Date.parse(msg.m2m.expiresAt) > Date.now());
+    assert.deepEqual(msg.m2m.reasons, []);
+  });
+
+  it('sends a low TinyML score as evidence and routes the decline to output 2', async () => {
+    await load();
+    await provision();
+    const { output, msg } = await attest({ payload: 1, m2m: { tinyml: { score: 0.2, model: 'sensor-behaviour-v1', source: 'temp' } } });
+    assert.equal(output, 2);
+    assert.equal(msg.m2m.decision, 'declined');
+    assert.deepEqual(msg.m2m.reasons, ['tinyml_low']);
+    assert.equal(msg.m2m.score, 0.2);
+    assert.equal(msg.m2m.tinyml.source, 'temp', 'keeps what was on msg.m2m');
+  });
+
+  it('routes an attestation of an unregistered device to output 2 with device_unknown', async () => {
+    await load();
+    const { output, msg } = await attest();
+    assert.equal(output, 2);
+    assert.deepEqual([msg.m2m.decision, msg.m2m.reasons], ['error', ['device_unknown']]);
+  });
+
+  it('routes a revoked device to output 2, and refuses to provision it again', async () => {
+    await load();
+    await provision();
+    const revoke = await fetch(`${http.url}/m2m/v1/devices/press-7/revoke`, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY } });
+    assert.equal(revoke.status, 200);
+    const { output, msg } = await attest();
+    assert.deepEqual([output, msg.m2m.reasons], [2, ['device_unknown']]);
+    const caught = nextMessage('caught');
+    helper.getNode('provision').receive({ payload: 'again' });
+    assert.match((await caught).error.message, /revoked/);
+  });
+
+  it('keeps running when the verifier is unreachable: output 2 with verifier_unreachable, twice', async () => {
+    await load({ apiUrl: 'http://127.0.0.1:9/m2m' });
+    for (let i = 0; i < 2; i++) {
+      const { output, msg } = await attest();
+      assert.deepEqual([output, msg.m2m.decision, msg.m2m.reasons], [2, 'error', ['verifier_unreachable']]);
+    }
+  });
+
+  it('reports a corrupt keystore to Catch nodes and leaves the file as it was', async () => {
+    const file = keystoreFile(userDir);
+    fs.mkdirSync(require('node:path').dirname(file), { recursive: true });
+    fs.writeFileSync(file, '{"format":"m2m-keystore-v1"', { mode: 0o600 });
+    await load();
+    const caught = nextMessage('caught');
+    helper.getNode('provision').receive({ payload: 'go' });
+    assert.match((await caught).error.message, /corrupt/);
+    assert.equal(fs.readFileSync(file, 'utf8'), '{"format":"m2m-keystore-v1"');
+    const { output, msg } = await attest();
+    assert.deepEqual([output, msg.m2m.reasons], [2, ['keystore_corrupt']]);
+  });
+
+  it('removes its routes from httpNode when the flow stops', async () => {
+    await load();
+    assert.equal((await fetch(`${http.url}/m2m/v1/health`)).status, 200);
+    await helper.unload();
+    assert.equal((await fetch(`${http.url}/m2m/v1/health`)).status, 404);
+  });
+
+  it('never lets the private key reach a msg, a log line or the exported flow', async () => {
+    await load();
+    const seen: unknown[] = [];
+    for (const id of ['provisioned', 'approved', 'declined', 'caught']) helper.getNode(id).on('input', (msg: unknown) => seen.push(msg));
+    await provision();
+    await attest();
+    await attest({ payload: 0, m2m: { tinyml: { score: 0.1, model: 'm' } } });
+
+    const seed = Buffer.from(new Keystore(`${userDir}/m2m-identity/keys`, KEYSTORE_SECRET).load('press-7')!.privateKey.exportSeed());
+    const forms = ['hex', 'base64', 'base64url'].map(encoding => seed.toString(encoding as BufferEncoding));
+    // What the editor exports: the runtime's active flow configuration.
+    const flows = (helper as unknown as { _redNodes: { getFlows(): { flows: Array<{ id: string }> } } })._redNodes.getFlows();
+    assert.ok(flows.flows.some(node => node.id === 'device'));
+    const logLines = helper.log().args.map((args: unknown[]) => JSON.stringify(args));
+    const statuses = ['provision', 'attest', 'verifier'].flatMap(id => (helper.getNode(id).status as unknown as { args: unknown[][] }).args.map((args: unknown[]) => JSON.stringify(args)));
+    const haystacks = { msgs: JSON.stringify(seen), flows: JSON.stringify(flows), logs: logLines.join('\n'), statuses: statuses.join('\n') };
+    assert.equal(seen.length, 3);
+    for (const [where, text] of Object.entries(haystacks)) {
+      for (const form of forms) assert.ok(!text.includes(form), `private key found in ${where}`);
+      assert.ok(!/"d"\s*:/.test(text), `a JWK "d" member found in ${where}`);
+    }
+  });
+});
