@@ -7,24 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { SqliteStore, Verifier, createRequestListener } from '../../lib/verifier';
 import { makeDevice, registration } from '../fixtures/device';
-
-const BIN = path.join(__dirname, '..', '..', 'bin', 'm2m-verifier.js');
-
-/** Starts the CLI and resolves with its URL once it prints `listening on`. */
-export function startCli(args: string[], env: Record<string, string> = {}): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', chunk => { stderr += chunk; });
-  return new Promise((resolve, reject) => {
-    let stdout = '';
-    child.stdout!.on('data', chunk => {
-      stdout += chunk;
-      const url = stdout.match(/listening on (http:\/\/\S+)/)?.[1];
-      if (url) resolve({ child, url, stderr: () => stderr });
-    });
-    child.on('exit', code => reject(new Error(`m2m-verifier exited with ${code}: ${stderr}`)));
-  });
-}
+import { VERIFIER_BIN as BIN, startCli } from '../helpers/verifier-cli';
 
 function exitCode(child: ChildProcess): Promise<number | null> {
   return new Promise(resolve => child.once('exit', code => resolve(code)));
