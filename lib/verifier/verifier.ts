@@ -16,6 +16,7 @@ import { DEFAULT_WORKFLOW, runWorkflow } from './workflow';
 
 export const NONCE_TTL_MS = 60_000;
 export const MAX_CLOCK_SKEW_S = 300;
+const PUBLIC_KEY_CACHE = 10_000;
 
 export interface VerifierOptions {
   store: VerifierStore;
@@ -81,6 +82,8 @@ export class Verifier {
   private readonly tokens: TokenService;
   private readonly options: VerifierOptions;
   private readonly now: () => number;
+  /** Device keys parsed once: building a key object costs about as much as a verification. */
+  private readonly publicKeys = new Map<string, Ed25519PublicKey>();
 
   private constructor(options: VerifierOptions, tokens: TokenService) {
     this.options = options;
@@ -157,7 +160,7 @@ export class Verifier {
       return { decision: session.decision, reasons: session.reasons, sessionId };
     };
     if (!device) return declineWithoutNonce('device_unknown');
-    if (!verifyDecoded(decoded, Ed25519PublicKey.fromJwk(device.jwk))) return declineWithoutNonce('bad_signature');
+    if (!verifyDecoded(decoded, this.publicKey(device))) return declineWithoutNonce('bad_signature');
 
     const workflow = device.workflow ?? this.options.workflow ?? DEFAULT_WORKFLOW;
     const checks = this.checkClaims(payload, device, now);
@@ -195,6 +198,16 @@ export class Verifier {
       answer.expiresAt = new Date(issued.expiresAt).toISOString();
     }
     return answer;
+  }
+
+  private publicKey(device: DeviceRecord): Ed25519PublicKey {
+    let key = this.publicKeys.get(device.thumbprint);
+    if (!key) {
+      if (this.publicKeys.size >= PUBLIC_KEY_CACHE) this.publicKeys.delete(this.publicKeys.keys().next().value!);
+      key = Ed25519PublicKey.fromJwk(device.jwk);
+      this.publicKeys.set(device.thumbprint, key);
+    }
+    return key;
   }
 
   /** Checks that decline whatever the workflow says. */

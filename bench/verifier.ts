@@ -1,0 +1,104 @@
+/**
+ * Attestations per second against the standalone verifier (its own process, so one core) with
+ * SQLite on loopback, and p50/p99 round-trip latency. Two workloads: attestations alone (nonces
+ * fetched and attestations signed beforehand, so only the verifier's work is timed) and the
+ * device's real sequence, challenge then attestation. Targets: ≥ 2,000 attestations/s, p99 ≤ 10 ms.
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { buildAttestation, buildRegistration } from '../lib/device';
+import { Ed25519PrivateKey } from '../lib/crypto/ed25519';
+import type { DeviceIdentity } from '../lib/keystore';
+import { startCli } from '../test/helpers/verifier-cli';
+import { percentile, table } from './stats';
+
+const DEVICES = 50;
+const CONCURRENCY = 16;
+const ATTESTATIONS = 6000;
+const LIGHT = 2000;
+const COMPONENTS = { 'machine-id': 'bench', 'mac.eth0': '02:00:00:00:00:01', 'cpu.serial': '1000', 'disk.sda': 'WD-1' };
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+
+function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  const data = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...headers } }, res => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', chunk => { text += chunk; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/** Runs `count` jobs with `inFlight` at a time; returns per-job latencies (ms) and wall time (s). */
+async function load(count: number, job: (i: number) => Promise<void>, inFlight = CONCURRENCY): Promise<{ latencies: number[]; seconds: number }> {
+  const latencies: number[] = [];
+  let next = 0;
+  const start = process.hrtime.bigint();
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    while (next < count) {
+      const i = next++;
+      const t0 = process.hrtime.bigint();
+      await job(i);
+      latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  }));
+  return { latencies: latencies.sort((a, b) => a - b), seconds: Number(process.hrtime.bigint() - start) / 1e9 };
+}
+
+export async function run(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'));
+  const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'verifier.db')}`], { M2M_ENROLLMENT_TOKEN: 'bench', M2M_ADMIN_KEY: 'bench' });
+  try {
+    const devices: DeviceIdentity[] = Array.from({ length: DEVICES }, (_, i) => ({
+      deviceId: `bench-${i}`, privateKey: Ed25519PrivateKey.generate(), fingerprintSalt: new Uint8Array(16).fill(i), createdAt: '',
+    }));
+    for (const device of devices) {
+      const answer = await post(`${url}/v1/devices`, { registration: buildRegistration(device, COMPONENTS) }, { authorization: 'Bearer bench' });
+      if (answer.status !== 201) throw new Error(`registration failed: ${JSON.stringify(answer.body)}`);
+    }
+    const attest = async (device: DeviceIdentity, nonce: string) => buildAttestation(device, { audience: url, nonce, rawComponents: COMPONENTS, tinyml: { score: 0.95, model: 'bench' } });
+
+    // Warm-up, then attestations alone: challenges fetched and attestations signed up front.
+    const prepared: string[] = [];
+    for (let i = 0; i < ATTESTATIONS + 500 + LIGHT; i++) {
+      const device = devices[i % DEVICES];
+      prepared.push(await attest(device, (await post(`${url}/v1/challenges`, { deviceId: device.deviceId })).body.nonce));
+    }
+    let approved = 0;
+    await load(500, async i => { await post(`${url}/v1/attestations`, { attestation: prepared[ATTESTATIONS + i] }); });
+    const attestOnly = await load(ATTESTATIONS, async i => {
+      if ((await post(`${url}/v1/attestations`, { attestation: prepared[i] })).body.decision === 'approved') approved++;
+    });
+    // Latency when the verifier is not saturated: a few gateways re-attesting at once.
+    const light = await load(LIGHT, async i => {
+      if ((await post(`${url}/v1/attestations`, { attestation: prepared[ATTESTATIONS + 500 + i] })).body.decision === 'approved') approved++;
+    }, 4);
+    if (approved !== ATTESTATIONS + LIGHT) throw new Error(`only ${approved} of ${ATTESTATIONS} attestations were approved`);
+
+    const roundTrips = await load(ATTESTATIONS / 2, async i => {
+      const device = devices[i % DEVICES];
+      const { body } = await post(`${url}/v1/challenges`, { deviceId: device.deviceId });
+      await post(`${url}/v1/attestations`, { attestation: await attest(device, body.nonce) });
+    });
+
+    table([
+      { workload: 'attestation only, 4 in flight', requests: LIGHT, 'per s': Math.round(LIGHT / light.seconds), 'p50 ms': percentile(light.latencies, 50), 'p99 ms': percentile(light.latencies, 99) },
+      { workload: 'attestation only', requests: ATTESTATIONS, 'per s': Math.round(ATTESTATIONS / attestOnly.seconds), 'p50 ms': percentile(attestOnly.latencies, 50), 'p99 ms': percentile(attestOnly.latencies, 99) },
+      { workload: 'challenge + attestation', requests: ATTESTATIONS / 2, 'per s': Math.round(ATTESTATIONS / 2 / roundTrips.seconds), 'p50 ms': percentile(roundTrips.latencies, 50), 'p99 ms': percentile(roundTrips.latencies, 99) },
+    ]);
+    console.log(`(${DEVICES} devices, ${CONCURRENCY} requests in flight unless said, keep-alive, verifier in its own process, SQLite WAL)`);
+    console.log(`target: ≥ 2,000 attestations/s → ${Math.round(ATTESTATIONS / attestOnly.seconds)}/s; p99 ≤ 10 ms → ${percentile(light.latencies, 99).toFixed(2)} ms with 4 in flight, ${percentile(attestOnly.latencies, 99).toFixed(2)} ms saturated with ${CONCURRENCY}`);
+  } finally {
+    agent.destroy();
+    child.kill('SIGTERM');
+    await new Promise(resolve => child.once('exit', resolve));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
