@@ -38,10 +38,7 @@ module.exports = {
   logging: { console: { level: 'info', metrics: false, audit: false } },
 };
 `);
-writeOnce(flowFile, () => {
-  const flow = fs.readFileSync(path.join(root, 'examples', 'm2m-attest', 'quick-start.json'), 'utf8');
-  return flow.replace(/http:\/\/127\.0\.0\.1:1880\//g, `http://127.0.0.1:${port}/`);
-});
+writeOnce(flowFile, () => fs.readFileSync(path.join(root, 'examples', 'm2m-attest', 'quick-start.json'), 'utf8'));
 
 const redJs = require.resolve('node-red/red.js', { paths: [root] });
 console.log(`m2m quick start: Node-RED with node-red-contrib-m2m-identity, user dir ${path.relative(process.cwd(), userDir) || userDir}`);

@@ -6,6 +6,7 @@
 import type { NodeAPI, NodeDef } from 'node-red';
 import { IdentityApiClient } from '../../lib/api-client';
 import type { IdentityApiCredentials, IdentityApiNode } from '../shared/config-nodes';
+import { localVerifierUrl } from '../shared/node-kit';
 
 interface IdentityApiDef extends NodeDef {
   baseUrl: string;
@@ -19,7 +20,7 @@ export = function (RED: NodeAPI) {
 
     this.client = () => {
       client ??= new IdentityApiClient({
-        baseUrl: config.baseUrl,
+        baseUrl: config.baseUrl?.trim() || localVerifierUrl(RED),
         timeoutMs: Number(config.timeout) || 10_000,
         enrollmentToken: this.credentials.enrollmentToken || undefined,
         apiKey: this.credentials.apiKey || undefined,

@@ -49,13 +49,13 @@ export = function (RED: NodeAPI) {
     const provisionOnDeploy = (attempt: number) => {
       provision({ payload: 'deploy' }).then(msg => this.send(msg), err => {
         if (closed) return;
-        const error = fail(err);
         if (err instanceof ApiError && RETRY_CODES.has(err.code)) {
           const delay = Math.min(1000 * 2 ** attempt, MAX_RETRY_MS);
-          this.warn(RED._('m2m-provision.status.retrying', { seconds: delay / 1000, message: error.message }));
+          this.status(status.waiting(RED._('m2m-provision.status.waiting', { seconds: delay / 1000 })));
+          this.warn(RED._('m2m-provision.status.retrying', { seconds: delay / 1000, message: errorText(RED, 'm2m-provision', err) }));
           retryTimer = setTimeout(() => provisionOnDeploy(attempt + 1), delay);
         } else {
-          this.error(error.message);
+          this.error(fail(err).message);
         }
       });
     };

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { SqliteStore, Verifier, createRequestListener } from '../../lib/verifier';
-import { dataDir, errorText, status } from '../shared/node-kit';
+import { dataDir, errorText, localVerifierUrl, status } from '../shared/node-kit';
 
 interface VerifierDef extends NodeDef {
   path: string;
@@ -35,10 +35,7 @@ export = function (RED: NodeAPI) {
     RED.nodes.createNode(this, config);
     const app = RED.httpNode as unknown as ExpressApp;
     const mount = mountPath(config.path);
-    const settings = RED.settings as { uiPort?: number; uiHost?: string; httpNodeRoot?: string | false };
-    const nodeRoot = typeof settings.httpNodeRoot === 'string' ? settings.httpNodeRoot.replace(/\/+$/, '') : '';
-    const host = !settings.uiHost || settings.uiHost === '0.0.0.0' || settings.uiHost === '::' ? '127.0.0.1' : settings.uiHost;
-    const publicUrl = config.publicUrl?.trim() || `http://${host}:${settings.uiPort ?? 1880}${nodeRoot}${mount}`;
+    const publicUrl = config.publicUrl?.trim() || localVerifierUrl(RED, mount);
 
     this.status(status.waiting(RED._('m2m-verifier.status.starting')));
     const ready = Verifier.create({

@@ -40,3 +40,15 @@ export function dataDir(RED: NodeAPI, ...parts: string[]): string {
 }
 
 export type { Node, NodeAPI };
+
+/**
+ * The URL of an m2m-verifier node mounted at `mount` in this Node-RED, as devices on this machine
+ * reach it: what an empty base URL in m2m-identity-api means, and the verifier's default public
+ * URL, so the two agree on the attestation audience.
+ */
+export function localVerifierUrl(RED: NodeAPI, mount = '/m2m'): string {
+  const settings = RED.settings as { uiPort?: number; uiHost?: string; httpNodeRoot?: string | false };
+  const nodeRoot = typeof settings.httpNodeRoot === 'string' ? settings.httpNodeRoot.replace(/\/+$/, '') : '';
+  const host = !settings.uiHost || settings.uiHost === '0.0.0.0' || settings.uiHost === '::' ? '127.0.0.1' : settings.uiHost;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${settings.uiPort ?? 1880}${nodeRoot}${mount}`;
+}
