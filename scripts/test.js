@@ -65,7 +65,7 @@ if (fs.existsSync(path.join(nodeRed31, 'package.json'))) {
 }
 
 if (fs.existsSync(chromium)) {
-  suite('editor in headless Chromium', ['--timeout', '120000', 'dist/test/editor/**/*.spec.js']);
+  suite('editor in headless Chromium', ['--no-config', '--exit', '--timeout', '120000', 'dist/test/editor/**/*.spec.js']);
 } else if (process.env.CI) {
   console.log(`\n=== editor in headless Chromium\n${chromium} is missing: CI must install Debian's chromium package`);
   totals.failed += 1;
