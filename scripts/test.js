@@ -58,7 +58,7 @@ if (!fs.existsSync(path.join(nodeRed31, 'package.json'))) {
 }
 if (fs.existsSync(path.join(nodeRed31, 'package.json'))) {
   const version = JSON.parse(fs.readFileSync(path.join(nodeRed31, 'package.json'), 'utf8')).version;
-  suite(`node tests on node-red ${version}`, ['dist/test/nodes/**/*.test.js', 'dist/test/e2e/**/*.test.js'], { M2M_NODE_RED_PATH: require.resolve('node-red', { paths: [compatDir] }) });
+  suite(`node tests on node-red ${version}`, ['--no-config', '--exit', '--timeout', '20000', 'dist/test/nodes/**/*.test.js', 'dist/test/e2e/**/*.test.js'], { M2M_NODE_RED_PATH: require.resolve('node-red', { paths: [compatDir] }) });
 } else {
   console.log('node-red@3.1 could not be installed');
   totals.failed += 1;
