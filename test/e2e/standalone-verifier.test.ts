@@ -11,28 +11,10 @@ import { IdentityApiClient } from '../../lib/api-client';
 import { buildAttestation } from '../../lib/device';
 import { Keystore } from '../../lib/keystore';
 import { startCli } from '../helpers/verifier-cli';
-import { KEYSTORE_SECRET, catchNode, firstMessage, helper, keystoreFile, m2mNodes, newUserDir, nextMessage, removeDir } from '../nodes/harness';
+import { KEYSTORE_SECRET, catchNode, firstMessage, gatewayFlow, helper, keystoreFile, m2mNodes, newUserDir, nextMessage, removeDir } from '../nodes/harness';
 
 const ENROLLMENT_TOKEN = 'e2e-enrollment-token';
 const ADMIN_KEY = 'e2e-admin-key';
-
-function gatewayFlow(baseUrl: string, enrollmentToken = ENROLLMENT_TOKEN) {
-  return {
-    flow: [
-      { id: 'tab', type: 'tab', label: 'gateway' },
-      { id: 'api', type: 'm2m-identity-api', baseUrl, timeout: 2000 },
-      { id: 'device', type: 'm2m-device', deviceId: 'press-7', api: 'api', sources: 'machine-id,mac,cpu,disk,dmi', extra: '{"plc.serial":"S7-42"}', metadata: '{}' },
-      { id: 'provision', z: 'tab', x: 1, y: 1, type: 'm2m-provision', device: 'device', onDeploy: false, wires: [['provisioned']] },
-      { id: 'attest', z: 'tab', x: 1, y: 1, type: 'm2m-attest', device: 'device', wires: [['approved'], ['declined']] },
-      { id: 'catch', z: 'tab', x: 1, y: 1, type: 'catch', scope: null, uncaught: false, wires: [['caught']] },
-      { id: 'provisioned', z: 'tab', x: 1, y: 1, type: 'helper' },
-      { id: 'approved', z: 'tab', x: 1, y: 1, type: 'helper' },
-      { id: 'declined', z: 'tab', x: 1, y: 1, type: 'helper' },
-      { id: 'caught', z: 'tab', x: 1, y: 1, type: 'helper' },
-    ],
-    credentials: { api: { enrollmentToken }, device: { keystoreSecret: KEYSTORE_SECRET } },
-  };
-}
 
 describe('end to end: nodes against the standalone m2m-verifier process', function () {
   this.timeout(30_000);
@@ -58,8 +40,8 @@ describe('end to end: nodes against the standalone m2m-verifier process', functi
     removeDir(userDir);
   });
 
-  const load = (enrollmentToken?: string) => {
-    const { flow, credentials } = gatewayFlow(verifier.url, enrollmentToken);
+  const load = (enrollmentToken = ENROLLMENT_TOKEN) => {
+    const { flow, credentials } = gatewayFlow(verifier.url, { enrollmentToken });
     return helper.load([catchNode, ...m2mNodes], flow, credentials);
   };
   async function provision() {

@@ -43,28 +43,31 @@ export const ENROLLMENT_TOKEN = 'node-test-enrollment-token';
 export const ADMIN_KEY = 'node-test-admin-key';
 export const KEYSTORE_SECRET = 'node-test-keystore-secret';
 
-/** The flow of a gateway and a verifier in one Node-RED, as in the quick start. */
-export function identityFlow(baseUrl: string, overrides: { apiUrl?: string } = {}) {
+/** A gateway flow: provision and attest, with helper nodes on every output and a catch node. */
+export function gatewayFlow(apiUrl: string, credentials: { enrollmentToken: string; apiKey?: string }) {
   return {
     flow: [
       { id: 'tab', type: 'tab', label: 'test' },
-      { id: 'verifier', z: 'tab', x: 100, y: 100, type: 'm2m-verifier', path: '/m2m', publicUrl: `${baseUrl}/m2m`, store: '', loopbackEnrollment: false, manualApproval: false },
-      { id: 'api', type: 'm2m-identity-api', baseUrl: overrides.apiUrl ?? `${baseUrl}/m2m`, timeout: 2000 },
+      { id: 'api', type: 'm2m-identity-api', baseUrl: apiUrl, timeout: 2000 },
       { id: 'device', type: 'm2m-device', deviceId: 'press-7', api: 'api', sources: 'machine-id,cpu', extra: '{"plc.serial":"S7-42"}', metadata: '{"line":"2"}' },
       { id: 'provision', z: 'tab', x: 100, y: 100, type: 'm2m-provision', device: 'device', onDeploy: false, wires: [['provisioned']] },
       { id: 'attest', z: 'tab', x: 100, y: 100, type: 'm2m-attest', device: 'device', wires: [['approved'], ['declined']] },
       { id: 'catch', z: 'tab', x: 100, y: 100, type: 'catch', scope: null, uncaught: false, wires: [['caught']] },
-      { id: 'provisioned', z: 'tab', x: 100, y: 100, type: 'helper' },
-      { id: 'approved', z: 'tab', x: 100, y: 100, type: 'helper' },
-      { id: 'declined', z: 'tab', x: 100, y: 100, type: 'helper' },
-      { id: 'caught', z: 'tab', x: 100, y: 100, type: 'helper' },
-    ],
+      ...['provisioned', 'approved', 'declined', 'caught'].map(id => ({ id, z: 'tab', x: 100, y: 100, type: 'helper' })),
+    ] as Array<{ id: string; type: string; [key: string]: unknown }>,
     credentials: {
-      verifier: { enrollmentToken: ENROLLMENT_TOKEN, adminKey: ADMIN_KEY },
-      api: { enrollmentToken: ENROLLMENT_TOKEN, apiKey: ADMIN_KEY },
+      api: credentials,
       device: { keystoreSecret: KEYSTORE_SECRET },
-    },
+    } as Record<string, Record<string, string | undefined>>,
   };
+}
+
+/** A gateway and a verifier in one Node-RED, as in the quick start. */
+export function identityFlow(baseUrl: string, overrides: { apiUrl?: string } = {}) {
+  const gateway = gatewayFlow(overrides.apiUrl ?? `${baseUrl}/m2m`, { enrollmentToken: ENROLLMENT_TOKEN, apiKey: ADMIN_KEY });
+  gateway.flow.push({ id: 'verifier', z: 'tab', x: 100, y: 100, type: 'm2m-verifier', path: '/m2m', publicUrl: `${baseUrl}/m2m`, store: '', loopbackEnrollment: false, manualApproval: false });
+  gateway.credentials.verifier = { enrollmentToken: ENROLLMENT_TOKEN, adminKey: ADMIN_KEY };
+  return gateway;
 }
 
 /** Resolves with the first message any of the helper nodes receives, and which one got it. */
