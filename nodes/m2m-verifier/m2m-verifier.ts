@@ -5,7 +5,9 @@
 import * as path from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
+import { M2MError } from '../../lib/errors';
 import { SqliteStore, Verifier, createRequestListener } from '../../lib/verifier';
+import { problem } from '../../lib/verifier/http';
 import { dataDir, errorText, localVerifierUrl, status } from '../shared/node-kit';
 
 interface VerifierDef extends NodeDef {
@@ -21,7 +23,7 @@ interface VerifierCredentials {
   enrollmentToken?: string;
 }
 
-type Middleware = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
+type Middleware = (req: IncomingMessage, res: ServerResponse) => void;
 interface ExpressLayer { handle: unknown }
 interface ExpressApp { use(path: string, handler: Middleware): void; _router?: { stack: ExpressLayer[] } }
 
@@ -38,18 +40,24 @@ export = function (RED: NodeAPI) {
     const publicUrl = config.publicUrl?.trim() || localVerifierUrl(RED, mount);
 
     this.status(status.waiting(RED._('m2m-verifier.status.starting')));
-    const ready = Verifier.create({
+    // Opening the store can fail (a path without permission): that becomes a red status, not a crash.
+    const ready = Promise.resolve().then(() => Verifier.create({
       store: new SqliteStore(config.store?.trim() || path.join(dataDir(RED, 'verifier'), 'verifier.db')),
       publicUrl,
       adminKey: this.credentials.adminKey || undefined,
       enrollmentToken: this.credentials.enrollmentToken || undefined,
       manualApproval: !!config.manualApproval,
       loopbackEnrollment: !!config.loopbackEnrollment,
-    });
+    }));
     const listener = ready.then(verifier => createRequestListener(verifier, { onError: err => this.error(errorText(RED, 'm2m-verifier', err)) }));
+    listener.catch(() => undefined); // reported through `ready` below; requests get a 503
     // Requests that arrive while the store opens wait for it rather than failing.
-    const handler: Middleware = (req, res, next) => {
-      listener.then(listen => listen(req, res), next);
+    const handler: Middleware = (req, res) => {
+      listener.then(listen => listen(req, res), () => {
+        const { status: code, body } = problem(new M2MError('verifier_unavailable', 'the verifier could not start; see the Node-RED log', 503));
+        res.writeHead(code, { 'content-type': 'application/problem+json' });
+        res.end(JSON.stringify(body));
+      });
     };
     app.use(mount, handler);
     ready.then(

@@ -120,6 +120,21 @@ describe('nodes: provision and attest against the m2m-verifier node', function (
     assert.deepEqual([output, msg.m2m.reasons], [2, ['keystore_corrupt']]);
   });
 
+  it('shows a red status, without crashing, when its database cannot be opened', async () => {
+    const { flow, credentials } = identityFlow(http.url);
+    const blocker = `${userDir}/not-a-folder`;
+    fs.writeFileSync(blocker, '');
+    (flow.find(node => node.id === 'verifier') as Record<string, unknown>).store = `${blocker}/verifier.db`;
+    await helper.load([http.capture, catchNode, ...m2mNodes], flow, credentials);
+    const verifier = helper.getNode('verifier');
+    await new Promise(resolve => setTimeout(resolve, 200));
+    const last = (verifier.status as unknown as { lastCall: { args: Array<{ fill: string; text: string }> } }).lastCall.args[0];
+    assert.deepEqual([last.fill, last.text], ['red', 'm2m-verifier.status.failed']);
+    const health = await fetch(`${http.url}/m2m/v1/health`);
+    assert.equal(health.status, 503);
+    assert.equal(((await health.json()) as { code: string }).code, 'verifier_unavailable');
+  });
+
   it('removes its routes from httpNode when the flow stops', async () => {
     await load();
     assert.equal((await fetch(`${http.url}/m2m/v1/health`)).status, 200);
