@@ -7,7 +7,8 @@
 import * as crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { M2MError } from '../lib/errors';
-import { openStore, startVerifierServer } from '../lib/verifier';
+import { parseJson } from '../lib/schema';
+import { openStore, startVerifierServer, workflowSchema } from '../lib/verifier';
 
 const USAGE = `Usage: m2m-verifier [options]
 
@@ -17,6 +18,8 @@ const USAGE = `Usage: m2m-verifier [options]
   --public-url URL     the URL devices reach /v1 under: the attestation audience and token
                        issuer (default the listening URL; also M2M_PUBLIC_URL)
   --manual-approval    new devices wait in "pending" until an admin approves them
+  --workflow JSON      the fleet's workflow, e.g. '[{"step":"signature"},{"step":"fingerprint","minMatch":0.75}]'
+                       (default: signature, fingerprint 0.75, tinyml 0.6 / review 0.8)
   -h, --help           this text
 
 Environment: M2M_ADMIN_KEY, M2M_ENROLLMENT_TOKEN (random ones are generated and printed to
@@ -38,6 +41,7 @@ async function main(): Promise<void> {
         store: { type: 'string', default: 'sqlite:./m2m-verifier.db' },
         'public-url': { type: 'string' },
         'manual-approval': { type: 'boolean', default: false },
+        workflow: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -50,6 +54,13 @@ async function main(): Promise<void> {
   }
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be 0-65535, got ${values.port}`);
+
+  let workflow;
+  try {
+    workflow = values.workflow === undefined ? undefined : workflowSchema.parse(parseJson(values.workflow, '--workflow'), 'workflow');
+  } catch (err) {
+    fail(`--workflow: ${(err as Error).message}`);
+  }
 
   const generated = (name: string) => {
     const value = crypto.randomBytes(24).toString('base64url');
@@ -73,6 +84,7 @@ async function main(): Promise<void> {
     adminKey,
     enrollmentToken,
     manualApproval: values['manual-approval'],
+    workflow,
     onError: err => process.stderr.write(`m2m-verifier: internal error: ${(err as Error).stack ?? err}\n`),
   }).catch(err => fail(`cannot start: ${(err as Error).message}`));
   process.stdout.write(`listening on ${running.url}\n`);

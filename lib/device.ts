@@ -4,7 +4,7 @@
  * provision and attest nodes and by the end-to-end tests.
  */
 import { JWS_TYPES, signJws } from './crypto/jws';
-import type { ApiClientOptions, AttestAnswer, IdentityApiClient, RegisterAnswer } from './api-client';
+import type { AttestAnswer, IdentityApiClient, RegisterAnswer } from './api-client';
 import { digestComponents, type Fingerprint } from './fingerprint';
 import type { DeviceIdentity } from './keystore';
 
@@ -58,4 +58,3 @@ export async function attestDevice(client: IdentityApiClient, identity: DeviceId
   return client.attest(buildAttestation(identity, { audience: client.baseUrl, nonce, rawComponents, tinyml }));
 }
 
-export type { ApiClientOptions };

@@ -120,10 +120,6 @@ export function digestComponents(salt: Uint8Array, raw: Record<string, string>):
   return { salt: Buffer.from(salt).toString('hex'), components };
 }
 
-export function computeFingerprint(salt: Uint8Array, options: CollectOptions = {}): Fingerprint {
-  return digestComponents(salt, collectComponents(options));
-}
-
 /** Share of the registered components that the presented digests match (0 when none registered). */
 export function matchRatio(registered: Record<string, string>, presented: Record<string, string>): number {
   const names = Object.keys(registered);

@@ -148,7 +148,3 @@ export class Ed25519PrivateKey {
     return `Ed25519PrivateKey { publicKey: ${this.publicKey.toJwk().x} }`;
   }
 }
-
-export function verifyEd25519(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
-  return Ed25519PublicKey.fromRaw(publicKey).verify(message, signature);
-}

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Node, NodeAPI, NodeStatus } from 'node-red';
+import type { NodeAPI, NodeStatus } from 'node-red';
 import { M2MError } from '../../lib/errors';
 
 /** green dot = working, yellow ring = waiting, red ring = failed, grey = idle. */
@@ -13,7 +13,6 @@ export const status = {
   waiting: (text: string): NodeStatus => ({ fill: 'yellow', shape: 'ring', text }),
   failed: (text: string): NodeStatus => ({ fill: 'red', shape: 'ring', text }),
   idle: (text: string): NodeStatus => ({ fill: 'grey', shape: 'ring', text }),
-  clear: (): NodeStatus => ({}),
 };
 
 export function errorCode(err: unknown): string {
@@ -39,7 +38,6 @@ export function dataDir(RED: NodeAPI, ...parts: string[]): string {
   return dir;
 }
 
-export type { Node, NodeAPI };
 
 /**
  * The URL of an m2m-verifier node mounted at `mount` in this Node-RED, as devices on this machine

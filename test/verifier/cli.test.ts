@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { SqliteStore, Verifier, createRequestListener } from '../../lib/verifier';
-import { makeDevice, registration } from '../fixtures/device';
+import { attestation, makeDevice, registration } from '../fixtures/device';
 import { VERIFIER_BIN as BIN, startCli } from '../helpers/verifier-cli';
 
 function exitCode(child: ChildProcess): Promise<number | null> {
@@ -36,6 +36,31 @@ describe('verifier: standalone command and embedding', () => {
     await exited;
     assert.match(stderr(), /M2M_ENROLLMENT_TOKEN not set; generated one/);
     assert.match(stderr(), /M2M_ADMIN_KEY not set; generated one/);
+  });
+
+  it('applies a fleet workflow given with --workflow', async () => {
+    const workflow = JSON.stringify([{ step: 'signature' }, { step: 'tinyml', minScore: 0.6, required: true }]);
+    const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`, '--workflow', workflow], { M2M_ADMIN_KEY: 'a', M2M_ENROLLMENT_TOKEN: 'e' });
+    try {
+      const device = makeDevice();
+      const post = (pathname: string, body: unknown, headers: Record<string, string> = {}) => fetch(url + pathname, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) }).then(r => r.json() as Promise<any>);
+      await post('/v1/devices', { registration: registration(device) }, { authorization: 'Bearer e' });
+      const { nonce } = await post('/v1/challenges', { deviceId: device.deviceId });
+      const answer = await post('/v1/attestations', { attestation: attestation(device, url, nonce) });
+      assert.deepEqual([answer.decision, answer.reasons], ['declined', ['tinyml_missing']]);
+    } finally {
+      const exited = exitCode(child);
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  it('refuses a malformed --workflow with exit 2', async () => {
+    const child = spawn(process.execPath, [BIN, '--port', '0', '--workflow', '[{"step":"guess"}]'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', chunk => { stderr += chunk; });
+    assert.equal(await exitCode(child), 2);
+    assert.match(stderr, /--workflow: workflow\[0\]\.step/);
   });
 
   it('refuses a PostgreSQL URL clearly with exit 2', async () => {
