@@ -171,7 +171,8 @@ export class Verifier {
       tinyml: payload.evidence?.tinyml,
     });
     const decide = (outcome: NonceOutcome) => {
-      const reasons = [...(outcome === 'consumed' ? [] : [outcome]), ...checks, ...result.reasons];
+      // A salt mismatch and a failed k-of-n match both say fingerprint_mismatch: report it once.
+      const reasons = [...new Set([...(outcome === 'consumed' ? [] : [outcome]), ...checks, ...result.reasons])];
       const failed = outcome !== 'consumed' || checks.length > 0;
       const session: SessionRecord = {
         sessionId,

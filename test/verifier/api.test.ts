@@ -172,6 +172,17 @@ describe('verifier: identity API v1 over HTTP', () => {
       assert.deepEqual((await attest(device, await nonceFor(device), { rawComponents: otherBoard })).body.reasons, ['fingerprint_mismatch']);
     });
 
+    it('declines fingerprint evidence under another salt, naming the reason once', async () => {
+      const device = await registered();
+      const nonce = await nonceFor(device);
+      const jws = signJws({
+        iss: device.deviceId, aud: v.url, nonce, iat: Math.floor(v.clock.now / 1000),
+        evidence: { fingerprint: { salt: 'ff'.repeat(16), components: { 'machine-id': '0'.repeat(64) } } },
+      }, JWS_TYPES.attestation, device.privateKey);
+      const answer = await v.post('/v1/attestations', { attestation: jws });
+      assert.deepEqual([answer.body.decision, answer.body.reasons], ['declined', ['fingerprint_mismatch']]);
+    });
+
     it('declines a TinyML score under 0.6 and puts one under 0.8 in review without a token', async () => {
       const device = await registered();
       const low = await attest(device, await nonceFor(device), { tinyml: { score: 0.41, model: 'm' } });
