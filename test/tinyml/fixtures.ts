@@ -1,0 +1,53 @@
+/** Simulated sensors and the shipped model, shared by the TinyML tests. */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { useBackend } from '../../lib/tinyml/backend';
+import { shippedModelDir } from '../../lib/tinyml/catalog';
+import { BehaviourModel } from '../../lib/tinyml/model';
+import { SeededRandom } from '../../lib/tinyml/random';
+import { drawInstallation, drawUnit, SimulatedSensor, SoftwareImpostor, type Installation, type Recording } from '../../lib/tinyml/simulator';
+
+/** The shipped model for sources that stamp their readings, as the fixtures' sensors do. */
+export const SHIPPED_MODEL = shippedModelDir('source');
+
+let shipped: Promise<BehaviourModel> | undefined;
+
+export function shippedModel(): Promise<BehaviourModel> {
+  shipped ??= useBackend().then(() => BehaviourModel.load(SHIPPED_MODEL));
+  return shipped;
+}
+
+export interface Plant {
+  installation: Installation;
+  genuine: SimulatedSensor;
+  otherUnit: SimulatedSensor;
+  simulator: SoftwareImpostor;
+}
+
+/** A sensor at its installation, another unit of its model, and a software simulator posing as it. */
+export function plant(seed: number): Plant {
+  const rng = new SeededRandom(seed);
+  const installation = drawInstallation(rng);
+  return {
+    installation,
+    genuine: new SimulatedSensor(installation, drawUnit(rng), seed + 1),
+    otherUnit: new SimulatedSensor(installation, drawUnit(rng), seed + 2),
+    simulator: new SoftwareImpostor(installation, seed + 3),
+  };
+}
+
+export function samples(recording: Recording): Array<{ value: number; time: number }> {
+  return Array.from(recording.values, (value, i) => ({ value, time: recording.sourceTimes[i] }));
+}
+
+export function tempDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-tinyml-'));
+}
+
+/** A copy of the shipped model in a temp dir, to break in a test. */
+export function modelCopy(): string {
+  const dir = tempDir();
+  for (const file of ['model.json', 'weights.bin']) fs.copyFileSync(path.join(SHIPPED_MODEL, file), path.join(dir, file));
+  return dir;
+}

@@ -1,0 +1,84 @@
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { FEATURE_COUNT } from '../../lib/tinyml/features';
+import { BehaviourModel, ModelError } from '../../lib/tinyml/model';
+import { modelCopy, SHIPPED_MODEL, shippedModel } from './fixtures';
+
+function randomFeatures(rows: number, seed: number): Float32Array {
+  return Float32Array.from({ length: rows * FEATURE_COUNT }, (_, i) => Math.sin(seed * 7919 + i * 12.9898) * 2);
+}
+
+describe('tinyml model', function () {
+  this.timeout(60_000);
+
+  it('ships at most 32 KB of weights, described by its model.json', async function () {
+    const model = await shippedModel();
+    const bytes = model.weights().reduce((sum, l) => sum + 4 * (l.kernel.length + l.bias.length), 0);
+    assert.ok(bytes <= 32 * 1024, `${bytes} bytes`);
+    assert.equal(fs.statSync(path.join(SHIPPED_MODEL, 'weights.bin')).size, bytes);
+    assert.match(model.id, /^sensor-behaviour-v1-stamped@[0-9a-f]{12}$/);
+  });
+
+  it('computes what the layers model computes, as unit-length embeddings', async function () {
+    const model = await shippedModel();
+    const layers = await tf.loadLayersModel(tf.io.fromMemory(readArtifacts()));
+    const { featureMean, featureStd } = model.metadata;
+    const rows = 5;
+    const features = randomFeatures(rows, 1);
+    const standardised = features.map((v, i) => (v - featureMean[i % FEATURE_COUNT]) / featureStd[i % FEATURE_COUNT]);
+    const reference = tf.tidy(() => (layers.predict(tf.tensor2d(standardised, [rows, FEATURE_COUNT])) as tf.Tensor).arraySync() as number[][]);
+    layers.dispose();
+    const embedded = model.embed(features, rows);
+    for (let r = 0; r < rows; r++) {
+      const norm = Math.hypot(...reference[r]);
+      reference[r].forEach((v, c) => assert.ok(Math.abs(v / norm - embedded[r * model.embeddingSize + c]) < 1e-4));
+    }
+  });
+
+  it('leaks no tensors over 100k inferences, single and batched', async function () {
+    const model = await shippedModel();
+    const single = randomFeatures(1, 2);
+    const batch = randomFeatures(100, 3);
+    model.embed(single, 1);
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 1000; i++) model.embed(single, 1);
+    for (let i = 0; i < 990; i++) model.embed(batch, 100);
+    assert.equal(tf.memory().numTensors, before);
+  });
+
+  describe('refuses a broken model with a clear error', function () {
+    let dir: string;
+    beforeEach(() => { dir = modelCopy(); });
+    afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+    const cases: Array<[string, (dir: string) => void, RegExp]> = [
+      ['a missing model.json', d => fs.rmSync(path.join(d, 'model.json')), /model\.json: not found/],
+      ['a corrupt model.json', d => fs.writeFileSync(path.join(d, 'model.json'), '{"modelTop'), /model\.json: .*JSON/],
+      ['missing weights', d => fs.rmSync(path.join(d, 'weights.bin')), /weights file missing/],
+      ['truncated weights', d => fs.truncateSync(path.join(d, 'weights.bin'), 100), /weights are 100 bytes/],
+      ['another feature set', d => {
+        const json = JSON.parse(fs.readFileSync(path.join(d, 'model.json'), 'utf8'));
+        json.userDefinedMetadata.m2m.featureVersion = 99;
+        fs.writeFileSync(path.join(d, 'model.json'), JSON.stringify(json));
+      }, /feature set v99/],
+    ];
+    for (const [what, breakIt, message] of cases) {
+      it(what, async function () {
+        breakIt(dir);
+        await assert.rejects(BehaviourModel.load(dir), (err: Error) => err instanceof ModelError && message.test(err.message));
+      });
+    }
+  });
+});
+
+function readArtifacts(): tf.io.ModelArtifacts {
+  const json = JSON.parse(fs.readFileSync(path.join(SHIPPED_MODEL, 'model.json'), 'utf8'));
+  const weights = fs.readFileSync(path.join(SHIPPED_MODEL, 'weights.bin'));
+  return {
+    modelTopology: json.modelTopology,
+    weightSpecs: json.weightsManifest[0].weights,
+    weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.length),
+  };
+}
