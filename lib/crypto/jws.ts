@@ -15,6 +15,7 @@ export const JWS_TYPES = {
   registration: 'm2m-registration+jwt',
   attestation: 'm2m-attestation+jwt',
   token: 'at+jwt',
+  peerMessage: 'm2m-message+jwt',
 } as const;
 
 export interface JwsHeader {

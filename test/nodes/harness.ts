@@ -15,7 +15,7 @@ const nodeModule = (type: string) => require(path.join(dist, type, `${type}.js`)
 export const helper = loadHelper();
 const coreNodes = path.join(path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] })), 'core');
 export const catchNode = require(path.join(coreNodes, 'common', '25-catch.js'));
-export const m2mNodes = ['m2m-identity-api', 'm2m-device', 'm2m-provision', 'm2m-attest', 'm2m-verifier'].map(nodeModule);
+export const m2mNodes = ['m2m-identity-api', 'm2m-device', 'm2m-provision', 'm2m-tinyml-verify', 'm2m-attest', 'm2m-verifier'].map(nodeModule);
 
 export interface NodeHttp {
   url: string;

@@ -1,0 +1,152 @@
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BehaviourMonitor, type MonitorOptions, type Verdict } from '../../lib/tinyml/behaviour-monitor';
+import { WINDOW } from '../../lib/tinyml/features';
+import type { BehaviourModel } from '../../lib/tinyml/model';
+import { ProfileStore } from '../../lib/tinyml/profile-store';
+import { replay } from '../../lib/tinyml/simulator';
+import { SeededRandom } from '../../lib/tinyml/random';
+import { plant, samples, shippedModel, tempDir } from './fixtures';
+
+const ENROL_WINDOWS = 20;
+const options: MonitorOptions = { enrolWindows: ENROL_WINDOWS, maxSources: 100, replayMemory: 65536, autoEnrol: false, maxBatch: 64 };
+
+async function feed(monitor: BehaviourMonitor, source: string, stream: Array<{ value: number; time: number }>): Promise<Verdict[]> {
+  return Promise.all(stream.map(s => monitor.observe(source, s.value, s.time)));
+}
+
+function scored(verdicts: Verdict[]) {
+  return verdicts.filter((v): v is Extract<Verdict, { status: 'scored' }> => v.status === 'scored');
+}
+
+const trustedShare = (verdicts: Verdict[]) => {
+  const s = scored(verdicts);
+  return s.filter(v => v.trusted).length / s.length;
+};
+
+describe('tinyml behaviour monitor', function () {
+  this.timeout(60_000);
+  let model: BehaviourModel;
+  let dir: string;
+  let store: ProfileStore;
+
+  before(async () => { model = await shippedModel(); });
+  beforeEach(() => {
+    dir = tempDir();
+    store = new ProfileStore(path.join(dir, 'profiles.json'), model.id, model.embeddingSize);
+  });
+  afterEach(() => {
+    store.flush();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function enrolled(seed: number, monitorOptions = options) {
+    const site = plant(seed);
+    const monitor = new BehaviourMonitor(model, store, monitorOptions);
+    monitor.startEnrolment('press-1');
+    const enrolment = site.genuine.record(1e6, ENROL_WINDOWS * WINDOW);
+    const verdicts = await feed(monitor, 'press-1', samples(enrolment));
+    return { site, monitor, verdicts, enrolment };
+  }
+
+  it('learns a profile from N windows, then trusts the genuine sensor', async function () {
+    const { site, monitor, verdicts } = await enrolled(101);
+    assert.ok(verdicts.every(v => v.status === 'unverified' && v.reason === 'enrolling'));
+    assert.ok(store.get('press-1'), 'profile stored');
+    const later = await feed(monitor, 'press-1', samples(site.genuine.record(1e6 + 3_600_000, 12 * WINDOW)));
+    assert.ok(trustedShare(later) >= 0.9, `trusted ${trustedShare(later)}`);
+    assert.ok(scored(later).every(v => v.score >= 0 && v.score <= 1 && !v.replay));
+  });
+
+  it('flags a software simulator posing as the sensor', async function () {
+    const { site, monitor } = await enrolled(202);
+    const faked = await feed(monitor, 'press-1', samples(site.simulator.record(1e6 + 3_600_000, 12 * WINDOW)));
+    // The first windows still average in genuine scores; judge once the decision is all impostor.
+    const settled = scored(faked).slice(4 * WINDOW);
+    assert.ok(settled.filter(v => !v.trusted).length / settled.length >= 0.95);
+  });
+
+  it('scores replayed genuine data as 0 and marks it', async function () {
+    const { monitor, enrolment } = await enrolled(303);
+    const played = replay(enrolment, 300, 3 * WINDOW, 7_200_000, new SeededRandom(1));
+    const verdicts = scored(await feed(monitor, 'press-1', samples(played)));
+    const last = verdicts[verdicts.length - 1];
+    assert.equal(last.replay, true);
+    assert.equal(last.score, 0);
+    assert.equal(last.trusted, false);
+  });
+
+  it('warms up on the first window after a restart, verifying with the stored profile', async function () {
+    const { site } = await enrolled(404);
+    const restarted = new BehaviourMonitor(model, store, options);
+    const verdicts = await feed(restarted, 'press-1', samples(site.genuine.record(5e6, 2 * WINDOW)));
+    assert.ok(verdicts.slice(0, WINDOW - 1).every(v => v.status === 'unverified' && v.reason === 'warming_up'));
+    assert.ok(verdicts.slice(WINDOW - 1).every(v => v.status === 'scored'));
+  });
+
+  it('keeps no state for unknown sources, however many ids arrive', async function () {
+    const monitor = new BehaviourMonitor(model, store, options);
+    for (let i = 0; i < 5000; i++) assert.deepEqual(monitor.observe(`sensor-${i}`, 1, i), { status: 'unverified', reason: 'not_enrolled' });
+    assert.equal(monitor.liveSources, 0);
+  });
+
+  it('bounds live sources with an LRU when enrolling many', async function () {
+    const monitor = new BehaviourMonitor(model, store, { ...options, autoEnrol: true, maxSources: 50 });
+    for (let i = 0; i < 3000; i++) monitor.observe(`sensor-${i}`, i % 7, i);
+    assert.equal(monitor.liveSources, 50);
+    assert.equal(monitor.evicted, 2950);
+  });
+
+  it('rejects non-numeric values and bad, out-of-order or duplicate times, without using them', async function () {
+    const { monitor } = await enrolled(505);
+    const t = 1e6 + 1e7;
+    assert.deepEqual(monitor.observe('press-1', 'hot', t), { status: 'rejected', reason: 'invalid_value' });
+    assert.deepEqual(monitor.observe('press-1', undefined, t), { status: 'rejected', reason: 'invalid_value' });
+    assert.deepEqual(monitor.observe('press-1', Number.NaN, t), { status: 'rejected', reason: 'invalid_value' });
+    assert.deepEqual(monitor.observe('press-1', 20, 'yesterday-ish'), { status: 'rejected', reason: 'invalid_time' });
+    assert.deepEqual(monitor.observe('press-1', 20, 1), { status: 'rejected', reason: 'out_of_order' });
+    await monitor.observe('press-1', '20.5', t);
+    assert.deepEqual(monitor.observe('press-1', 20, t), { status: 'rejected', reason: 'duplicate_time' });
+  });
+
+  describe('profiles on disk', function () {
+    it('persist across a restart', async function () {
+      await enrolled(606);
+      store.flush();
+      const reopened = new ProfileStore(path.join(dir, 'profiles.json'), model.id, model.embeddingSize);
+      assert.deepEqual(reopened.loaded, { skipped: 0 });
+      assert.deepEqual(reopened.get('press-1'), store.get('press-1'));
+    });
+
+    it('from another model version are skipped and counted, never used', async function () {
+      await enrolled(707);
+      store.flush();
+      const other = new ProfileStore(path.join(dir, 'profiles.json'), 'sensor-behaviour-v1@000000000000', model.embeddingSize);
+      assert.equal(other.loaded.skipped, 1);
+      assert.match(other.loaded.problem!, /re-enrol/);
+      assert.equal(other.get('press-1'), undefined);
+    });
+
+    it('moves a corrupt file aside and starts empty', function () {
+      const file = path.join(dir, 'profiles.json');
+      fs.writeFileSync(file, '{"model": 3');
+      const reopened = new ProfileStore(file, model.id, model.embeddingSize);
+      assert.match(reopened.loaded.problem!, /moved to .*corrupt/);
+      assert.equal(reopened.size, 0);
+      assert.equal(fs.readdirSync(dir).filter(f => f.includes('.corrupt-')).length, 1);
+    });
+
+    it('skips single malformed profiles and keeps the rest', async function () {
+      await enrolled(808);
+      store.flush();
+      const file = path.join(dir, 'profiles.json');
+      const json = JSON.parse(fs.readFileSync(file, 'utf8'));
+      json.profiles.broken = { centroid: 'no' };
+      fs.writeFileSync(file, JSON.stringify(json));
+      const reopened = new ProfileStore(file, model.id, model.embeddingSize);
+      assert.equal(reopened.loaded.skipped, 1);
+      assert.ok(reopened.get('press-1'));
+    });
+  });
+});
