@@ -138,24 +138,25 @@ export = function (RED: NodeAPI) {
     });
 
     const route = (item: Routed, trusted: boolean, tinyml: Record<string, unknown>) => {
-      item.msg.m2m = { ...item.msg.m2m, tinyml: { model: modelId, ...tinyml } };
+      item.msg.m2m = { ...item.msg.m2m, tinyml: { ...tinyml, model: modelId } };
       item.send(trusted ? [item.msg, null] : [null, item.msg]);
       item.done();
     };
 
-    const releaseHeld = (source: string, verdict: Extract<Verdict, { status: 'scored' }>) => {
-      for (const item of held.take(source)) {
-        route(item, verdict.trusted, { source, score: verdict.score, threshold: verdict.threshold, trusted: verdict.trusted, held: true });
-      }
-    };
+    const scored = (source: string, verdict: Extract<Verdict, { status: 'scored' }>) => ({
+      source,
+      score: Math.round(verdict.score * 1e4) / 1e4,
+      threshold: Math.round(verdict.threshold * 1e4) / 1e4,
+      trusted: verdict.trusted,
+      ...(verdict.trusted ? {} : { reason: verdict.replay ? 'replay' : 'score_below_threshold' }),
+    });
 
     const onVerdict = (item: Routed, source: string, verdict: Verdict) => {
       if (verdict.status === 'scored') {
         last = verdict;
         refreshStatus();
-        releaseHeld(source, verdict);
-        const reason = verdict.replay ? 'replay' : verdict.trusted ? undefined : 'score_below_threshold';
-        route(item, verdict.trusted, { source, score: verdict.score, threshold: verdict.threshold, trusted: verdict.trusted, reason });
+        for (const waiting of held.take(source)) route(waiting, verdict.trusted, { ...scored(source, verdict), held: true });
+        route(item, verdict.trusted, scored(source, verdict));
         return;
       }
       const tinyml = { source, score: null, trusted: false, reason: verdict.reason, ...('enrolled' in verdict ? { enrolled: verdict.enrolled } : {}) };

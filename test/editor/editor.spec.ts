@@ -226,6 +226,21 @@ describe('the editor in headless Chromium', function () {
         await page.evaluate(id => { RED.workspaces.show(RED.nodes.node(id).z); $('.red-ui-notification').remove(); }, ours[0]);
         await page.screenshot({ path: path.join(docs, 'quickstart-flow.png') });
       }
+      if (file === 'genuine-vs-impostor') {
+        // Enrolment takes 20 windows (~13 s of readings at 100 Hz); then the genuine sensor is
+        // trusted, and the impostor, swapped in with the inject button, is not.
+        const debug = (text: string) => page.locator('.red-ui-debug-msg', { hasText: text }).first().waitFor({ timeout: 60_000 });
+        await debug('trusted: true');
+        const swap = await page.evaluate(() => {
+          let id = '';
+          RED.nodes.eachNode((n: any) => { if (n.type === 'inject' && n.name === 'swap in impostor') id = n.id; });
+          return id;
+        });
+        assert.equal((await page.request.post(`${url}inject/${swap}`)).status(), 200);
+        await debug('score_below_threshold');
+        await page.evaluate(id => { RED.workspaces.show(RED.nodes.node(id).z); $('.red-ui-notification').remove(); }, ours[0]);
+        await page.screenshot({ path: path.join(docs, 'tinyml-flow.png') });
+      }
       const errors = await page.locator('.red-ui-debug-msg-level-20').allInnerTexts();
       assert.deepEqual(errors, [], `errors in the debug sidebar: ${errors.join(' | ')}`);
 
