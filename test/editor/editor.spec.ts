@@ -97,6 +97,8 @@ describe('the editor in headless Chromium', function () {
       const image = await entry.locator('.red-ui-palette-icon').evaluate(el => getComputedStyle(el).backgroundImage);
       const iconUrl = image.match(/url\("?(.*?)"?\)/)?.[1];
       assert.ok(iconUrl, `${type} has no icon`);
+      // Node-RED falls back to its own arrow when it did not find the icon beside the node file.
+      assert.match(iconUrl!, /icons\/node-red-contrib-m2m-identity\//, `${type} shows ${iconUrl}, not its own icon`);
       const icon = await page.request.get(iconUrl!);
       assert.equal(icon.status(), 200, `${type} icon ${iconUrl}`);
       assert.match(await icon.text(), /<svg/, `${type} icon is not our SVG`);
