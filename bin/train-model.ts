@@ -4,9 +4,10 @@
  *
  *   npm run train-model                                  simulator data → models/sensor-behaviour-v1/
  *                                                        (stamped/ and arrival/, card table updated)
- *   npm run train-model -- --recordings plant.csv --out models/plant-a
+ *   npm run train-model -- --recordings plant.csv [--out models/plant]
  *                                                        your recordings (CSV or JSON lines of
- *                                                        source, value, time in ms)
+ *                                                        source, value, time in ms); without
+ *                                                        --out: ./models/<file name>
  * Options: --seed N, --epochs N, --units N (simulated units). Same data + seed → same model.
  */
 import * as path from 'node:path';
@@ -77,7 +78,7 @@ async function recordedJob(file: string): Promise<Job> {
   const name = path.basename(file).replace(/\.[^.]+$/, '');
   return {
     data: collector.finish(training.length),
-    dir: path.resolve(args.out ?? path.join(MODELS_DIR, name)),
+    dir: path.resolve(args.out ?? path.join('models', name)),
     metadata: { ...common, name: path.basename(args.out ?? name), timeSource: 'recorded', trainedOn: `recordings: ${path.basename(file)}, ${training.length} sources (${heldOut.length} held out for evaluation)` },
     threshold: model => evaluateRecordings(model, training as RecordedStream[], protocol).impostors.other_source.eerThreshold,
     evaluate: model => evaluateRecordings(model, heldOut as RecordedStream[], protocol),
