@@ -182,27 +182,32 @@ describe('the editor in headless Chromium', function () {
   });
 
   for (const example of examples) {
-    it(`imports ${example} from the examples library, deploys it, and shows no error`, async () => {
+    it(`imports ${example} through Menu > Import > Examples, deploys it, and shows no error`, async () => {
       const [folder, file] = [path.dirname(example), path.basename(example, '.json')];
-      // The Import > Examples tab lists what Node-RED serves from its examples library, and
-      // importing one loads it from there. Both go through that library here; the dialog itself is
-      // left out because headless Chromium leaves a shade over it that swallows pointer events.
-      const listed = await page.evaluate(async dir => {
-        const answer = await $.getJSON(`library/examples/flows/node-red-contrib-m2m-identity/${dir}`);
-        return (answer as Array<string | { fn: string }>).map(entry => (typeof entry === 'string' ? entry : entry.fn));
-      }, folder);
-      assert.ok(listed.some(name => name.replace(/\.json$/, '') === file), `${example} is not listed under Import > Examples: ${listed.join(', ')}`);
       const before: string[] = await page.evaluate(() => {
         const ids: string[] = [];
         RED.nodes.eachNode((n: any) => { ids.push(n.id); });
         RED.nodes.eachConfig((n: any) => { ids.push(n.id); });
         return ids;
       });
-      await page.evaluate(async ([dir, name]) => {
-        const flow = await $.getJSON(`library/examples/flows/node-red-contrib-m2m-identity/${dir}/${name}`);
-        RED.view.importNodes(flow, { addFlow: true });
-        RED.nodes.dirty(true); // enables Deploy, as an import through the dialog does
-      }, [folder, file]);
+      // Menu > Import > Examples > our package > folder > flow, into a new flow tab.
+      await page.locator('#red-ui-header-button-sidemenu').click();
+      await page.locator('#menu-item-import').click();
+      await page.locator('#red-ui-clipboard-dialog .red-ui-tab', { hasText: 'Examples' }).click();
+      const entry = (label: string) => page.locator('#red-ui-clipboard-dialog .red-ui-treeList-label', { hasText: label }).first();
+      // The dialog remembers which folders were open; a click on an open one would close it.
+      const trail = ['node-red-contrib-m2m-identity', folder, file];
+      for (const [depth, label] of trail.entries()) {
+        const next = trail[depth + 1];
+        if (!next || !(await entry(next).isVisible())) await entry(label).click();
+        if (next) await entry(next).waitFor({ state: 'visible', timeout: 5_000 });
+      }
+      await page.waitForFunction(() => $('#red-ui-clipboard-dialog-ok').is(':enabled:not(.disabled)'), undefined, { timeout: 5_000 });
+      await page.locator('#red-ui-clipboard-dialog-import-opt-new').click();
+      await page.locator('#red-ui-clipboard-dialog-ok').click();
+      await page.locator('#red-ui-clipboard-dialog').waitFor({ state: 'hidden', timeout: 5_000 });
+      // Imported nodes hang on the pointer until a click puts them down, as for a user.
+      await page.locator('#red-ui-workspace-chart').click({ position: { x: 40, y: 40 } });
       const ours: string[] = await page.evaluate(old => {
         const ids: string[] = [];
         RED.nodes.eachNode((n: any) => { if (/^m2m-/.test(n.type) && !old.includes(n.id)) ids.push(n.id); });
