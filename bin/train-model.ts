@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { useBackend } from '../lib/tinyml/backend';
 import { MODEL_FAMILY, MODEL_VARIANTS, MODELS_DIR } from '../lib/tinyml/catalog';
 import { readRecordings, simulatedTraining, windowFeatures, WindowCollector, type LabelledWindows } from '../lib/tinyml/dataset';
-import { EVALUATION_PROTOCOL, evaluateRecordings, evaluateSimulated, type ModeReport, type RecordedStream } from '../lib/tinyml/evaluate';
+import { EVALUATION_PROTOCOL, evaluateRecordings, evaluateSimulated, type ModeReport } from '../lib/tinyml/evaluate';
 import { FEATURE_NAMES, FEATURE_VERSION, WINDOW } from '../lib/tinyml/features';
 import { BehaviourModel, saveModel, type ModelMetadata } from '../lib/tinyml/model';
 import { SeededRandom } from '../lib/tinyml/random';
@@ -80,8 +80,8 @@ async function recordedJob(file: string): Promise<Job> {
     data: collector.finish(training.length),
     dir: path.resolve(args.out ?? path.join('models', name)),
     metadata: { ...common, name: path.basename(args.out ?? name), timeSource: 'recorded', trainedOn: `recordings: ${path.basename(file)}, ${training.length} sources (${heldOut.length} held out for evaluation)` },
-    threshold: model => evaluateRecordings(model, training as RecordedStream[], protocol).impostors.other_source.eerThreshold,
-    evaluate: model => evaluateRecordings(model, heldOut as RecordedStream[], protocol),
+    threshold: model => evaluateRecordings(model, training, protocol).impostors.other_source.eerThreshold,
+    evaluate: model => evaluateRecordings(model, heldOut, protocol),
   };
 }
 

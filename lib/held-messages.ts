@@ -8,10 +8,6 @@ export class HeldMessages<T> {
 
   constructor(private readonly limit: number) {}
 
-  get size(): number {
-    return this.total;
-  }
-
   /** Parks `item`; returns the message pushed out when the bound is exceeded. */
   add(key: string, item: T): { key: string; item: T } | undefined {
     const list = this.byKey.get(key);

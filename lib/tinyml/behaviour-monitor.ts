@@ -95,11 +95,6 @@ export class BehaviourMonitor {
     state.enrolment = { features: new Float32Array(this.options.enrolWindows * FEATURE_COUNT), collected: 0 };
   }
 
-  forget(source: string): void {
-    this.live.delete(source);
-    this.profiles.delete(source);
-  }
-
   /** Takes one sample of `source`; the verdict says how its message should be routed. */
   observe(source: string, rawValue: unknown, rawTime: unknown): Promise<Verdict> | Verdict {
     const value = numericValue(rawValue);

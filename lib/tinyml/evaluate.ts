@@ -3,6 +3,7 @@
  * one session, then scored hours later (temperature has moved) against genuine windows and each
  * impostor kind, through the same window, replay memory, features and scoring the node uses.
  */
+import type { RecordedSource } from './dataset';
 import { FEATURE_COUNT, FeatureExtractor, WINDOW } from './features';
 import { acceptedShare, errorRates, type ErrorRates } from './metrics';
 import type { BehaviourModel } from './model';
@@ -172,17 +173,12 @@ function modeReport<K extends string>(genuine: ScoredWindows, impostors: Record<
   };
 }
 
-export interface RecordedStream {
-  values: Float64Array;
-  times: Float64Array;
-}
-
 /**
  * The protocol on a user's recordings: each held-out source is enrolled from its first
  * `enrolWindows` windows and scored on the rest; the other held-out sources are its impostors
  * (moved in time to follow its stream), and replays of its own data the third kind.
  */
-export function evaluateRecordings(model: BehaviourModel, sources: RecordedStream[], options: ProtocolOptions): ModeReport<'other_source' | 'replay'> {
+export function evaluateRecordings(model: BehaviourModel, sources: RecordedSource[], options: ProtocolOptions): ModeReport<'other_source' | 'replay'> {
   const rng = new SeededRandom(options.seed);
   const genuine = emptyScores();
   const impostors = { other_source: emptyScores(), replay: emptyScores() };

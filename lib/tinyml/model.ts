@@ -135,7 +135,7 @@ export class BehaviourModel {
   }
 }
 
-export function normaliseRows(data: Float32Array, rows: number, width: number): void {
+function normaliseRows(data: Float32Array, rows: number, width: number): void {
   for (let r = 0; r < rows; r++) {
     let norm = 0;
     for (let c = 0; c < width; c++) norm += data[r * width + c] ** 2;

@@ -82,12 +82,6 @@ export class ProfileStore {
     this.scheduleSave();
   }
 
-  delete(source: string): boolean {
-    const deleted = this.profiles.delete(source);
-    if (deleted) this.scheduleSave();
-    return deleted;
-  }
-
   private scheduleSave(): void {
     // Enrolments come in bursts; one write a second is plenty.
     this.saveTimer ??= setTimeout(() => {

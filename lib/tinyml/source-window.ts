@@ -40,10 +40,6 @@ export class SourceWindow {
     this.replay = new ReplayDetector(replayMemory);
   }
 
-  get bytes(): number {
-    return this.replay.bytes + this.scores.byteLength + WINDOW * 17;
-  }
-
   get full(): boolean {
     return this.count >= WINDOW;
   }
