@@ -96,12 +96,14 @@ export = function (RED: NodeAPI) {
     let modelId = '';
     let failure: string | undefined;
     let last: { score: number; trusted: boolean } | undefined;
+    let enrolling: { source: string; windows: number } | undefined;
     let statusTimer: NodeJS.Timeout | undefined;
 
     const showStatus = () => {
       statusTimer = undefined;
       if (failure) node.status(status.failed(failure));
       else if (!store) node.status(status.waiting(t('status.loading')));
+      else if (enrolling) node.status(status.waiting(t('status.enrolling', { source: enrolling.source, windows: enrolling.windows, of: positiveInt(config.enrolWindows, 20) })));
       else if (last) node.status((last.trusted ? status.working : status.failed)(t('status.score', { score: last.score.toFixed(2), sources: store.size })));
       else node.status((store.size ? status.working : status.idle)(t(config.mode === 'enrol' ? 'status.enrol-mode' : 'status.enrolled', { count: store.size })));
     };
@@ -127,6 +129,7 @@ export = function (RED: NodeAPI) {
         thresholdOverride,
       });
       monitor.onEnrolled = source => {
+        enrolling = undefined;
         node.log(t('log.enrolled', { source }));
         refreshStatus();
       };
@@ -166,7 +169,10 @@ export = function (RED: NodeAPI) {
         const overflow = held.add(source, item);
         if (overflow) route(overflow.item, false, { source: overflow.key, score: null, trusted: false, reason: 'hold_overflow' });
       }
-      if (verdict.status === 'unverified' && verdict.reason === 'enrolling') refreshStatus();
+      if (verdict.status === 'unverified' && verdict.reason === 'enrolling') {
+        enrolling = { source, windows: verdict.enrolled ?? 0 };
+        refreshStatus();
+      }
     };
 
     const peerCheck = (msg: M2MMessage): PeerSignatureResult | undefined => {
