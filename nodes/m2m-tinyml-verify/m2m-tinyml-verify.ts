@@ -82,6 +82,7 @@ export = function (RED: NodeAPI) {
     const override = config.threshold === '' || config.threshold === undefined ? undefined : Number(config.threshold);
     const thresholdOverride = override !== undefined && override >= 0 && override <= 1 ? override : undefined;
     const held = new HeldMessages<Routed>(1000);
+    const enrolWindows = positiveInt(config.enrolWindows, 20);
 
     let trustStore = TrustStore.empty();
     const trustFile = config.trustStore?.trim() || path.join(dataDir(RED), 'trust-store.jwks.json');
@@ -103,7 +104,7 @@ export = function (RED: NodeAPI) {
       statusTimer = undefined;
       if (failure) node.status(status.failed(failure));
       else if (!store) node.status(status.waiting(t('status.loading')));
-      else if (enrolling) node.status(status.waiting(t('status.enrolling', { source: enrolling.source, windows: enrolling.windows, of: positiveInt(config.enrolWindows, 20) })));
+      else if (enrolling) node.status(status.waiting(t('status.enrolling', { source: enrolling.source, windows: enrolling.windows, of: enrolWindows })));
       else if (last) node.status((last.trusted ? status.working : status.failed)(t('status.score', { score: last.score.toFixed(2), sources: store.size })));
       else node.status((store.size ? status.working : status.idle)(t(config.mode === 'enrol' ? 'status.enrol-mode' : 'status.enrolled', { count: store.size })));
     };
@@ -121,7 +122,7 @@ export = function (RED: NodeAPI) {
       if (store.loaded.problem) node.warn(t('errors.profiles', { message: store.loaded.problem }));
       else if (store.loaded.skipped) node.warn(t('errors.profiles-skipped', { count: store.loaded.skipped }));
       monitor = new BehaviourMonitor(model, store, {
-        enrolWindows: positiveInt(config.enrolWindows, 20),
+        enrolWindows,
         maxSources: positiveInt(config.maxSources, 1000),
         replayMemory: 65536,
         autoEnrol: config.mode === 'enrol',
@@ -170,7 +171,9 @@ export = function (RED: NodeAPI) {
         if (overflow) route(overflow.item, false, { source: overflow.key, score: null, trusted: false, reason: 'hold_overflow' });
       }
       if (verdict.status === 'unverified' && verdict.reason === 'enrolling') {
-        enrolling = { source, windows: verdict.enrolled ?? 0 };
+        // The reading that completes an enrolment is still reported as enrolling.
+        const windows = verdict.enrolled ?? 0;
+        enrolling = windows < enrolWindows ? { source, windows } : undefined;
         refreshStatus();
       }
     };

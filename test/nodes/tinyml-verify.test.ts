@@ -82,6 +82,25 @@ describe('nodes: m2m-tinyml-verify', function () {
     assert.ok(out.trusted.every(m => sent.get(m.timestamp) === m.payload), 'payload passes unchanged');
   });
 
+  it('shows enrolment progress, then the latest score, in its status', async function () {
+    await load();
+    const statuses: Array<{ fill?: string; text?: string }> = [];
+    const node = helper.getNode('verify') as unknown as { status(s: object): void };
+    const show = node.status.bind(node);
+    node.status = s => { statuses.push(s); show(s); };
+    const site = plant(15);
+    const messages = readings(site.genuine.record(1e6, ENROL_WINDOWS * WINDOW));
+    (messages[0] as { m2m?: unknown }).m2m = { enrol: true };
+    await send(messages.slice(0, 5 * WINDOW));
+    await new Promise(resolve => setTimeout(resolve, 600));
+    // The test helper loads no message catalogs: statuses read as their catalog keys here.
+    assert.deepEqual(statuses[statuses.length - 1], { fill: 'yellow', shape: 'ring', text: 'm2m-tinyml-verify.status.enrolling' });
+    await send(messages.slice(5 * WINDOW));
+    await send(readings(site.genuine.record(1e6 + 3_600_000, 2 * WINDOW)));
+    await new Promise(resolve => setTimeout(resolve, 600));
+    assert.deepEqual(statuses[statuses.length - 1], { fill: 'green', shape: 'dot', text: 'm2m-tinyml-verify.status.score' });
+  });
+
   it('routes a software simulator posing as the source to output 2', async function () {
     await load();
     const site = await enrol(12);
