@@ -12,6 +12,7 @@ import { TrustStore, type PeerSignatureResult } from '../../lib/peer-signature';
 import { HeldMessages } from '../../lib/held-messages';
 import type { BehaviourMonitor, Verdict } from '../../lib/tinyml/behaviour-monitor';
 import { shippedModelDir } from '../../lib/tinyml/catalog';
+import { WINDOW } from '../../lib/tinyml/features';
 import type { BehaviourModel } from '../../lib/tinyml/model';
 import type { ProfileStore } from '../../lib/tinyml/profile-store';
 import { dataDir, errorText, status } from '../shared/node-kit';
@@ -81,8 +82,9 @@ export = function (RED: NodeAPI) {
     const policy: Policy = ['pass', 'hold', 'reject'].includes(config.unverified) ? config.unverified : 'hold';
     const override = config.threshold === '' || config.threshold === undefined ? undefined : Number(config.threshold);
     const thresholdOverride = override !== undefined && override >= 0 && override <= 1 ? override : undefined;
-    const held = new HeldMessages<Routed>(1000);
     const enrolWindows = positiveInt(config.enrolWindows, 20);
+    // Room for one source's whole enrolment, so holding it does not spill onto output 2.
+    const held = new HeldMessages<Routed>(Math.max(1000, (enrolWindows + 1) * WINDOW));
 
     let trustStore = TrustStore.empty();
     const trustFile = config.trustStore?.trim() || path.join(dataDir(RED), 'trust-store.jwks.json');
