@@ -77,6 +77,25 @@ describe('tinyml behaviour monitor', function () {
     assert.equal(last.trusted, false);
   });
 
+  it('scores windows that complete in the same tick in shared model calls (micro-batches)', async function () {
+    const { site, monitor } = await enrolled(909);
+    const embed = model.embed.bind(model);
+    const calls: number[] = [];
+    model.embed = (features, rows) => {
+      calls.push(rows);
+      return embed(features, rows);
+    };
+    try {
+      // Straight on from the enrolment (a pause would restart the window).
+      const later = samples(site.genuine.record(1e6 + ENROL_WINDOWS * WINDOW * 10, 200));
+      const verdicts = await Promise.all(later.map(s => monitor.observe('press-1', s.value, s.time)));
+      assert.equal(scored(verdicts).length, 200);
+      assert.deepEqual(calls, [64, 64, 64, 8]);
+    } finally {
+      model.embed = embed;
+    }
+  });
+
   it('warms up on the first window after a restart, verifying with the stored profile', async function () {
     const { site } = await enrolled(404);
     const restarted = new BehaviourMonitor(model, store, options);
