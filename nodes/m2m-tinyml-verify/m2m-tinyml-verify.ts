@@ -93,6 +93,7 @@ export = function (RED: NodeAPI) {
     } catch (err) {
       node.error(t('errors.trust_store', { message: (err as Error).message }));
     }
+    if (trustStore.skipped) node.warn(t('errors.trust_store-skipped', { count: trustStore.skipped, file: trustFile }));
 
     let monitor: BehaviourMonitor | undefined;
     let store: ProfileStore | undefined;
@@ -137,7 +138,10 @@ export = function (RED: NodeAPI) {
         refreshStatus();
       };
       showStatus();
-    }, err => {
+    }).catch(err => {
+      // A model that does not load, or a profiles folder that cannot be used: messages then
+      // leave on output 2 as model_unavailable, never unrouted.
+      monitor = undefined;
       failure = t('status.model-failed');
       node.error(errorText(RED, 'm2m-tinyml-verify', err));
       showStatus();
