@@ -59,7 +59,7 @@ export class WindowCollector {
  * sees what verification must tell apart: units of one model on one process), each recorded in
  * four sessions hours apart (temperature moves between them), seen through `timeSource`.
  */
-export const INSTALLATION_UNITS = 4;
+const INSTALLATION_UNITS = 4;
 
 export function simulatedTraining(seed: number, units: number, windowsPerUnit: number, timeSource: TimeSource): LabelledWindows {
   const rng = new SeededRandom(seed);

@@ -43,7 +43,7 @@ export interface ModeReport<K extends string = ImpostorKind> {
   impostors: Record<K, KindReport>;
 }
 
-export interface ScoredWindows {
+interface ScoredWindows {
   /** Decision scores (DECISION_WINDOWS windows each) and each one's source threshold. */
   scores: number[];
   /** Single-window scores, for the card's per-window column. */
