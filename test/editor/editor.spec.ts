@@ -233,17 +233,30 @@ describe('the editor in headless Chromium', function () {
         await page.evaluate(id => { RED.workspaces.show(RED.nodes.node(id).z); $('.red-ui-notification').remove(); }, ours[0]);
         await page.screenshot({ path: path.join(docs, 'quickstart-flow.png') });
       }
+      const named = (name: string) => page.evaluate(wanted => {
+        let id = '';
+        RED.nodes.eachNode((n: any) => { if (n.name === wanted) id = n.id; });
+        return id;
+      }, name);
+      const swapInImpostor = async () => assert.equal((await page.request.post(`${url}inject/${await named('swap in impostor')}`)).status(), 200);
+      // Node statuses show what a debug node last saw, whatever the sidebar's preview cuts off.
+      const statusOf = async (name: string, pattern: RegExp) => {
+        const id = await named(name);
+        await page.waitForFunction(([node, source]) => new RegExp(source).test(RED.nodes.node(node)?.status?.text ?? ''), [id, pattern.source], { timeout: 60_000 });
+      };
+      if (file === 'attest-with-behaviour') {
+        // Approved with the behaviour score as evidence once enrolled; declined on it once the
+        // impostor sends.
+        await statusOf('approved', /^0\.\d+$/);
+        await swapInImpostor();
+        await statusOf('declined or in review', /tinyml_(low|review)/);
+      }
       if (file === 'genuine-vs-impostor') {
         // Enrolment takes 20 windows (~13 s of readings at 100 Hz); then the genuine sensor is
         // trusted, and the impostor, swapped in with the inject button, is not.
         const debug = (text: string) => page.locator('.red-ui-debug-msg', { hasText: text }).first().waitFor({ timeout: 60_000 });
         await debug('trusted: true');
-        const swap = await page.evaluate(() => {
-          let id = '';
-          RED.nodes.eachNode((n: any) => { if (n.type === 'inject' && n.name === 'swap in impostor') id = n.id; });
-          return id;
-        });
-        assert.equal((await page.request.post(`${url}inject/${swap}`)).status(), 200);
+        await swapInImpostor();
         await debug('score_below_threshold');
         await page.evaluate(id => { RED.workspaces.show(RED.nodes.node(id).z); $('.red-ui-notification').remove(); }, ours[0]);
         await page.screenshot({ path: path.join(docs, 'tinyml-flow.png') });
