@@ -21,7 +21,7 @@ const MAX_SKEW_S = 60;
 
 export type PeerSignatureResult =
   | { valid: true; kid: string }
-  | { valid: false; kid?: string; reason: 'malformed_signature' | 'unknown_key' | 'bad_signature' | 'payload_mismatch' | 'stale_signature' };
+  | { valid: false; kid?: string; reason: 'unsigned' | 'malformed_signature' | 'unknown_key' | 'bad_signature' | 'payload_mismatch' | 'stale_signature' };
 
 function payloadDigest(payload: unknown): string {
   const bytes = Buffer.isBuffer(payload) ? payload : Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload) ?? '', 'utf8');

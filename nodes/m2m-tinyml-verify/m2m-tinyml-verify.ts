@@ -165,8 +165,9 @@ export = function (RED: NodeAPI) {
       if (verdict.status === 'scored') {
         last = verdict;
         refreshStatus();
-        for (const waiting of held.take(source)) route(waiting, verdict.trusted, { ...scored(source, verdict), held: true });
-        route(item, verdict.trusted, scored(source, verdict));
+        const tinyml = scored(source, verdict);
+        for (const waiting of held.take(source)) route(waiting, verdict.trusted, { ...tinyml, held: true });
+        route(item, verdict.trusted, tinyml);
         return;
       }
       const tinyml = { source, score: null, trusted: false, reason: verdict.reason, ...('enrolled' in verdict ? { enrolled: verdict.enrolled } : {}) };
@@ -186,7 +187,7 @@ export = function (RED: NodeAPI) {
 
     const peerCheck = (msg: M2MMessage): PeerSignatureResult | undefined => {
       const signature = msg.m2m?.signature;
-      if (signature === undefined) return config.requireSignature ? { valid: false, reason: 'malformed_signature' } : undefined;
+      if (signature === undefined) return config.requireSignature ? { valid: false, reason: 'unsigned' } : undefined;
       return trustStore.verify(signature, msg.payload);
     };
 
@@ -202,7 +203,7 @@ export = function (RED: NodeAPI) {
         const peer = peerCheck(msg);
         if (peer) msg.m2m = { ...msg.m2m, peer };
         if (peer && !peer.valid) {
-          route(item, false, { source, score: null, trusted: false, reason: msg.m2m?.signature === undefined ? 'unsigned' : peer.reason });
+          route(item, false, { source, score: null, trusted: false, reason: peer.reason });
           return;
         }
         if (msg.m2m?.enrol === true) monitor.startEnrolment(source);

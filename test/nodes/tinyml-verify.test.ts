@@ -191,6 +191,7 @@ describe('nodes: m2m-tinyml-verify', function () {
         { topic: 'plc-4', payload: 42.5, timestamp: 3 },
       ]);
       assert.deepEqual(out.suspicious.map(m => m.m2m.tinyml.reason), ['payload_mismatch', 'unknown_key', 'unsigned']);
+      assert.deepEqual(out.suspicious.map(m => m.m2m.peer.reason), ['payload_mismatch', 'unknown_key', 'unsigned']);
     });
   });
 });
