@@ -103,13 +103,11 @@ export class BehaviourMonitor {
     if (time === undefined) return { status: 'rejected', reason: 'invalid_time' };
 
     const profile = this.profiles.get(source);
-    let state = this.live.get(source);
-    if (!state && !profile) {
+    if (!profile && !this.live.has(source)) {
       if (!this.options.autoEnrol) return { status: 'unverified', reason: 'not_enrolled' };
       this.startEnrolment(source);
-      state = this.live.get(source)!;
     }
-    state = this.touch(source);
+    const state = this.touch(source);
     const accepted = state.window.push(value, time);
     if (accepted !== 'accepted') return { status: 'rejected', reason: accepted };
 

@@ -54,13 +54,13 @@ export class WindowCollector {
   }
 }
 
+const INSTALLATION_UNITS = 4;
+
 /**
  * Simulated training data: `units` units, INSTALLATION_UNITS to an installation (so training
  * sees what verification must tell apart: units of one model on one process), each recorded in
  * four sessions hours apart (temperature moves between them), seen through `timeSource`.
  */
-const INSTALLATION_UNITS = 4;
-
 export function simulatedTraining(seed: number, units: number, windowsPerUnit: number, timeSource: TimeSource): LabelledWindows {
   const rng = new SeededRandom(seed);
   const collector = new WindowCollector();
