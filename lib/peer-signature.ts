@@ -63,7 +63,9 @@ export class TrustStore {
       try {
         if (!kid) throw new Error('no kid');
         const { kty, crv, x } = jwk as Record<string, unknown>;
-        keys.set(kid, Ed25519PublicKey.fromJwk({ kty, crv, x }));
+        const key = Ed25519PublicKey.fromJwk({ kty, crv, x });
+        if (!key.isPrimeOrder()) throw new Error('small-order component');
+        keys.set(kid, key);
       } catch {
         skipped++;
       }

@@ -47,6 +47,18 @@ function exactBytes(bytes: Uint8Array, length: number, what: string): Uint8Array
   return bytes;
 }
 
+function decodePoint(bytes: Uint8Array): ed.Point {
+  let point: ed.Point;
+  try {
+    point = ed.Point.fromBytes(bytes, false);
+  } catch {
+    throw new SignatureError('bad_key', 'not a canonical encoding of an Ed25519 point');
+  }
+  // Strict decoding already refuses y >= p; a byte-exact re-encoding leaves no other form.
+  if (!point.toBytes().every((byte, i) => byte === bytes[i])) throw new SignatureError('bad_key', 'not a canonical encoding of an Ed25519 point');
+  return point;
+}
+
 export class Ed25519PublicKey {
   readonly raw: Uint8Array;
   readonly engine: Ed25519Engine;
@@ -64,8 +76,26 @@ export class Ed25519PublicKey {
     }
   }
 
+  /**
+   * Refuses what no honest key generator produces and what lets one signature fit many messages:
+   * encodings that are not canonical (y >= p, x = 0 with the sign bit set; RFC 8032 §5.1.3) and
+   * points of small order (the identity among them: node:crypto accepts one fixed signature for
+   * every message under it), as libsodium and noble's strict mode do.
+   */
   static fromRaw(raw: Uint8Array, engine: Ed25519Engine = defaultEngine): Ed25519PublicKey {
-    return new Ed25519PublicKey(Uint8Array.from(exactBytes(raw, 32, 'an Ed25519 public key')), engine);
+    const bytes = Uint8Array.from(exactBytes(raw, 32, 'an Ed25519 public key'));
+    const point = decodePoint(bytes);
+    if (point.isSmallOrder()) throw new SignatureError('bad_key', 'an Ed25519 public key of small order signs nothing');
+    return new Ed25519PublicKey(bytes, engine);
+  }
+
+  /**
+   * Whether the key has no small-order component. Honest keys never do; a mixed-order key is
+   * where node:crypto (cofactorless) and noble (cofactored) can disagree on a crafted signature.
+   * A full scalar multiplication (~3 ms), so it is checked where keys enter a registry.
+   */
+  isPrimeOrder(): boolean {
+    return decodePoint(this.raw).isTorsionFree();
   }
 
   static fromJwk(jwk: unknown, engine: Ed25519Engine = defaultEngine): Ed25519PublicKey {

@@ -3,6 +3,12 @@ import * as crypto from 'node:crypto';
 import * as ed from '@noble/ed25519';
 import { Ed25519PrivateKey, Ed25519PublicKey, defaultEngine, type Ed25519Engine } from '../../lib/crypto/ed25519';
 
+/** RFC 8032, speccheck, Zcash small-order and non-canonical cases: see its `about` and `sources`. */
+const edgeCases: {
+  vectors: Array<{ name: string; pub: string; msg: string; sig: string; strict: boolean }>;
+  points: Array<{ name: string; pub: string; label: string }>;
+} = require('../../../test/fixtures/ed25519-vectors.json');
+
 const hex = (value: string) => new Uint8Array(Buffer.from(value, 'hex'));
 
 // RFC 8032 §7.1, TEST 1-3 and TEST SHA(abc)
@@ -92,6 +98,51 @@ describe('lib/crypto/ed25519', () => {
       assert.deepEqual(viaNode.sign(message), viaNoble.sign(message));
       assert.equal(ed.verify(viaNode.sign(message), message, viaNode.publicKey.raw, { zip215: false }), true);
     }
+  });
+
+  describe('edge cases (speccheck, Zcash small-order grid, non-canonical encodings)', () => {
+    /** The key as the verifier's registry would take it, or undefined when refused. */
+    const registrable = (pub: string, engine: Ed25519Engine) => {
+      try {
+        const key = Ed25519PublicKey.fromRaw(hex(pub), engine);
+        return key.isPrimeOrder() ? key : undefined;
+      } catch (err) {
+        assert.equal((err as { code?: string }).code, 'bad_key');
+        return undefined;
+      }
+    };
+
+    it('refuses every small-order and every non-canonical point encoding as a public key', () => {
+      const refused = edgeCases.points.filter(point => {
+        try {
+          Ed25519PublicKey.fromRaw(hex(point.pub));
+          return false;
+        } catch {
+          return true;
+        }
+      });
+      // What is left is mixed order (a prime-order point plus torsion): refused at registration.
+      const mixed = edgeCases.points.filter(point => !refused.includes(point));
+      assert.ok(refused.length >= 32, `${refused.length} refused`);
+      for (const point of mixed) assert.equal(Ed25519PublicKey.fromRaw(hex(point.pub)).isPrimeOrder(), false, point.name);
+    });
+
+    it('refuses the identity key, under which node:crypto accepts one signature for every message', () => {
+      assert.throws(() => Ed25519PublicKey.fromRaw(hex(`01${'00'.repeat(31)}`)), { code: 'bad_key' });
+    });
+
+    it('gives the strict RFC 8032 answer on both engines for every vector whose key is registrable', () => {
+      let checked = 0;
+      for (const v of edgeCases.vectors) {
+        const answers = (['node', 'noble'] as Ed25519Engine[]).map(engine => {
+          const key = registrable(v.pub, engine);
+          return key ? key.verify(hex(v.msg), hex(v.sig)) : false;
+        });
+        assert.deepEqual(answers, [v.strict && !!registrable(v.pub, 'node'), v.strict && !!registrable(v.pub, 'node')], v.name);
+        if (registrable(v.pub, 'node')) checked++;
+      }
+      assert.ok(checked >= 3, `${checked} vectors had a registrable key`);
+    });
   });
 
   it('round-trips the public key through an RFC 8037 JWK and refuses private JWKs', () => {
