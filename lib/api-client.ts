@@ -9,6 +9,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { M2MError } from './errors';
 import * as s from './schema';
+import { normaliseUrl, redactUrl } from './url';
 
 export class ApiError extends M2MError {
   /** RFC 9457 problem document, when the server sent one. */
@@ -21,7 +22,7 @@ export class ApiError extends M2MError {
 }
 
 export interface ApiClientOptions {
-  /** The verifier's base URL, the one `/v1` hangs off; it is also the `aud` of attestations. */
+  /** The verifier's base URL, the one `/v1` hangs off; normalised, it is the `aud` of attestations. */
   baseUrl: string;
   enrollmentToken?: string;
   apiKey?: string;
@@ -48,28 +49,23 @@ export type RegisterAnswer = s.Infer<typeof registerAnswer> & { created: boolean
 export type ChallengeAnswer = s.Infer<typeof challengeAnswer>;
 export type AttestAnswer = s.Infer<typeof attestAnswer>;
 
-/** The base URL as the verifier expects it in `aud`: no trailing slash. */
-export function normaliseBaseUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new ApiError('bad_url', `not a URL: ${JSON.stringify(url)}`, 0);
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ApiError('bad_url', 'the identity API URL must be http or https', 0);
-  return parsed.href.replace(/\/+$/, '');
-}
-
 export class IdentityApiClient {
-  readonly baseUrl: string;
+  /** The normalised base URL: the `aud` of this device's attestations (lib/url). */
+  readonly audience: string;
+  /** The base URL without credentials, for messages. */
+  readonly displayUrl: string;
   private readonly http: AxiosInstance;
   private readonly options: ApiClientOptions;
 
   constructor(options: ApiClientOptions) {
     this.options = options;
-    this.baseUrl = normaliseBaseUrl(options.baseUrl);
+    const audience = normaliseUrl(options.baseUrl);
+    this.displayUrl = redactUrl(options.baseUrl.trim());
+    if (!audience) throw new ApiError('bad_url', `the identity API URL must be an http or https URL: ${JSON.stringify(this.displayUrl)}`, 0);
+    this.audience = audience;
     this.http = axios.create({
-      baseURL: this.baseUrl,
+      // Credentials in the URL still reach axios (HTTP basic auth); only messages drop them.
+      baseURL: options.baseUrl.trim().replace(/\/+$/, ''),
       timeout: options.timeoutMs ?? 10_000,
       // Keep-alive: a re-authenticating gateway talks to one verifier all day.
       httpAgent: new http.Agent({ keepAlive: true, maxSockets: 4 }),
@@ -108,7 +104,7 @@ export class IdentityApiClient {
     try {
       response = await this.http.request({ method, url, data: body, headers });
     } catch (err) {
-      throw transportError(err, this.baseUrl);
+      throw transportError(err, this.displayUrl);
     }
     if (response.status >= 200 && response.status < 300) return response;
     const problem = s.isPlainObject(response.data) ? response.data : undefined;
@@ -134,5 +130,5 @@ function transportError(err: unknown, baseUrl: string): ApiError {
   if (axiosError.code === 'ERR_BAD_RESPONSE' || axiosError.code === 'ERR_FR_MAX_CONTENT_LENGTH_EXCEEDED') {
     return new ApiError('bad_response', `identity API at ${baseUrl} sent an unusable answer`, 0);
   }
-  return new ApiError('verifier_unreachable', `identity API at ${baseUrl} is unreachable (${axiosError.code ?? axiosError.message})`, 0);
+  return new ApiError('verifier_unreachable', `identity API at ${baseUrl} is unreachable (${axiosError.code ?? 'network error'})`, 0);
 }

@@ -1,7 +1,7 @@
 import * as assert from 'node:assert/strict';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { IdentityApiClient, normaliseBaseUrl } from '../../lib/api-client';
+import { IdentityApiClient } from '../../lib/api-client';
 
 type Route = (req: http.IncomingMessage, body: string) => { status: number; body?: unknown; type?: string; delayMs?: number };
 
@@ -34,10 +34,21 @@ describe('lib/api-client', () => {
   let client: IdentityApiClient | undefined;
   afterEach(async () => { client?.close(); await peer?.close(); peer = undefined; });
 
-  it('drops the trailing slash of the base URL, since it is the attestation audience', () => {
-    assert.equal(normaliseBaseUrl('http://verifier.local:8787/m2m/'), 'http://verifier.local:8787/m2m');
-    assert.throws(() => normaliseBaseUrl('ftp://x'), { code: 'bad_url' });
-    assert.throws(() => normaliseBaseUrl('not a url'), { code: 'bad_url' });
+  it('attests for the normalised base URL and refuses what is not an http(s) URL', () => {
+    assert.equal(new IdentityApiClient({ baseUrl: 'http://Verifier.LOCAL:80/m2m/' }).audience, 'http://verifier.local/m2m');
+    assert.throws(() => new IdentityApiClient({ baseUrl: 'ftp://x' }), { code: 'bad_url' });
+    assert.throws(() => new IdentityApiClient({ baseUrl: 'not a url' }), { code: 'bad_url' });
+  });
+
+  it('keeps credentials of the base URL out of its error messages and the audience', async () => {
+    client = new IdentityApiClient({ baseUrl: 'http://operator:s3cret-pass@127.0.0.1:1/m2m', timeoutMs: 2000 });
+    assert.equal(client.audience, 'http://127.0.0.1:1/m2m');
+    await assert.rejects(client.challenge('press-7'), (err: Error & { code: string }) => {
+      assert.equal(err.code, 'verifier_unreachable');
+      assert.doesNotMatch(err.message, /s3cret-pass|operator/);
+      return true;
+    });
+    assert.throws(() => new IdentityApiClient({ baseUrl: 'ftp://operator:s3cret-pass@x' }), (err: Error) => !/s3cret-pass/.test(err.message));
   });
 
   it('registers with the enrollment token as a bearer credential and tells created from known', async () => {
