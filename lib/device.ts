@@ -4,14 +4,12 @@
  * provision and attest nodes and by the end-to-end tests.
  */
 import { JWS_TYPES, signJws } from './crypto/jws';
+import type { TinymlEvidence } from './verifier/workflow';
 import type { AttestAnswer, IdentityApiClient, RegisterAnswer } from './api-client';
 import { digestComponents, type Fingerprint } from './fingerprint';
 import type { DeviceIdentity } from './keystore';
 
-export interface TinymlEvidence {
-  score: number;
-  model: string;
-}
+export type { TinymlEvidence } from './verifier/workflow';
 
 export function buildRegistration(identity: DeviceIdentity, rawComponents: Record<string, string>, metadata: Record<string, unknown> = {}, now = Date.now()): string {
   const fingerprint: Fingerprint = digestComponents(identity.fingerprintSalt, rawComponents);
@@ -55,6 +53,6 @@ export async function provisionDevice(client: IdentityApiClient, identity: Devic
 /** Challenge → signed attestation → decision (+ token when approved). */
 export async function attestDevice(client: IdentityApiClient, identity: DeviceIdentity, rawComponents: Record<string, string>, tinyml?: TinymlEvidence): Promise<AttestAnswer> {
   const { nonce } = await client.challenge(identity.deviceId);
-  return client.attest(buildAttestation(identity, { audience: client.baseUrl, nonce, rawComponents, tinyml }));
+  return client.attest(buildAttestation(identity, { audience: client.audience, nonce, rawComponents, tinyml }));
 }
 

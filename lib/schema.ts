@@ -102,9 +102,40 @@ export function record<T>(valueSchema: Schema<T>, rules: { maxKeys?: number; key
   };
 }
 
-/** Any JSON value, passed through untouched (metadata, vendor data). Size is bounded by the body limit. */
+/** Any JSON value, passed through untouched. Size is bounded by the body limit. */
 export function unknownValue(): Schema<unknown> {
   return { parse: value => value };
+}
+
+/**
+ * Free-form JSON that gets stored and served again (device metadata, vendor data): bounded in
+ * nesting, so no later JSON.stringify or recursive walk can overflow the stack, and in size.
+ */
+export function jsonValue(rules: { maxDepth?: number; maxBytes?: number } = {}): Schema<unknown> {
+  const { maxDepth = 8, maxBytes = 16 * 1024 } = rules;
+  const depthOf = (value: unknown, depth: number): void => {
+    if (depth > maxDepth) throw new ValidationError(`nested deeper than ${maxDepth} levels`);
+    if (typeof value === 'object' && value !== null) for (const item of Object.values(value)) depthOf(item, depth + 1);
+  };
+  return {
+    parse(value, path = '') {
+      try {
+        depthOf(value, 0);
+      } catch (err) {
+        throw new ValidationError(`${path || 'value'}: ${(err as Error).message}`, { path });
+      }
+      if (Buffer.byteLength(JSON.stringify(value) ?? '') > maxBytes) throw new ValidationError(`${path || 'value'}: over ${maxBytes} bytes`, { path });
+      return value;
+    },
+  };
+}
+
+export function nullable<T>(inner: Schema<T>): Schema<T | null> {
+  return {
+    parse(value, path = '') {
+      return value === null ? null : inner.parse(value, path);
+    },
+  };
 }
 
 type Shape = Record<string, Schema<unknown>>;

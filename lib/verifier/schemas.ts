@@ -15,7 +15,7 @@ export const registrationPayload = s.object({
   deviceId,
   jwk: s.unknownValue(),
   fingerprint: s.object({ salt: s.string({ pattern: /^([0-9a-f]{2}){8,64}$/, format: 'hex salt' }), components }),
-  metadata: s.optional(s.unknownValue()),
+  metadata: s.optional(s.jsonValue({ maxDepth: 8, maxBytes: 16 * 1024 })),
   iat: seconds,
 });
 
@@ -26,7 +26,13 @@ export const attestationPayload = s.object({
   iat: seconds,
   evidence: s.optional(s.object({
     fingerprint: s.optional(s.object({ salt: s.optional(s.string({ pattern: s.patterns.hex, maxLength: 128 })), components })),
-    tinyml: s.optional(s.object({ score: s.number({ min: 0, max: 1 }), model: s.string({ maxLength: 128 }) })),
+    // score null: the edge check ran but gave no score (warming up, out of distribution, ...).
+    tinyml: s.optional(s.object({
+      score: s.nullable(s.number({ min: 0, max: 1 })),
+      model: s.string({ maxLength: 128 }),
+      trusted: s.optional(s.boolean()),
+      reason: s.optional(s.string({ maxLength: 64 })),
+    })),
   })),
 });
 

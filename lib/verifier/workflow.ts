@@ -1,7 +1,9 @@
 /**
  * The orchestrated workflow: an ordered list of steps, each pass / fail / review. A step whose
- * evidence is absent is skipped unless it says `required: true`. Any fail declines, else any
- * review puts the session in review, else it is approved.
+ * evidence is absent is skipped unless it says `required: true`. Evidence that is present but
+ * unscored or that the edge check called untrusted is not absent: it reviews (or, when its score
+ * is low, fails), never passes. Any fail declines, else any review puts the session in review,
+ * else it is approved.
  */
 import { matchRatio, type Fingerprint } from '../fingerprint';
 import * as s from '../schema';
@@ -36,8 +38,19 @@ export interface Evidence {
   signatureValid: boolean;
   registeredFingerprint: Fingerprint;
   fingerprint?: { components: Record<string, string> };
-  tinyml?: { score: number; model: string };
+  tinyml?: TinymlEvidence;
 }
+
+/** What the edge's behaviour check said; `score` is null when it could not score (warming up, ...). */
+export interface TinymlEvidence {
+  score: number | null;
+  model: string;
+  trusted?: boolean;
+  reason?: string;
+}
+
+/** Reasons that put a session in review rather than decline it. */
+const REVIEW_REASONS = new Set(['tinyml_review', 'tinyml_unscored', 'tinyml_untrusted']);
 
 export interface WorkflowResult {
   decision: Decision;
@@ -50,7 +63,6 @@ export interface WorkflowResult {
 export function runWorkflow(steps: WorkflowStep[], evidence: Evidence): WorkflowResult {
   const reasons: string[] = [];
   const passed: string[] = [];
-  let review = false;
   for (const step of steps) {
     switch (step.step) {
       case 'signature':
@@ -68,23 +80,32 @@ export function runWorkflow(steps: WorkflowStep[], evidence: Evidence): Workflow
         break;
       }
       case 'tinyml': {
-        if (!evidence.tinyml) {
+        const tinyml = evidence.tinyml;
+        if (!tinyml) {
           if (step.required) reasons.push('tinyml_missing');
           break;
         }
-        const { score } = evidence.tinyml;
-        if (score < (step.minScore ?? 0.6)) reasons.push('tinyml_low');
-        else if (score < (step.review ?? 0.8)) { review = true; reasons.push('tinyml_review'); }
+        const reason = tinymlReason(tinyml, step.minScore ?? 0.6, step.review ?? 0.8);
+        if (reason) reasons.push(reason);
         else passed.push('tinyml');
         break;
       }
     }
   }
-  const failed = reasons.some(reason => reason !== 'tinyml_review');
+  const failed = reasons.some(reason => !REVIEW_REASONS.has(reason));
+  const review = reasons.some(reason => REVIEW_REASONS.has(reason));
   return {
     decision: failed ? 'declined' : review ? 'in_review' : 'approved',
     reasons,
     passed,
-    score: evidence.tinyml?.score,
+    score: evidence.tinyml?.score ?? undefined,
   };
+}
+
+/** Why the tinyml step does not pass, or undefined when it does. */
+function tinymlReason(tinyml: TinymlEvidence, minScore: number, reviewBelow: number): string | undefined {
+  if (tinyml.score !== null && tinyml.score < minScore) return 'tinyml_low';
+  if (tinyml.score === null) return 'tinyml_unscored';
+  if (tinyml.trusted === false) return 'tinyml_untrusted';
+  return tinyml.score < reviewBelow ? 'tinyml_review' : undefined;
 }

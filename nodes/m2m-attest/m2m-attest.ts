@@ -14,12 +14,23 @@ interface AttestDef extends NodeDef {
   device: string;
 }
 
-type M2MMessage = NodeMessage & { m2m?: Record<string, unknown> & { tinyml?: Partial<TinymlEvidence> } };
+type M2MMessage = NodeMessage & { m2m?: Record<string, unknown> & { tinyml?: unknown } };
 
+/**
+ * msg.m2m.tinyml as attestation evidence. A check that ran and gave no score (warming up, out of
+ * distribution, an invalid reading) is evidence too, sent with score null: dropping it would let
+ * the verifier's workflow skip the step and approve (fail open).
+ */
 function tinymlEvidence(msg: M2MMessage): TinymlEvidence | undefined {
   const tinyml = msg.m2m?.tinyml;
-  if (typeof tinyml?.score !== 'number' || !Number.isFinite(tinyml.score)) return undefined;
-  return { score: Math.min(1, Math.max(0, tinyml.score)), model: String(tinyml.model ?? 'unknown').slice(0, 128) };
+  if (typeof tinyml !== 'object' || tinyml === null) return undefined;
+  const { score, model, trusted, reason } = tinyml as Record<string, unknown>;
+  return {
+    score: typeof score === 'number' && Number.isFinite(score) ? Math.min(1, Math.max(0, score)) : null,
+    model: String(model ?? 'unknown').slice(0, 128),
+    ...(typeof trusted === 'boolean' ? { trusted } : {}),
+    ...(typeof reason === 'string' ? { reason: reason.slice(0, 64) } : {}),
+  };
 }
 
 export = function (RED: NodeAPI) {
@@ -45,7 +56,7 @@ export = function (RED: NodeAPI) {
             decision: answer.decision,
             token: answer.token,
             expiresAt: answer.expiresAt,
-            score: evidence?.score,
+            score: evidence?.score ?? undefined,
             reasons: answer.reasons,
             sessionId: answer.sessionId,
           };

@@ -31,6 +31,8 @@ interface TinymlVerifyDef extends NodeDef {
   model: string;
   trustStore: string;
   requireSignature: boolean;
+  /** Whether msg.m2m.enrol = true may (re-)enrol a source; off, no message can change a profile. */
+  enrolOnRequest: boolean;
 }
 
 type M2MMessage = NodeMessage & { m2m?: Record<string, unknown> & { enrol?: unknown; signature?: unknown } };
@@ -206,7 +208,7 @@ export = function (RED: NodeAPI) {
           route(item, false, { source, score: null, trusted: false, reason: peer.reason });
           return;
         }
-        if (msg.m2m?.enrol === true) monitor.startEnrolment(source);
+        if (msg.m2m?.enrol === true && config.enrolOnRequest) monitor.startEnrolment(source);
         const value = RED.util.getMessageProperty(msg, config.valueProperty || 'payload');
         const time = config.timeProperty ? RED.util.getMessageProperty(msg, config.timeProperty) : performance.timeOrigin + performance.now();
         const verdict = monitor.observe(source, value, time);

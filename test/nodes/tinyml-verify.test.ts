@@ -16,7 +16,7 @@ interface Outputs {
 
 function flow(config: Record<string, unknown> = {}) {
   return [
-    { id: 'verify', type: 'm2m-tinyml-verify', timeProperty: 'timestamp', enrolWindows: ENROL_WINDOWS, unverified: 'reject', wires: [['trusted'], ['suspicious']], ...config },
+    { id: 'verify', type: 'm2m-tinyml-verify', timeProperty: 'timestamp', enrolWindows: ENROL_WINDOWS, unverified: 'reject', enrolOnRequest: true, wires: [['trusted'], ['suspicious']], ...config },
     { id: 'trusted', type: 'helper' },
     { id: 'suspicious', type: 'helper' },
   ];
@@ -108,6 +108,20 @@ describe('nodes: m2m-tinyml-verify', function () {
     await send(readings(site.simulator.record(1e6 + 3_600_000, 8 * WINDOW)));
     const flagged = out.suspicious.filter(m => m.m2m.tinyml.reason === 'score_below_threshold');
     assert.ok(flagged.length > 0.9 * 4 * WINDOW, `${flagged.length} flagged`);
+  });
+
+  it('ignores msg.m2m.enrol on an enrolled source unless the node accepts enrolment requests', async function () {
+    await load();
+    const site = await enrol(16);
+    await helper.unload();
+    await load({ enrolOnRequest: false });
+    out.suspicious.length = 0;
+    // An impostor asks to be enrolled in the genuine source's place: its readings stay scored.
+    const impostor = readings(site.simulator.record(1e6 + 3_600_000, 8 * WINDOW));
+    (impostor[0] as { m2m?: unknown }).m2m = { enrol: true };
+    await send(impostor);
+    assert.equal(out.suspicious.filter(m => m.m2m.tinyml.reason === 'enrolling').length, 0);
+    assert.ok(out.suspicious.filter(m => m.m2m.tinyml.reason === 'score_below_threshold').length > 0.9 * 4 * WINDOW);
   });
 
   it('persists profiles under the user dir and verifies with them after a redeploy', async function () {

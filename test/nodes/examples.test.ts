@@ -1,0 +1,76 @@
+/**
+ * The shipped example flows, loaded as a user imports them (core nodes and all; debug nodes
+ * become test helpers), checked for what their info text promises.
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { nodeRedPath } from '../helpers/node-red';
+import { helper, m2mNodes, removeDir, serveHttpNode, tempUserDirFor, type NodeHttp } from './harness';
+
+const examplesDir = path.join(__dirname, '..', '..', '..', 'examples');
+const core = path.join(path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] })), 'core');
+const coreNodes = ['common/20-inject.js', 'function/10-function.js', 'function/89-delay.js', 'function/15-change.js', 'common/90-comment.js']
+  .map(file => require(path.join(core, file)));
+
+type FlowNode = { id: string; type: string; [key: string]: unknown };
+
+function example(file: string): FlowNode[] {
+  const flow = JSON.parse(fs.readFileSync(path.join(examplesDir, file), 'utf8')) as FlowNode[];
+  return flow.map(node => (node.type === 'debug' ? { id: node.id, z: node.z, type: 'helper' } : node));
+}
+
+describe('examples', function () {
+  this.timeout(60_000);
+  let http: NodeHttp;
+  let userDir: string;
+
+  beforeEach(function (done) { helper.startServer(done); });
+  beforeEach(async () => {
+    http = await serveHttpNode();
+    userDir = tempUserDirFor(http);
+  });
+  afterEach(async () => {
+    await helper.unload();
+    await new Promise<void>(resolve => helper.stopServer(() => resolve()));
+    await http.close();
+    removeDir(userDir);
+  });
+
+  describe('attest with behaviour', () => {
+    const flow = () => example('m2m-tinyml-verify/attest-with-behaviour.json');
+    const decisions: Array<{ decision: string; reasons: string[] }> = [];
+
+    async function deploy(): Promise<void> {
+      await helper.load([http.capture, ...coreNodes, ...m2mNodes], flow());
+      decisions.length = 0;
+      for (const id of ['ab-debug-approved', 'ab-debug-declined']) {
+        helper.getNode(id).on('input', (msg: any) => decisions.push({ decision: msg.m2m.decision, reasons: msg.m2m.reasons }));
+      }
+    }
+
+    async function until(check: () => boolean, ms: number): Promise<void> {
+      const started = Date.now();
+      while (!check()) {
+        if (Date.now() - started > ms) throw new Error(`not within ${ms} ms: ${JSON.stringify(decisions)}`);
+        await new Promise(resolve => setTimeout(resolve, 50));
+      }
+    }
+
+    it('declines or reviews an impostor from the first message after a redeploy, and never approves it', async () => {
+      await deploy();
+      // Enrol the genuine transmitter at once: each call of the sensor function sends 50 readings.
+      const sensor = helper.getNode('ab-sensor');
+      for (let i = 0; i < 30; i++) sensor.receive({});
+      await until(() => fs.existsSync(path.join(userDir, 'm2m-identity', 'tinyml', 'profiles-ab-verify.json')), 20_000);
+      await helper.unload();
+
+      await deploy();
+      helper.getNode('ab-sensor').context().flow.set('impostor', true);
+      await until(() => decisions.length >= 2, 25_000);
+      assert.deepEqual(decisions.filter(d => d.decision === 'approved'), [], JSON.stringify(decisions));
+      assert.ok(['in_review', 'declined'].includes(decisions[0].decision));
+      assert.ok(decisions.some(d => d.reasons.includes('tinyml_low')), JSON.stringify(decisions));
+    });
+  });
+});
