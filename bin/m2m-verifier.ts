@@ -20,6 +20,10 @@ const USAGE = `Usage: m2m-verifier [options]
   --manual-approval    new devices wait in "pending" until an admin approves them
   --workflow JSON      the fleet's workflow, e.g. '[{"step":"signature"},{"step":"fingerprint","minMatch":0.75}]'
                        (default: signature, fingerprint 0.75, tinyml 0.6 / review 0.8)
+  --max-connections N  open connections at most (default 800; keep it under the process's
+                       file limit, ulimit -n)
+  --max-connections-per-address N
+                       open connections from one client address at most (default 256)
   -h, --help           this text
 
 Environment: M2M_ADMIN_KEY, M2M_ENROLLMENT_TOKEN (random ones are generated and printed to
@@ -42,6 +46,8 @@ async function main(): Promise<void> {
         'public-url': { type: 'string' },
         'manual-approval': { type: 'boolean', default: false },
         workflow: { type: 'string' },
+        'max-connections': { type: 'string' },
+        'max-connections-per-address': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -54,6 +60,15 @@ async function main(): Promise<void> {
   }
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be 0-65535, got ${values.port}`);
+
+  const count = (flag: 'max-connections' | 'max-connections-per-address') => {
+    const value = values[flag];
+    if (value === undefined) return undefined;
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) fail(`--${flag} must be a whole number of at least 1, got ${value}`);
+    return n;
+  };
+  const connections = { maxConnections: count('max-connections'), maxConnectionsPerAddress: count('max-connections-per-address') };
 
   let workflow;
   try {
@@ -85,6 +100,7 @@ async function main(): Promise<void> {
     enrollmentToken,
     manualApproval: values['manual-approval'],
     workflow,
+    connections: Object.fromEntries(Object.entries(connections).filter(([, n]) => n !== undefined)),
     onError: err => process.stderr.write(`m2m-verifier: internal error: ${(err as Error).stack ?? err}\n`),
   }).catch(err => fail(`cannot start: ${(err as Error).message}`));
   process.stdout.write(`listening on ${running.url}\n`);

@@ -68,11 +68,17 @@ export function decodeJws(jws: unknown, expectedTyp: string): DecodedJws {
     throw new SignatureError('malformed_jws', 'JWS payload is not base64url JSON');
   }
   if (!isPlainObject(payload)) throw new SignatureError('malformed_jws', 'JWS payload must be a JSON object');
+  let signature: Uint8Array;
+  try {
+    signature = base64url.decode(encodedSignature);
+  } catch {
+    throw new SignatureError('malformed_jws', 'JWS signature is not base64url');
+  }
   return {
     header: header as unknown as JwsHeader,
     payload,
     signingInput: encoder.encode(`${encodedHeader}.${encodedPayload}`),
-    signature: base64url.decode(encodedSignature),
+    signature,
   };
 }
 

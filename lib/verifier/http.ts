@@ -1,42 +1,52 @@
 /**
  * The verifier's HTTP edge: a plain `(req, res)` listener, so the same code serves under
  * node:http (standalone) and mounted in Node-RED's express (where a body parser may already
- * have read the body). One route table, one handler per call; errors become RFC 9457
- * problem+json.
+ * have read the body). One route table, one handler per call; every error, whatever the input,
+ * becomes RFC 9457 problem+json with a 4xx code: nothing a client sends reaches a 500 or the log.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { M2MError } from '../errors';
+import { M2MError, ValidationError } from '../errors';
 import { parseJson } from '../schema';
+import { requestPath } from '../url';
 import type { Verifier } from './verifier';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
-type Request = IncomingMessage & { body?: unknown; _body?: boolean; originalUrl?: string };
-interface Call { params: string[]; headers: IncomingMessage['headers']; remoteAddress?: string; body: (options?: { form?: boolean }) => Promise<unknown> }
-interface Route { method: 'GET' | 'POST'; path: RegExp; handle(verifier: Verifier, call: Call): Promise<{ status?: number; body: unknown }> }
+type Request = IncomingMessage & { body?: unknown; _body?: boolean };
 
-const admin = (handle: Route['handle']): Route['handle'] => async (verifier, call) => {
-  verifier.checkAdmin(headerValue(call.headers['x-api-key']));
-  return handle(verifier, call);
-};
+interface Call {
+  params: string[];
+  headers: IncomingMessage['headers'];
+  remoteAddress: string;
+  /** The body as JSON (or, where the route takes it, a form). */
+  json(options?: { form?: boolean }): unknown;
+}
+
+interface Route {
+  method: 'GET' | 'POST';
+  path: RegExp;
+  /** Admin routes check `x-api-key` before anything of the request is looked at. */
+  admin?: true;
+  handle(verifier: Verifier, call: Call): Promise<{ status?: number; body: unknown }>;
+}
 
 const routes: Route[] = [
   {
     method: 'POST', path: /^\/v1\/devices$/,
     async handle(verifier, call) {
       const bearer = headerValue(call.headers.authorization)?.match(/^Bearer\s+(.+)$/i)?.[1];
-      const { created, ...device } = await verifier.register(bearer, await call.body(), call.remoteAddress);
+      const { created, ...device } = await verifier.register(bearer, call.json(), call.remoteAddress);
       return { status: created ? 201 : 200, body: device };
     },
   },
-  { method: 'POST', path: /^\/v1\/challenges$/, handle: async (verifier, call) => ({ status: 201, body: await verifier.challenge(await call.body()) }) },
-  { method: 'POST', path: /^\/v1\/attestations$/, handle: async (verifier, call) => ({ body: await verifier.attest(await call.body()) }) },
-  { method: 'GET', path: /^\/v1\/devices$/, handle: admin(async verifier => ({ body: { devices: await verifier.listDevices() } })) },
-  { method: 'GET', path: /^\/v1\/devices\/([^/]+)$/, handle: admin(async (verifier, { params }) => ({ body: await verifier.getDevice(params[0]) })) },
-  { method: 'POST', path: /^\/v1\/devices\/([^/]+)\/revoke$/, handle: admin(async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'revoke') })) },
-  { method: 'POST', path: /^\/v1\/devices\/([^/]+)\/approve$/, handle: admin(async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'approve') })) },
-  { method: 'POST', path: /^\/v1\/devices\/([^/]+)\/reinstate$/, handle: admin(async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'reinstate') })) },
-  { method: 'POST', path: /^\/v1\/tokens\/introspect$/, handle: admin(async (verifier, call) => ({ body: await verifier.introspect(await call.body({ form: true })) })) },
+  { method: 'POST', path: /^\/v1\/challenges$/, handle: async (verifier, call) => ({ status: 201, body: await verifier.challenge(call.json(), call.remoteAddress) }) },
+  { method: 'POST', path: /^\/v1\/attestations$/, handle: async (verifier, call) => ({ body: await verifier.attest(call.json()) }) },
+  { method: 'GET', path: /^\/v1\/devices$/, admin: true, handle: async verifier => ({ body: { devices: await verifier.listDevices() } }) },
+  { method: 'GET', path: /^\/v1\/devices\/([^/]+)$/, admin: true, handle: async (verifier, { params }) => ({ body: await verifier.getDevice(params[0]) }) },
+  { method: 'POST', path: /^\/v1\/devices\/([^/]+)\/revoke$/, admin: true, handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'revoke') }) },
+  { method: 'POST', path: /^\/v1\/devices\/([^/]+)\/approve$/, admin: true, handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'approve') }) },
+  { method: 'POST', path: /^\/v1\/devices\/([^/]+)\/reinstate$/, admin: true, handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'reinstate') }) },
+  { method: 'POST', path: /^\/v1\/tokens\/introspect$/, admin: true, handle: async (verifier, call) => ({ body: await verifier.introspect(call.json({ form: true })) }) },
   { method: 'GET', path: /^\/\.well-known\/jwks\.json$/, handle: async verifier => ({ body: verifier.jwks() }) },
   { method: 'GET', path: /^\/v1\/health$/, handle: async verifier => ({ body: await verifier.health() }) },
 ];
@@ -45,13 +55,7 @@ function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-function send(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
-  if (res.headersSent) return;
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': `${type}; charset=utf-8`, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
-  res.end(text);
-}
-
+/** The RFC 9457 document for an error; anything but an M2MError is an opaque 500. */
 export function problem(err: unknown): { status: number; body: Record<string, unknown> } {
   const known = err instanceof M2MError ? err : new M2MError('internal', 'internal error', 500);
   const status = known.status >= 400 && known.status < 600 ? known.status : 500;
@@ -68,45 +72,73 @@ export function problem(err: unknown): { status: number; body: Record<string, un
   };
 }
 
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}, type = 'application/json'): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...headers, 'content-type': `${type}; charset=utf-8`, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+/** The one writer of problem+json answers, for the listener and whoever mounts it. */
+export function sendProblem(res: ServerResponse, err: unknown): void {
+  const { status, body } = problem(err);
+  const headers: Record<string, string | number> = {};
+  const retryAfter = err instanceof M2MError ? err.detail?.retryAfter : undefined;
+  if (typeof retryAfter === 'number') headers['retry-after'] = retryAfter;
+  // Past the body limit the connection is closed rather than the rest of the body read.
+  if (status === 413) {
+    headers.connection = 'close';
+    res.once('finish', () => res.socket?.destroy());
+  }
+  send(res, status, body, headers, 'application/problem+json');
+}
+
+const tooLarge = () => new M2MError('payload_too_large', `body over ${MAX_BODY_BYTES} bytes`, 413);
+
+/** The raw body, at most MAX_BODY_BYTES, or what an express body parser already made of it. */
+function readBody(req: Request): Promise<Buffer | { parsed: unknown }> {
+  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return Promise.reject(tooLarge());
+  // Mounted behind express: a body parser got there first.
+  if (req._body || (req.body !== undefined && req.readableEnded)) {
+    const body = req.body;
+    return Promise.resolve(Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : { parsed: body });
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        req.off('data', onData);
+        req.pause();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
 /**
- * The body as a JS value: JSON whatever the content type claims, or, where the route takes it
- * (RFC 7662 introspection clients send it), a form.
+ * JSON whatever the content type claims, or, where the route takes it (RFC 7662 introspection
+ * clients send it), a form.
  */
-function decodeBody(raw: Buffer | string, contentType: string | undefined, form: boolean): unknown {
-  const text = raw.toString();
+function decodeBody(body: Buffer | { parsed: unknown }, contentType: string | undefined, form: boolean): unknown {
+  if (!Buffer.isBuffer(body)) return body.parsed;
+  const text = body.toString('utf8');
   if (form && contentType?.includes('application/x-www-form-urlencoded')) return Object.fromEntries(new URLSearchParams(text));
   return parseJson(text);
 }
 
-function readBody(req: Request, form = false): Promise<unknown> {
-  // Mounted behind express: a body parser got there first.
-  if (req._body || (req.body !== undefined && req.readableEnded)) {
-    return Promise.resolve(Buffer.isBuffer(req.body) || typeof req.body === 'string' ? decodeBody(req.body, req.headers['content-type'], form) : req.body);
+function decodeParam(param: string): string {
+  try {
+    return decodeURIComponent(param);
+  } catch {
+    throw new ValidationError('the path is not valid percent-encoding');
   }
-  const declared = Number(req.headers['content-length']);
-  if (declared > MAX_BODY_BYTES) return Promise.reject(new M2MError('payload_too_large', `body over ${MAX_BODY_BYTES} bytes`, 413));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        req.removeAllListeners('data');
-        req.pause();
-        reject(new M2MError('payload_too_large', `body over ${MAX_BODY_BYTES} bytes`, 413));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => {
-      try {
-        resolve(decodeBody(Buffer.concat(chunks), req.headers['content-type'], form));
-      } catch (err) {
-        reject(err);
-      }
-    });
-    req.on('error', reject);
-  });
 }
 
 export interface ListenerOptions {
@@ -114,33 +146,34 @@ export interface ListenerOptions {
   onError?: (err: unknown) => void;
 }
 
+async function handle(verifier: Verifier, req: Request, res: ServerResponse): Promise<void> {
+  const pathname = requestPath(req.url);
+  // Read (and bound) the body before anything else, so no route answers with a body still unread.
+  const body = await readBody(req);
+  const matching = routes.filter(route => route.path.test(pathname));
+  const route = matching.find(candidate => candidate.method === req.method);
+  if (!route) {
+    if (matching.length) res.setHeader('allow', matching.map(r => r.method).join(', '));
+    throw matching.length
+      ? new M2MError('method_not_allowed', `${req.method} is not allowed here`, 405)
+      : new M2MError('not_found', 'no such route', 404);
+  }
+  if (route.admin) verifier.checkAdmin(headerValue(req.headers['x-api-key']));
+  const params = (route.path.exec(pathname) ?? []).slice(1).map(decodeParam);
+  const { status = 200, body: answer } = await route.handle(verifier, {
+    params,
+    headers: req.headers,
+    remoteAddress: req.socket?.remoteAddress ?? '',
+    json: ({ form = false } = {}) => decodeBody(body, headerValue(req.headers['content-type']), form),
+  });
+  send(res, status, answer);
+}
+
 export function createRequestListener(verifier: Verifier, options: ListenerOptions = {}): (req: IncomingMessage, res: ServerResponse) => void {
-  return (incoming, res) => {
-    const req = incoming as Request;
-    const pathname = new URL(req.url ?? '/', 'http://verifier.invalid').pathname;
-    const matching = routes.filter(route => route.path.test(pathname));
-    const route = matching.find(candidate => candidate.method === req.method);
-    if (!route) {
-      if (matching.length) res.setHeader('allow', matching.map(r => r.method).join(', '));
-      const err = matching.length
-        ? new M2MError('method_not_allowed', `${req.method} is not allowed on ${pathname}`, 405)
-        : new M2MError('not_found', `no route ${pathname}`, 404);
-      const { status, body } = problem(err);
-      send(res, status, body, 'application/problem+json');
-      return;
-    }
-    Promise.resolve()
-      .then(() => {
-        const params = (route.path.exec(pathname) ?? []).slice(1).map(param => decodeURIComponent(param));
-        return route.handle(verifier, { params, headers: req.headers, remoteAddress: req.socket?.remoteAddress, body: ({ form } = {}) => readBody(req, form) });
-      })
-      .then(({ status = 200, body }) => send(res, status, body))
-      .catch(err => {
-        const answer = problem(err);
-        if (answer.status === 500) options.onError?.(err);
-        if (answer.status === 413) res.setHeader('connection', 'close');
-        send(res, answer.status, answer.body, 'application/problem+json');
-        if (answer.status === 413) res.on('finish', () => req.socket?.destroy());
-      });
+  return (req, res) => {
+    handle(verifier, req, res).catch(err => {
+      if (problem(err).status === 500) options.onError?.(err);
+      sendProblem(res, err);
+    });
   };
 }

@@ -16,6 +16,8 @@ export interface TokenClaims {
   workflow: string[];
   score?: number;
   sessionId: string;
+  /** The device's generation (revocations so far): introspection refuses tokens of an older one. */
+  generation: number;
 }
 
 export interface IssuedToken {
@@ -68,7 +70,7 @@ export class TokenService {
       client_id: claims.sub,
       cnf: { jkt: claims.jkt },
       amr: claims.amr,
-      m2m: { workflow: claims.workflow, score: claims.score, sessionId: claims.sessionId },
+      m2m: { workflow: claims.workflow, score: claims.score, sessionId: claims.sessionId, generation: claims.generation },
     }, JWS_TYPES.token, this.key, this.kid);
     return { token, jti, expiresAt: exp * 1000 };
   }

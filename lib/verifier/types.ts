@@ -20,6 +20,11 @@ export interface DeviceRecord {
   status: DeviceStatus;
   /** Per-device workflow; the verifier's default when absent. */
   workflow?: WorkflowStep[];
+  /**
+   * Counts the device's revocations. Tokens carry the generation they were issued in, so a token
+   * issued before a revocation stays dead after the device is reinstated.
+   */
+  generation: number;
   createdAt: number;
   updatedAt: number;
 }

@@ -7,7 +7,9 @@ import { M2MError, SignatureError } from '../errors';
 import { Ed25519PublicKey } from '../crypto/ed25519';
 import { JWS_TYPES, decodeJws, verifyDecoded } from '../crypto/jws';
 import type { Infer } from '../schema';
+import { normaliseUrl } from '../url';
 import { decisionEvent, deviceEvent } from './events';
+import { RateLimiter, type RateRule } from './rate-limit';
 import * as schemas from './schemas';
 import type { VerifierStore } from './store/types';
 import { TokenService } from './tokens';
@@ -17,6 +19,40 @@ import { DEFAULT_WORKFLOW, runWorkflow } from './workflow';
 export const NONCE_TTL_MS = 60_000;
 export const MAX_CLOCK_SKEW_S = 300;
 const PUBLIC_KEY_CACHE = 10_000;
+
+/**
+ * What a caller without credentials may make the verifier do. Challenges write a row each; a
+ * bad signature on a known device's id writes a declined session (worth keeping for the
+ * operator, up to a rate); an unknown device writes nothing.
+ */
+export interface VerifierLimits {
+  challengesPerDevice: RateRule;
+  challengesPerAddress: RateRule;
+  /** Declined sessions recorded for attestations with a bad signature, per device id. */
+  badSignaturesRecordedPerDevice: RateRule;
+}
+
+export const DEFAULT_LIMITS: VerifierLimits = {
+  challengesPerDevice: { burst: 10, perSecond: 1 },
+  challengesPerAddress: { burst: 200, perSecond: 100 },
+  badSignaturesRecordedPerDevice: { burst: 5, perSecond: 0.1 },
+};
+
+/** How long rows are kept: expired nonces long enough to answer nonce_expired, sessions for audit. */
+export interface Retention {
+  expiredNoncesMs: number;
+  sessionsMs: number;
+  deliveredEventsMs: number;
+  /** How often the purge runs. */
+  purgeEveryMs: number;
+}
+
+export const DEFAULT_RETENTION: Retention = {
+  expiredNoncesMs: 10 * 60_000,
+  sessionsMs: 30 * 86_400_000,
+  deliveredEventsMs: 7 * 86_400_000,
+  purgeEveryMs: 60_000,
+};
 
 export interface VerifierOptions {
   store: VerifierStore;
@@ -35,6 +71,8 @@ export interface VerifierOptions {
   loopbackEnrollment?: boolean;
   tokenTtlSeconds?: number;
   workflow?: WorkflowStep[];
+  limits?: Partial<VerifierLimits>;
+  retention?: Partial<Retention>;
   now?: () => number;
 }
 
@@ -56,8 +94,6 @@ export interface PublicDevice {
   createdAt: string;
   updatedAt: string;
 }
-
-const stripSlash = (url: string) => url.replace(/\/+$/, '');
 
 function sameSecret(presented: string, expected: string): boolean {
   // Hash first so the comparison is constant-time whatever the lengths.
@@ -84,19 +120,44 @@ export class Verifier {
   private readonly now: () => number;
   /** Device keys parsed once: building a key object costs about as much as a verification. */
   private readonly publicKeys = new Map<string, Ed25519PublicKey>();
+  private readonly limiters: Record<keyof VerifierLimits, RateLimiter>;
+  private readonly retention: Retention;
+  private readonly purgeTimer: NodeJS.Timeout;
+  private purging?: Promise<unknown>;
 
-  private constructor(options: VerifierOptions, tokens: TokenService) {
+  private constructor(options: VerifierOptions, publicUrl: string, tokens: TokenService) {
     this.options = options;
     this.store = options.store;
-    this.publicUrl = stripSlash(options.publicUrl);
+    this.publicUrl = publicUrl;
     this.tokens = tokens;
     this.now = options.now ?? Date.now;
+    const limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.limiters = {
+      challengesPerDevice: new RateLimiter(limits.challengesPerDevice),
+      challengesPerAddress: new RateLimiter(limits.challengesPerAddress),
+      badSignaturesRecordedPerDevice: new RateLimiter(limits.badSignaturesRecordedPerDevice),
+    };
+    this.retention = { ...DEFAULT_RETENTION, ...options.retention };
+    this.purgeTimer = setInterval(() => { this.purge().catch(() => undefined); }, this.retention.purgeEveryMs).unref();
   }
 
   static async create(options: VerifierOptions): Promise<Verifier> {
-    const publicUrl = stripSlash(options.publicUrl);
+    const publicUrl = normaliseUrl(options.publicUrl);
+    if (!publicUrl) throw new M2MError('bad_config', `the public URL must be an http or https URL, not ${JSON.stringify(options.publicUrl)}`, 500);
     const tokens = await TokenService.open(options.store, publicUrl, options.tokenAudience ?? publicUrl, options.tokenTtlSeconds ?? 15 * 60);
-    return new Verifier(options, tokens);
+    return new Verifier(options, publicUrl, tokens);
+  }
+
+  /** Deletes expired nonces, old sessions and delivered events (DEFAULT_RETENTION); runs on a timer. */
+  async purge(): Promise<{ nonces: number; sessions: number; events: number }> {
+    const now = this.now();
+    const run = this.store.purge({
+      noncesExpired: now - this.retention.expiredNoncesMs,
+      sessions: now - this.retention.sessionsMs,
+      deliveredEvents: now - this.retention.deliveredEventsMs,
+    });
+    this.purging = run.catch(() => undefined);
+    return run;
   }
 
   checkAdmin(apiKey: string | undefined): void {
@@ -111,6 +172,7 @@ export class Verifier {
     const payload = schemas.registrationPayload.parse(decoded.payload, 'registration');
     // Proof of possession: the key in the payload must be the key that signed it.
     const publicKey = Ed25519PublicKey.fromJwk(payload.jwk);
+    if (!publicKey.isPrimeOrder()) throw new SignatureError('bad_key', 'the key has a small-order component');
     if (!verifyDecoded(decoded, publicKey)) throw new SignatureError('bad_signature', 'registration is not signed by the key it carries');
     const now = this.now();
     if (Math.abs(now / 1000 - payload.iat) > MAX_CLOCK_SKEW_S) throw new M2MError('stale_iat', 'registration iat is more than 5 minutes off', 400);
@@ -124,6 +186,7 @@ export class Verifier {
       status: this.options.manualApproval ? 'pending' : 'active',
       createdAt: now,
       updatedAt: now,
+      generation: 0,
     };
     if (await this.store.insertDevice(device, deviceEvent('device.registered', device, now))) {
       return { created: true, deviceId: device.deviceId, status: device.status };
@@ -135,12 +198,15 @@ export class Verifier {
     return { created: false, deviceId: known.deviceId, status: known.status };
   }
 
-  async challenge(body: unknown): Promise<{ nonce: string; expiresAt: string }> {
+  async challenge(body: unknown, remoteAddress = ''): Promise<{ nonce: string; expiresAt: string }> {
     const { deviceId } = schemas.challengeBody.parse(body);
+    const now = this.now();
+    this.limiters.challengesPerAddress.check(remoteAddress, now, `challenges from ${remoteAddress || 'this client'}`);
     const device = await this.store.getDevice(deviceId);
     if (!device || device.status === 'revoked') throw new M2MError('device_unknown', `no active device ${deviceId}`, 404);
+    this.limiters.challengesPerDevice.check(deviceId, now, `challenges for ${deviceId}`);
     const nonce = crypto.randomBytes(32).toString('base64url');
-    const expiresAt = this.now() + NONCE_TTL_MS;
+    const expiresAt = now + NONCE_TTL_MS;
     await this.store.insertNonce({ nonce, deviceId, expiresAt });
     return { nonce, expiresAt: new Date(expiresAt).toISOString() };
   }
@@ -154,13 +220,20 @@ export class Verifier {
     const sessionId = crypto.randomUUID();
 
     // Neither an unknown device nor a bad signature may consume the nonce: they prove nothing.
-    const declineWithoutNonce = async (reason: string) => {
-      const session: SessionRecord = { sessionId, deviceId: payload.iss, decision: 'declined', reasons: [reason], createdAt: now };
-      await this.store.recordSession(session, decisionEvent(session, 'default', now));
-      return { decision: session.decision, reasons: session.reasons, sessionId };
-    };
-    if (!device) return declineWithoutNonce('device_unknown');
-    if (!verifyDecoded(decoded, this.publicKey(device))) return declineWithoutNonce('bad_signature');
+    // Nothing is written for an unknown device; a bad signature on a known id is recorded for the
+    // operator, up to a rate, since anyone can send one.
+    const declined = (reason: string): AttestationResult => ({ decision: 'declined', reasons: [reason], sessionId });
+    if (!device) return declined('device_unknown');
+    const key = this.publicKey(device);
+    // A key registered before keys were checked, and refused by today's rules, proves nothing.
+    if (!key) return declined('bad_key');
+    if (!verifyDecoded(decoded, key)) {
+      if (this.limiters.badSignaturesRecordedPerDevice.take(device.deviceId, now)) {
+        const session: SessionRecord = { sessionId, deviceId: device.deviceId, decision: 'declined', reasons: ['bad_signature'], createdAt: now };
+        await this.store.recordSession(session, decisionEvent(session, 'default', now));
+      }
+      return declined('bad_signature');
+    }
 
     const workflow = device.workflow ?? this.options.workflow ?? DEFAULT_WORKFLOW;
     const checks = this.checkClaims(payload, device, now);
@@ -194,6 +267,7 @@ export class Verifier {
         workflow: workflow.map(step => step.step),
         score: result.score,
         sessionId,
+        generation: device.generation,
       }, now);
       answer.token = issued.token;
       answer.expiresAt = new Date(issued.expiresAt).toISOString();
@@ -201,11 +275,15 @@ export class Verifier {
     return answer;
   }
 
-  private publicKey(device: DeviceRecord): Ed25519PublicKey {
+  private publicKey(device: DeviceRecord): Ed25519PublicKey | undefined {
     let key = this.publicKeys.get(device.thumbprint);
     if (!key) {
+      try {
+        key = Ed25519PublicKey.fromJwk(device.jwk);
+      } catch {
+        return undefined;
+      }
       if (this.publicKeys.size >= PUBLIC_KEY_CACHE) this.publicKeys.delete(this.publicKeys.keys().next().value!);
-      key = Ed25519PublicKey.fromJwk(device.jwk);
       this.publicKeys.set(device.thumbprint, key);
     }
     return key;
@@ -216,7 +294,7 @@ export class Verifier {
     const reasons: string[] = [];
     if (device.status === 'revoked') reasons.push('device_revoked');
     if (device.status === 'pending') reasons.push('device_pending');
-    if (stripSlash(payload.aud) !== this.publicUrl) reasons.push('wrong_aud');
+    if (normaliseUrl(payload.aud) !== this.publicUrl) reasons.push('wrong_aud');
     if (Math.abs(now / 1000 - payload.iat) > MAX_CLOCK_SKEW_S) reasons.push('stale_iat');
     const salt = payload.evidence?.fingerprint?.salt;
     if (salt !== undefined && salt !== device.fingerprint.salt) reasons.push('fingerprint_mismatch');
@@ -249,13 +327,17 @@ export class Verifier {
     return publicView(device);
   }
 
-  /** RFC 7662: `{active: false}` for anything but a current token of an active device. */
+  /**
+   * RFC 7662: `{active: false}` for anything but a current token of an active device issued since
+   * its last revocation.
+   */
   async introspect(body: unknown): Promise<Record<string, unknown>> {
     const { token } = schemas.introspectionBody.parse(body);
     const claims = await this.tokens.verify(token, this.now());
     if (!claims?.sub) return { active: false };
     const device = await this.store.getDevice(claims.sub);
-    if (!device || device.status !== 'active') return { active: false };
+    const generation = (claims.m2m as { generation?: unknown } | undefined)?.generation ?? 0;
+    if (!device || device.status !== 'active' || generation !== device.generation) return { active: false };
     return { active: true, token_type: 'Bearer', ...claims };
   }
 
@@ -273,6 +355,8 @@ export class Verifier {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.purgeTimer);
+    await this.purging;
     await this.store.close();
   }
 }

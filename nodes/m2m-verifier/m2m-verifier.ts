@@ -3,11 +3,11 @@
  * under a path (default /m2m), with its SQLite store under the user dir.
  */
 import * as path from 'node:path';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { M2MError } from '../../lib/errors';
 import { SqliteStore, Verifier, createRequestListener } from '../../lib/verifier';
-import { problem } from '../../lib/verifier/http';
+import { sendProblem } from '../../lib/verifier/http';
+import { answerParserErrors, mount, nodeUrlPath, type ExpressApp, type Handler } from '../shared/express';
 import { dataDir, errorText, localVerifierUrl, status } from '../shared/node-kit';
 
 interface VerifierDef extends NodeDef {
@@ -23,10 +23,6 @@ interface VerifierCredentials {
   enrollmentToken?: string;
 }
 
-type Middleware = (req: IncomingMessage, res: ServerResponse) => void;
-interface ExpressLayer { handle: unknown }
-interface ExpressApp { use(path: string, handler: Middleware): void; _router?: { stack: ExpressLayer[] } }
-
 function mountPath(configured: string): string {
   const trimmed = `/${(configured || '/m2m').trim().replace(/^\/+|\/+$/g, '')}`;
   return trimmed === '/' ? '/m2m' : trimmed;
@@ -35,9 +31,8 @@ function mountPath(configured: string): string {
 export = function (RED: NodeAPI) {
   function M2MVerifier(this: Node<VerifierCredentials>, config: VerifierDef) {
     RED.nodes.createNode(this, config);
-    const app = RED.httpNode as unknown as ExpressApp;
-    const mount = mountPath(config.path);
-    const publicUrl = config.publicUrl?.trim() || localVerifierUrl(RED, mount);
+    const mountAt = mountPath(config.path);
+    const publicUrl = config.publicUrl?.trim() || localVerifierUrl(RED, mountAt);
 
     this.status(status.waiting(RED._('m2m-verifier.status.starting')));
     // Opening the store can fail (a path without permission): that becomes a red status, not a crash.
@@ -52,16 +47,14 @@ export = function (RED: NodeAPI) {
     const listener = ready.then(verifier => createRequestListener(verifier, { onError: err => this.error(errorText(RED, 'm2m-verifier', err)) }));
     listener.catch(() => undefined); // reported through `ready` below; requests get a 503
     // Requests that arrive while the store opens wait for it rather than failing.
-    const handler: Middleware = (req, res) => {
-      listener.then(listen => listen(req, res), () => {
-        const { status: code, body } = problem(new M2MError('verifier_unavailable', 'the verifier could not start; see the Node-RED log', 503));
-        res.writeHead(code, { 'content-type': 'application/problem+json' });
-        res.end(JSON.stringify(body));
-      });
+    const handler: Handler = (req, res) => {
+      listener
+        .then(listen => listen(req, res), () => sendProblem(res, new M2MError('verifier_unavailable', 'the verifier could not start; see the Node-RED log', 503)))
+        .catch(err => sendProblem(res, err));
     };
-    app.use(mount, handler);
+    const unmount = [mount(RED.httpNode as unknown as ExpressApp, mountAt, handler), answerParserErrors(RED, nodeUrlPath(RED, mountAt))];
     ready.then(
-      () => this.status(status.working(RED._('m2m-verifier.status.serving', { path: mount }))),
+      () => this.status(status.working(RED._('m2m-verifier.status.serving', { path: mountAt }))),
       err => {
         this.status(status.failed(RED._('m2m-verifier.status.failed')));
         this.error(errorText(RED, 'm2m-verifier', err));
@@ -69,8 +62,7 @@ export = function (RED: NodeAPI) {
     );
 
     this.on('close', (done: () => void) => {
-      const stack = app._router?.stack ?? [];
-      for (let i = stack.length - 1; i >= 0; i--) if (stack[i].handle === handler) stack.splice(i, 1);
+      for (const remove of unmount) remove();
       ready.then(verifier => verifier.close(), () => undefined).then(() => done());
     });
   }

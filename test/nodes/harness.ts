@@ -19,22 +19,35 @@ export const m2mNodes = ['m2m-identity-api', 'm2m-device', 'm2m-provision', 'm2m
 
 export interface NodeHttp {
   url: string;
-  /** Pass as the first "node" to helper.load: it captures RED.httpNode for the server. */
+  /** Pass as the first "node" to helper.load: it captures RED.httpAdmin and RED.httpNode for the server. */
   capture(RED: NodeAPI): void;
   close(): Promise<void>;
 }
 
+type App = (req: http.IncomingMessage, res: http.ServerResponse, next: (err?: unknown) => void) => void;
+
+/**
+ * Serves the editor's app and httpNode at one root, as Node-RED does by default: the editor's
+ * JSON body parser sees every request first, and what neither app answers, or an error neither
+ * handles, ends in express's final handler (an HTML page, with the stack outside production).
+ */
 export async function serveHttpNode(): Promise<NodeHttp> {
-  let app: http.RequestListener | undefined;
+  let apps: { admin: App; node: App } | undefined;
+  const finalHandler = (res: http.ServerResponse) => (err?: unknown) => {
+    res.statusCode = err ? (err as { status?: number }).status ?? 500 : 404;
+    res.setHeader('content-type', 'text/html; charset=utf-8');
+    res.end(`<!DOCTYPE html><pre>${err ? (err as Error).stack : 'Cannot GET'}</pre>`);
+  };
   const server = http.createServer((req, res) => {
-    if (app) app(req, res);
-    else { res.statusCode = 503; res.end(); }
+    if (!apps) { res.statusCode = 503; res.end(); return; }
+    const { admin, node } = apps;
+    admin(req, res, err => (err ? finalHandler(res)(err) : node(req, res, finalHandler(res))));
   });
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
-    capture: RED => { app = RED.httpNode as unknown as http.RequestListener; },
+    capture: RED => { apps = { admin: RED.httpAdmin as unknown as App, node: RED.httpNode as unknown as App }; },
     close: () => new Promise(resolve => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
 }
@@ -100,4 +113,11 @@ export function keystoreFile(userDir: string, deviceId = 'press-7'): string {
 
 export function removeDir(dir: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** A fresh user dir, with uiPort set to `http`'s port: where an empty identity API base URL points. */
+export function tempUserDirFor(http: NodeHttp): string {
+  const dir = tempUserDir();
+  helper.settings({ userDir: dir, uiHost: '127.0.0.1', uiPort: Number(new URL(http.url).port) });
+  return dir;
 }

@@ -5,6 +5,7 @@ import {
   ADMIN_KEY, KEYSTORE_SECRET, catchNode, firstMessage, helper, identityFlow, keystoreFile, m2mNodes, newUserDir, nextMessage,
   removeDir, serveHttpNode, type NodeHttp,
 } from './harness';
+import { rawRequest } from '../helpers/raw-http';
 
 describe('nodes: provision and attest against the m2m-verifier node', function () {
   let http: NodeHttp;
@@ -46,6 +47,26 @@ describe('nodes: provision and attest against the m2m-verifier node', function (
     assert.deepEqual(await health.json(), { status: 'ok', store: 'ok' });
   });
 
+  it('answers request targets that are not URLs with problem+json, and Node-RED stays up', async () => {
+    await load();
+    for (const target of ['/m2m///', '/m2m//%zz', '/m2m//[', '/m2m//a:b@']) {
+      const answer = await rawRequest(http.url, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      assert.equal(answer.status, 404, target);
+      assert.match(answer.headers, /application\/problem\+json/i);
+    }
+    assert.equal((await fetch(`${http.url}/m2m/v1/health`)).status, 200);
+  });
+
+  it('answers malformed JSON with problem+json, not the editor body parser\'s HTML page', async () => {
+    await load();
+    const answer = await fetch(`${http.url}/m2m/v1/challenges`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{bad' });
+    assert.equal(answer.status, 400);
+    assert.match(answer.headers.get('content-type') ?? '', /application\/problem\+json/);
+    const body = await answer.text();
+    assert.equal(JSON.parse(body).code, 'invalid_request');
+    assert.doesNotMatch(body, /node_modules|at JSON\.parse/);
+  });
+
   it('provisions the device: creates the key once and registers it, idempotently', async () => {
     await load();
     const first = await provision();
@@ -78,6 +99,14 @@ describe('nodes: provision and attest against the m2m-verifier node', function (
     assert.deepEqual(msg.m2m.reasons, ['tinyml_low']);
     assert.equal(msg.m2m.score, 0.2);
     assert.equal(msg.m2m.tinyml.source, 'temp', 'keeps what was on msg.m2m');
+  });
+
+  it('sends TinyML evidence that has no score (warming up) and routes the review to output 2 without a token', async () => {
+    await load();
+    await provision();
+    const tinyml = { source: 'press-1', score: null, trusted: false, reason: 'warming_up', model: 'sensor-behaviour-v1-stamped@x' };
+    const { output, msg } = await attest({ payload: 1, m2m: { tinyml } });
+    assert.deepEqual([output, msg.m2m.decision, msg.m2m.reasons, msg.m2m.token], [2, 'in_review', ['tinyml_unscored'], undefined]);
   });
 
   it('routes an attestation of an unregistered device to output 2 with device_unknown', async () => {

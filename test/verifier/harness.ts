@@ -2,8 +2,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { SqliteStore, startVerifierServer, type RunningVerifier } from '../../lib/verifier';
-import type { VerifierOptions } from '../../lib/verifier';
+import { SqliteStore, startVerifierServer, type RunningVerifier, type ServerOptions } from '../../lib/verifier';
 
 export const ADMIN_KEY = 'admin-key-for-tests';
 export const ENROLLMENT_TOKEN = 'enrollment-token-for-tests';
@@ -16,7 +15,7 @@ export interface Harness extends RunningVerifier {
   stop(): Promise<void>;
 }
 
-export async function startHarness(options: Partial<VerifierOptions> = {}): Promise<Harness> {
+export async function startHarness(options: Partial<ServerOptions> = {}): Promise<Harness> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-verifier-'));
   const clock = { now: Date.now() };
   const running = await startVerifierServer({

@@ -8,10 +8,15 @@ import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DeviceRecord, DeviceStatus, NonceOutcome, NonceRecord, OutboxEvent, SessionRecord } from '../types';
-import type { SigningKeyRecord, VerifierStore } from './types';
+import type { PurgeBefore, PurgeCounts, SigningKeyRecord, VerifierStore } from './types';
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS devices (
+/**
+ * Versioned migrations, applied in order and recorded in SQLite's user_version. A database
+ * written before versions were kept has user_version 0 and the tables of version 1, which
+ * version 1's IF NOT EXISTS statements leave as they are.
+ */
+const MIGRATIONS = [
+  `CREATE TABLE IF NOT EXISTS devices (
   device_id TEXT PRIMARY KEY,
   jwk TEXT NOT NULL,
   thumbprint TEXT NOT NULL,
@@ -49,12 +54,25 @@ CREATE TABLE IF NOT EXISTS signing_keys (
   kid TEXT PRIMARY KEY,
   seed TEXT NOT NULL,
   created_at INTEGER NOT NULL
-);
-`;
+);`,
+  `ALTER TABLE devices ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
+CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered_at) WHERE delivered_at IS NOT NULL;`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+function migrate(db: Database.Database): void {
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]);
+    if (version < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
+  }).immediate();
+}
 
 interface DeviceRow {
   device_id: string; jwk: string; thumbprint: string; fingerprint: string; metadata: string;
-  status: DeviceStatus; workflow: string | null; created_at: number; updated_at: number;
+  status: DeviceStatus; workflow: string | null; created_at: number; updated_at: number; generation: number;
 }
 
 function toDevice(row: DeviceRow): DeviceRecord {
@@ -68,17 +86,13 @@ function toDevice(row: DeviceRow): DeviceRecord {
     workflow: row.workflow ? JSON.parse(row.workflow) : undefined,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    generation: row.generation,
   };
 }
-
-// Expired nonces are swept every so many issued, rather than by a timer the store would have to own.
-const SWEEP_EVERY = 1000;
-const KEEP_EXPIRED_MS = 60 * 60 * 1000;
 
 export class SqliteStore implements VerifierStore {
   private readonly db: Database.Database;
   private readonly statements;
-  private noncesSinceSweep = 0;
 
   /** @param file a path, or ':memory:' */
   constructor(file: string) {
@@ -92,18 +106,21 @@ export class SqliteStore implements VerifierStore {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
+    migrate(this.db);
     const db = this.db;
     this.statements = {
       insertDevice: db.prepare(`INSERT INTO devices (device_id, jwk, thumbprint, fingerprint, metadata, status, workflow, created_at, updated_at)
         VALUES (@deviceId, @jwk, @thumbprint, @fingerprint, @metadata, @status, @workflow, @createdAt, @updatedAt) ON CONFLICT (device_id) DO NOTHING`),
       getDevice: db.prepare('SELECT * FROM devices WHERE device_id = ?'),
       listDevices: db.prepare('SELECT * FROM devices ORDER BY device_id'),
-      setStatus: db.prepare('UPDATE devices SET status = ?, updated_at = ? WHERE device_id = ? AND status IN (SELECT value FROM json_each(?))'),
+      setStatus: db.prepare(`UPDATE devices SET status = @status, updated_at = @now, generation = generation + (@status = 'revoked')
+        WHERE device_id = @deviceId AND status IN (SELECT value FROM json_each(@from))`),
       insertNonce: db.prepare('INSERT INTO nonces (nonce, device_id, expires_at) VALUES (?, ?, ?)'),
       consumeNonce: db.prepare('UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND device_id = ? AND consumed_at IS NULL AND expires_at > ?'),
       getNonce: db.prepare('SELECT device_id, expires_at, consumed_at FROM nonces WHERE nonce = ?'),
-      sweepNonces: db.prepare('DELETE FROM nonces WHERE expires_at < ?'),
+      purgeNonces: db.prepare('DELETE FROM nonces WHERE expires_at < ?'),
+      purgeSessions: db.prepare('DELETE FROM sessions WHERE created_at < ?'),
+      purgeEvents: db.prepare('DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < ?'),
       insertSession: db.prepare('INSERT INTO sessions (session_id, device_id, decision, reasons, score, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
       insertEvent: db.prepare('INSERT INTO outbox (event_id, webhook_type, payload, created_at) VALUES (?, ?, ?, ?)'),
       pendingEvents: db.prepare('SELECT event_id, webhook_type, payload, created_at FROM outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT ?'),
@@ -150,7 +167,7 @@ export class SqliteStore implements VerifierStore {
 
   async setDeviceStatus(deviceId: string, status: DeviceStatus, from: DeviceStatus[], event: OutboxEvent, now: number): Promise<boolean> {
     return this.db.transaction(() => {
-      const { changes } = this.statements.setStatus.run(status, now, deviceId, JSON.stringify(from));
+      const { changes } = this.statements.setStatus.run({ status, now, deviceId, from: JSON.stringify(from) });
       if (changes === 1) this.writeEvent(event);
       return changes === 1;
     }).immediate();
@@ -158,10 +175,14 @@ export class SqliteStore implements VerifierStore {
 
   async insertNonce(nonce: NonceRecord): Promise<void> {
     this.statements.insertNonce.run(nonce.nonce, nonce.deviceId, nonce.expiresAt);
-    if (++this.noncesSinceSweep >= SWEEP_EVERY) {
-      this.noncesSinceSweep = 0;
-      this.statements.sweepNonces.run(nonce.expiresAt - KEEP_EXPIRED_MS);
-    }
+  }
+
+  async purge(before: PurgeBefore): Promise<PurgeCounts> {
+    return this.db.transaction(() => ({
+      nonces: this.statements.purgeNonces.run(before.noncesExpired).changes,
+      sessions: this.statements.purgeSessions.run(before.sessions).changes,
+      events: this.statements.purgeEvents.run(before.deliveredEvents).changes,
+    })).immediate();
   }
 
   async consumeNonceAndRecord(

@@ -11,12 +11,27 @@ export interface SigningKeyRecord {
   createdAt: number;
 }
 
+export interface PurgeBefore {
+  noncesExpired: number;
+  sessions: number;
+  deliveredEvents: number;
+}
+
+export interface PurgeCounts {
+  nonces: number;
+  sessions: number;
+  events: number;
+}
+
 export interface VerifierStore {
   /** Inserts the device unless the id exists; false when it did. Writes the event in the same transaction. */
   insertDevice(device: DeviceRecord, event: OutboxEvent): Promise<boolean>;
   getDevice(deviceId: string): Promise<DeviceRecord | undefined>;
   listDevices(): Promise<DeviceRecord[]>;
-  /** Sets the status when the current one is in `from`; false when the device is absent or in another status. */
+  /**
+   * Sets the status when the current one is in `from`; false when the device is absent or in
+   * another status. Setting `revoked` also bumps the device's generation.
+   */
   setDeviceStatus(deviceId: string, status: DeviceStatus, from: DeviceStatus[], event: OutboxEvent, now: number): Promise<boolean>;
 
   insertNonce(nonce: NonceRecord): Promise<void>;
@@ -34,6 +49,9 @@ export interface VerifierStore {
   ): Promise<{ outcome: NonceOutcome; session: SessionRecord }>;
   /** Records a session that consumed no nonce (bad signature, unknown device). */
   recordSession(session: SessionRecord, event: OutboxEvent): Promise<void>;
+
+  /** Deletes nonces that expired, sessions and delivered events created before the given times. */
+  purge(before: PurgeBefore): Promise<PurgeCounts>;
 
   getOrCreateSigningKey(create: () => SigningKeyRecord): Promise<SigningKeyRecord>;
   pendingEvents(limit: number): Promise<OutboxEvent[]>;
