@@ -20,9 +20,18 @@ export async function run(): Promise<void> {
   const nobleSig = ed.sign(message, seed);
 
   const contenders = {
-    'project (lib/crypto)': { sign: () => project.sign(message), verify: () => project.publicKey.verify(message, projectSig) },
-    'raw node:crypto': { sign: () => crypto.sign(null, message, raw.privateKey), verify: () => crypto.verify(null, message, raw.publicKey, rawSig) },
-    '@noble/ed25519': { sign: () => ed.sign(message, seed), verify: () => ed.verify(nobleSig, message, nobleKey, { zip215: false }) },
+    'project (lib/crypto)': {
+      sign: () => project.sign(message),
+      verify: () => project.publicKey.verify(message, projectSig),
+    },
+    'raw node:crypto': {
+      sign: () => crypto.sign(null, message, raw.privateKey),
+      verify: () => crypto.verify(null, message, raw.publicKey, rawSig),
+    },
+    '@noble/ed25519': {
+      sign: () => ed.sign(message, seed),
+      verify: () => ed.verify(nobleSig, message, nobleKey, { zip215: false }),
+    },
   };
   const totals: Record<string, { sign: number; verify: number }> = {};
   const rounds = 3;
@@ -35,13 +44,17 @@ export async function run(): Promise<void> {
     }
   }
   const base = totals['raw node:crypto'];
-  table(Object.entries(totals).map(([name, t]) => ({
-    engine: name,
-    'sign ops/s': Math.round(t.sign),
-    'verify ops/s': Math.round(t.verify),
-    'sign vs raw': `${(t.sign / base.sign).toFixed(2)}x`,
-    'verify vs raw': `${(t.verify / base.verify).toFixed(2)}x`,
-  })));
+  table(
+    Object.entries(totals).map(([name, t]) => ({
+      engine: name,
+      'sign ops/s': Math.round(t.sign),
+      'verify ops/s': Math.round(t.verify),
+      'sign vs raw': `${(t.sign / base.sign).toFixed(2)}x`,
+      'verify vs raw': `${(t.verify / base.verify).toFixed(2)}x`,
+    })),
+  );
   const p = totals['project (lib/crypto)'];
-  console.log(`target: project ≥ 0.9x raw node:crypto → sign ${(p.sign / base.sign).toFixed(2)}x, verify ${(p.verify / base.verify).toFixed(2)}x`);
+  console.log(
+    `target: project ≥ 0.9x raw node:crypto → sign ${(p.sign / base.sign).toFixed(2)}x, verify ${(p.verify / base.verify).toFixed(2)}x`,
+  );
 }

@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 async function main(): Promise<void> {
-  const available = fs.readdirSync(__dirname)
+  const available = fs
+    .readdirSync(__dirname)
     .filter(file => file.endsWith('.js') && file !== 'index.js')
     .map(file => path.basename(file, '.js'))
     .sort();
@@ -20,7 +21,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => process.exit(0), err => {
-  console.error(err);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  err => {
+    console.error(err);
+    process.exit(1);
+  },
+);

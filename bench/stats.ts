@@ -21,7 +21,8 @@ export function opsPerSecond(op: () => void, ms = 700): number {
 }
 
 export function table(rows: Array<Record<string, string | number>>): void {
-  const fmt = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 0)) : v);
+  const fmt = (v: string | number) =>
+    typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 0)) : v;
   const keys = Object.keys(rows[0]);
   const widths = keys.map(k => Math.max(k.length, ...rows.map(r => fmt(r[k]).length)));
   console.log(keys.map((k, i) => k.padEnd(widths[i])).join('  '));

@@ -27,7 +27,10 @@ function p50(op: () => void, calls: number): number {
     op();
     times.push(Number(process.hrtime.bigint() - start) / 1000);
   }
-  return percentile(times.sort((a, b) => a - b), 50);
+  return percentile(
+    times.sort((a, b) => a - b),
+    50,
+  );
 }
 
 /** The network in plain loops over the model's own (standardisation-folded) weights. */
@@ -42,7 +45,8 @@ function typedArrayForward(model: BehaviourModel): (x: Float32Array, rows: numbe
       for (let r = 0; r < rows; r++) {
         for (let o = 0; o < layer.outputs; o++) {
           let sum = layer.bias[o];
-          for (let i = 0; i < layer.inputs; i++) sum += input[r * layer.inputs + i] * layer.kernel[i * layer.outputs + o];
+          for (let i = 0; i < layer.inputs; i++)
+            sum += input[r * layer.inputs + i] * layer.kernel[i * layer.outputs + o];
           output[r * layer.outputs + o] = layer.relu && sum < 0 ? 0 : sum;
         }
       }
@@ -62,12 +66,22 @@ async function latency(): Promise<void> {
     const single = p50(() => model.embed(features, 1), 3000);
     const batched = p50(() => model.embed(features, BATCH), 1000) / BATCH;
     if (got === 'wasm') wasmSingle = single;
-    rows.push({ engine: `tfjs ${got}`, 'single µs (p50)': single, 'batched µs/window': batched, 'single vs wasm': single / wasmSingle });
+    rows.push({
+      engine: `tfjs ${got}`,
+      'single µs (p50)': single,
+      'batched µs/window': batched,
+      'single vs wasm': single / wasmSingle,
+    });
     if (backend === 'wasm') {
       const forward = typedArrayForward(model);
       const floorSingle = p50(() => forward(features, 1), 5000);
       const floorBatched = p50(() => forward(features, BATCH), 2000) / BATCH;
-      rows.push({ engine: 'plain typed-array loops', 'single µs (p50)': floorSingle, 'batched µs/window': floorBatched, 'single vs wasm': floorSingle / wasmSingle });
+      rows.push({
+        engine: 'plain typed-array loops',
+        'single µs (p50)': floorSingle,
+        'batched µs/window': floorBatched,
+        'single vs wasm': floorSingle / wasmSingle,
+      });
     }
     model.dispose();
   }
@@ -75,7 +89,12 @@ async function latency(): Promise<void> {
   const values = Float64Array.from({ length: WINDOW }, (_, i) => 40 + 0.0244 * Math.round(2 * Math.sin(i * 78.233)));
   const times = Float64Array.from({ length: WINDOW }, (_, i) => 1.7e12 + i * 10.0003);
   const out = new Float32Array(FEATURE_COUNT);
-  rows.push({ engine: 'feature extraction', 'single µs (p50)': p50(() => extractor.extract(values, times, out), 5000), 'batched µs/window': '-', 'single vs wasm': '-' });
+  rows.push({
+    engine: 'feature extraction',
+    'single µs (p50)': p50(() => extractor.extract(values, times, out), 5000),
+    'batched µs/window': '-',
+    'single vs wasm': '-',
+  });
   table(rows);
 }
 
@@ -112,7 +131,20 @@ async function memory(): Promise<void> {
   const idle = await nodeRedRss([{ id: 'tab', type: 'tab', label: 'idle' }]);
   const loaded = await nodeRedRss([
     { id: 'tab', type: 'tab', label: 'tinyml' },
-    { id: 'verify', z: 'tab', type: 'm2m-tinyml-verify', mode: 'enrol', keyProperty: 'topic', valueProperty: 'payload', timeProperty: '', enrolWindows: 20, unverified: 'hold', threshold: '', maxSources: 1000, wires: [[], []] },
+    {
+      id: 'verify',
+      z: 'tab',
+      type: 'm2m-tinyml-verify',
+      mode: 'enrol',
+      keyProperty: 'topic',
+      valueProperty: 'payload',
+      timeProperty: '',
+      enrolWindows: 20,
+      unverified: 'hold',
+      threshold: '',
+      maxSources: 1000,
+      wires: [[], []],
+    },
   ]);
   table([
     { 'Node-RED': 'idle (package installed)', 'RSS MB': idle },

@@ -22,65 +22,114 @@ const COMPONENTS = { 'machine-id': 'bench', 'mac.eth0': '02:00:00:00:00:01', 'cp
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
 
-function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+function post(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any }> {
   const data = JSON.stringify(body);
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...headers } }, res => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', chunk => { text += chunk; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
-    });
+    const req = http.request(
+      url,
+      {
+        method: 'POST',
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...headers },
+      },
+      res => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', chunk => {
+          text += chunk;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
+      },
+    );
     req.on('error', reject);
     req.end(data);
   });
 }
 
 /** Runs `count` jobs with `inFlight` at a time; returns per-job latencies (ms) and wall time (s). */
-async function load(count: number, job: (i: number) => Promise<void>, inFlight = CONCURRENCY): Promise<{ latencies: number[]; seconds: number }> {
+async function load(
+  count: number,
+  job: (i: number) => Promise<void>,
+  inFlight = CONCURRENCY,
+): Promise<{ latencies: number[]; seconds: number }> {
   const latencies: number[] = [];
   let next = 0;
   const start = process.hrtime.bigint();
-  await Promise.all(Array.from({ length: inFlight }, async () => {
-    while (next < count) {
-      const i = next++;
-      const t0 = process.hrtime.bigint();
-      await job(i);
-      latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (next < count) {
+        const i = next++;
+        const t0 = process.hrtime.bigint();
+        await job(i);
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+    }),
+  );
   return { latencies: latencies.sort((a, b) => a - b), seconds: Number(process.hrtime.bigint() - start) / 1e9 };
 }
 
 export async function run(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'));
-  const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'verifier.db')}`], { M2M_ENROLLMENT_TOKEN: 'bench', M2M_ADMIN_KEY: 'bench' });
+  const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'verifier.db')}`], {
+    M2M_ENROLLMENT_TOKEN: 'bench',
+    M2M_ADMIN_KEY: 'bench',
+  });
   try {
     const devices: DeviceIdentity[] = Array.from({ length: DEVICES }, (_, i) => ({
-      deviceId: `bench-${i}`, privateKey: Ed25519PrivateKey.generate(), fingerprintSalt: new Uint8Array(16).fill(i), createdAt: '',
+      deviceId: `bench-${i}`,
+      privateKey: Ed25519PrivateKey.generate(),
+      fingerprintSalt: new Uint8Array(16).fill(i),
+      createdAt: '',
     }));
     for (const device of devices) {
-      const answer = await post(`${url}/v1/devices`, { registration: buildRegistration(device, COMPONENTS) }, { authorization: 'Bearer bench' });
+      const answer = await post(
+        `${url}/v1/devices`,
+        { registration: buildRegistration(device, COMPONENTS) },
+        { authorization: 'Bearer bench' },
+      );
       if (answer.status !== 201) throw new Error(`registration failed: ${JSON.stringify(answer.body)}`);
     }
-    const attest = async (device: DeviceIdentity, nonce: string) => buildAttestation(device, { audience: url, nonce, rawComponents: COMPONENTS, tinyml: { score: 0.95, model: 'bench' } });
+    const attest = async (device: DeviceIdentity, nonce: string) =>
+      buildAttestation(device, {
+        audience: url,
+        nonce,
+        rawComponents: COMPONENTS,
+        tinyml: { score: 0.95, model: 'bench' },
+      });
 
     // Warm-up, then attestations alone: challenges fetched and attestations signed up front.
     const prepared: string[] = [];
     for (let i = 0; i < ATTESTATIONS + 500 + LIGHT; i++) {
       const device = devices[i % DEVICES];
-      prepared.push(await attest(device, (await post(`${url}/v1/challenges`, { deviceId: device.deviceId })).body.nonce));
+      prepared.push(
+        await attest(device, (await post(`${url}/v1/challenges`, { deviceId: device.deviceId })).body.nonce),
+      );
     }
     let approved = 0;
-    await load(500, async i => { await post(`${url}/v1/attestations`, { attestation: prepared[ATTESTATIONS + i] }); });
+    await load(500, async i => {
+      await post(`${url}/v1/attestations`, { attestation: prepared[ATTESTATIONS + i] });
+    });
     const attestOnly = await load(ATTESTATIONS, async i => {
       if ((await post(`${url}/v1/attestations`, { attestation: prepared[i] })).body.decision === 'approved') approved++;
     });
     // Latency when the verifier is not saturated: a few gateways re-attesting at once.
-    const light = await load(LIGHT, async i => {
-      if ((await post(`${url}/v1/attestations`, { attestation: prepared[ATTESTATIONS + 500 + i] })).body.decision === 'approved') approved++;
-    }, 4);
-    if (approved !== ATTESTATIONS + LIGHT) throw new Error(`only ${approved} of ${ATTESTATIONS} attestations were approved`);
+    const light = await load(
+      LIGHT,
+      async i => {
+        if (
+          (await post(`${url}/v1/attestations`, { attestation: prepared[ATTESTATIONS + 500 + i] })).body.decision ===
+          'approved'
+        )
+          approved++;
+      },
+      4,
+    );
+    if (approved !== ATTESTATIONS + LIGHT)
+      throw new Error(`only ${approved} of ${ATTESTATIONS} attestations were approved`);
 
     const roundTrips = await load(ATTESTATIONS / 2, async i => {
       const device = devices[i % DEVICES];
@@ -89,12 +138,34 @@ export async function run(): Promise<void> {
     });
 
     table([
-      { workload: 'attestation only, 4 in flight', requests: LIGHT, 'per s': Math.round(LIGHT / light.seconds), 'p50 ms': percentile(light.latencies, 50), 'p99 ms': percentile(light.latencies, 99) },
-      { workload: 'attestation only', requests: ATTESTATIONS, 'per s': Math.round(ATTESTATIONS / attestOnly.seconds), 'p50 ms': percentile(attestOnly.latencies, 50), 'p99 ms': percentile(attestOnly.latencies, 99) },
-      { workload: 'challenge + attestation', requests: ATTESTATIONS / 2, 'per s': Math.round(ATTESTATIONS / 2 / roundTrips.seconds), 'p50 ms': percentile(roundTrips.latencies, 50), 'p99 ms': percentile(roundTrips.latencies, 99) },
+      {
+        workload: 'attestation only, 4 in flight',
+        requests: LIGHT,
+        'per s': Math.round(LIGHT / light.seconds),
+        'p50 ms': percentile(light.latencies, 50),
+        'p99 ms': percentile(light.latencies, 99),
+      },
+      {
+        workload: 'attestation only',
+        requests: ATTESTATIONS,
+        'per s': Math.round(ATTESTATIONS / attestOnly.seconds),
+        'p50 ms': percentile(attestOnly.latencies, 50),
+        'p99 ms': percentile(attestOnly.latencies, 99),
+      },
+      {
+        workload: 'challenge + attestation',
+        requests: ATTESTATIONS / 2,
+        'per s': Math.round(ATTESTATIONS / 2 / roundTrips.seconds),
+        'p50 ms': percentile(roundTrips.latencies, 50),
+        'p99 ms': percentile(roundTrips.latencies, 99),
+      },
     ]);
-    console.log(`(${DEVICES} devices, ${CONCURRENCY} requests in flight unless said, keep-alive, verifier in its own process, SQLite WAL)`);
-    console.log(`target: ≥ 2,000 attestations/s → ${Math.round(ATTESTATIONS / attestOnly.seconds)}/s; p99 ≤ 10 ms → ${percentile(light.latencies, 99).toFixed(2)} ms with 4 in flight, ${percentile(attestOnly.latencies, 99).toFixed(2)} ms saturated with ${CONCURRENCY}`);
+    console.log(
+      `(${DEVICES} devices, ${CONCURRENCY} requests in flight unless said, keep-alive, verifier in its own process, SQLite WAL)`,
+    );
+    console.log(
+      `target: ≥ 2,000 attestations/s → ${Math.round(ATTESTATIONS / attestOnly.seconds)}/s; p99 ≤ 10 ms → ${percentile(light.latencies, 99).toFixed(2)} ms with 4 in flight, ${percentile(attestOnly.latencies, 99).toFixed(2)} ms saturated with ${CONCURRENCY}`,
+    );
   } finally {
     agent.destroy();
     child.kill('SIGTERM');

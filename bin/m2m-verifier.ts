@@ -35,25 +35,33 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-async function main(): Promise<void> {
-  let values;
+/** What `attempt` returns, or an exit with `message(error)`. */
+function orFail<T>(attempt: () => T, message: (err: Error) => string): T {
   try {
-    ({ values } = parseArgs({
-      options: {
-        host: { type: 'string', default: '127.0.0.1' },
-        port: { type: 'string', default: '8787' },
-        store: { type: 'string', default: 'sqlite:./m2m-verifier.db' },
-        'public-url': { type: 'string' },
-        'manual-approval': { type: 'boolean', default: false },
-        workflow: { type: 'string' },
-        'max-connections': { type: 'string' },
-        'max-connections-per-address': { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }));
+    return attempt();
   } catch (err) {
-    fail(`${(err as Error).message}\n\n${USAGE}`);
+    return fail(message(err as Error));
   }
+}
+
+async function main(): Promise<void> {
+  const { values } = orFail(
+    () =>
+      parseArgs({
+        options: {
+          host: { type: 'string', default: '127.0.0.1' },
+          port: { type: 'string', default: '8787' },
+          store: { type: 'string', default: 'sqlite:./m2m-verifier.db' },
+          'public-url': { type: 'string' },
+          'manual-approval': { type: 'boolean', default: false },
+          workflow: { type: 'string' },
+          'max-connections': { type: 'string' },
+          'max-connections-per-address': { type: 'string' },
+          help: { type: 'boolean', short: 'h', default: false },
+        },
+      }),
+    err => `${err.message}\n\n${USAGE}`,
+  );
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
     return;
@@ -68,14 +76,18 @@ async function main(): Promise<void> {
     if (!Number.isInteger(n) || n < 1) fail(`--${flag} must be a whole number of at least 1, got ${value}`);
     return n;
   };
-  const connections = { maxConnections: count('max-connections'), maxConnectionsPerAddress: count('max-connections-per-address') };
+  const connections = {
+    maxConnections: count('max-connections'),
+    maxConnectionsPerAddress: count('max-connections-per-address'),
+  };
 
-  let workflow;
-  try {
-    workflow = values.workflow === undefined ? undefined : workflowSchema.parse(parseJson(values.workflow, '--workflow'), 'workflow');
-  } catch (err) {
-    fail(`--workflow: ${(err as Error).message}`);
-  }
+  const workflow = orFail(
+    () =>
+      values.workflow === undefined
+        ? undefined
+        : workflowSchema.parse(parseJson(values.workflow, '--workflow'), 'workflow'),
+    err => `--workflow: ${err.message}`,
+  );
 
   const generated = (name: string) => {
     const value = crypto.randomBytes(24).toString('base64url');
@@ -85,12 +97,10 @@ async function main(): Promise<void> {
   const adminKey = process.env.M2M_ADMIN_KEY || generated('M2M_ADMIN_KEY');
   const enrollmentToken = process.env.M2M_ENROLLMENT_TOKEN || generated('M2M_ENROLLMENT_TOKEN');
 
-  let store;
-  try {
-    store = openStore(values.store);
-  } catch (err) {
-    fail(err instanceof M2MError ? err.message : `cannot open store ${values.store}: ${(err as Error).message}`);
-  }
+  const store = orFail(
+    () => openStore(values.store),
+    err => (err instanceof M2MError ? err.message : `cannot open store ${values.store}: ${err.message}`),
+  );
   const running = await startVerifierServer({
     host: values.host,
     port,
@@ -109,7 +119,10 @@ async function main(): Promise<void> {
   const stop = () => {
     if (stopping) return;
     stopping = true;
-    running.close().then(() => process.exit(0), () => process.exit(1));
+    running.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -18,10 +18,14 @@ export function prepareUserDir(userDir: string, flows?: () => string): string {
   fs.mkdirSync(path.join(userDir, 'node_modules'), { recursive: true });
   const link = path.join(userDir, 'node_modules', 'node-red-contrib-m2m-identity');
   if (!fs.existsSync(link)) fs.symlinkSync(packageRoot, link, 'dir');
-  writeOnce(path.join(userDir, 'package.json'), () => JSON.stringify({ name: 'm2m-node-red-home', private: true }, null, 2));
+  writeOnce(path.join(userDir, 'package.json'), () =>
+    JSON.stringify({ name: 'm2m-node-red-home', private: true }, null, 2),
+  );
   // flows_cred.json and the keystores are encrypted from the first start.
   writeOnce(path.join(userDir, '.credential-secret'), () => crypto.randomBytes(32).toString('base64url'), 0o600);
-  writeOnce(path.join(userDir, 'settings.js'), () => `// Written by node-red-contrib-m2m-identity (bin/node-red-home.ts); delete this folder to start over.
+  writeOnce(
+    path.join(userDir, 'settings.js'),
+    () => `// Written by node-red-contrib-m2m-identity (bin/node-red-home.ts); delete this folder to start over.
 const fs = require('fs');
 const path = require('path');
 module.exports = {
@@ -35,7 +39,8 @@ module.exports = {
   editorTheme: { tours: false },
   telemetry: { enabled: false },
 };
-`);
+`,
+  );
   if (flows) writeOnce(path.join(userDir, 'flows.json'), flows);
   return path.join(userDir, 'settings.js');
 }

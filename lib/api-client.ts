@@ -4,7 +4,7 @@
  * sent RFC 9457 problem+json, else one of `verifier_unreachable`, `verifier_timeout`,
  * `bad_response`, `http_<status>`.
  */
-import axios, { AxiosError, type AxiosInstance } from 'axios';
+import axios, { type AxiosError, type AxiosInstance, type AxiosResponse } from 'axios';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { M2MError } from './errors';
@@ -61,7 +61,12 @@ export class IdentityApiClient {
     this.options = options;
     const audience = normaliseUrl(options.baseUrl);
     this.displayUrl = redactUrl(options.baseUrl.trim());
-    if (!audience) throw new ApiError('bad_url', `the identity API URL must be an http or https URL: ${JSON.stringify(this.displayUrl)}`, 0);
+    if (!audience)
+      throw new ApiError(
+        'bad_url',
+        `the identity API URL must be an http or https URL: ${JSON.stringify(this.displayUrl)}`,
+        0,
+      );
     this.audience = audience;
     this.http = axios.create({
       // Credentials in the URL still reach axios (HTTP basic auth); only messages drop them.
@@ -77,7 +82,9 @@ export class IdentityApiClient {
   }
 
   async register(registration: string): Promise<RegisterAnswer> {
-    const headers: Record<string, string> = this.options.enrollmentToken ? { authorization: `Bearer ${this.options.enrollmentToken}` } : {};
+    const headers: Record<string, string> = this.options.enrollmentToken
+      ? { authorization: `Bearer ${this.options.enrollmentToken}` }
+      : {};
     const { status, data } = await this.call('post', '/v1/devices', { registration }, headers);
     return { ...answer(registerAnswer, data, 'registration'), created: status === 201 };
   }
@@ -100,7 +107,7 @@ export class IdentityApiClient {
   }
 
   private async call(method: 'get' | 'post', url: string, body?: unknown, headers: Record<string, string> = {}) {
-    let response;
+    let response: AxiosResponse;
     try {
       response = await this.http.request({ method, url, data: body, headers });
     } catch (err) {
@@ -109,7 +116,12 @@ export class IdentityApiClient {
     if (response.status >= 200 && response.status < 300) return response;
     const problem = s.isPlainObject(response.data) ? response.data : undefined;
     const code = typeof problem?.code === 'string' ? problem.code : `http_${response.status}`;
-    const detail = typeof problem?.detail === 'string' ? problem.detail : typeof problem?.title === 'string' ? problem.title : `HTTP ${response.status}`;
+    const detail =
+      typeof problem?.detail === 'string'
+        ? problem.detail
+        : typeof problem?.title === 'string'
+          ? problem.title
+          : `HTTP ${response.status}`;
     throw new ApiError(code, `${method.toUpperCase()} ${url}: ${detail}`, response.status, problem);
   }
 }
@@ -130,5 +142,9 @@ function transportError(err: unknown, baseUrl: string): ApiError {
   if (axiosError.code === 'ERR_BAD_RESPONSE' || axiosError.code === 'ERR_FR_MAX_CONTENT_LENGTH_EXCEEDED') {
     return new ApiError('bad_response', `identity API at ${baseUrl} sent an unusable answer`, 0);
   }
-  return new ApiError('verifier_unreachable', `identity API at ${baseUrl} is unreachable (${axiosError.code ?? 'network error'})`, 0);
+  return new ApiError(
+    'verifier_unreachable',
+    `identity API at ${baseUrl} is unreachable (${axiosError.code ?? 'network error'})`,
+    0,
+  );
 }

@@ -11,15 +11,24 @@ import type { DeviceIdentity } from './keystore';
 
 export type { TinymlEvidence } from './verifier/workflow';
 
-export function buildRegistration(identity: DeviceIdentity, rawComponents: Record<string, string>, metadata: Record<string, unknown> = {}, now = Date.now()): string {
+export function buildRegistration(
+  identity: DeviceIdentity,
+  rawComponents: Record<string, string>,
+  metadata: Record<string, unknown> = {},
+  now = Date.now(),
+): string {
   const fingerprint: Fingerprint = digestComponents(identity.fingerprintSalt, rawComponents);
-  return signJws({
-    deviceId: identity.deviceId,
-    jwk: identity.privateKey.publicKey.toJwk(),
-    fingerprint,
-    metadata,
-    iat: Math.floor(now / 1000),
-  }, JWS_TYPES.registration, identity.privateKey);
+  return signJws(
+    {
+      deviceId: identity.deviceId,
+      jwk: identity.privateKey.publicKey.toJwk(),
+      fingerprint,
+      metadata,
+      iat: Math.floor(now / 1000),
+    },
+    JWS_TYPES.registration,
+    identity.privateKey,
+  );
 }
 
 export interface AttestationInput {
@@ -36,23 +45,36 @@ export function buildAttestation(identity: DeviceIdentity, input: AttestationInp
     fingerprint: { components: digestComponents(identity.fingerprintSalt, input.rawComponents).components },
   };
   if (input.tinyml) evidence.tinyml = input.tinyml;
-  return signJws({
-    iss: identity.deviceId,
-    aud: input.audience,
-    nonce: input.nonce,
-    iat: Math.floor((input.now ?? Date.now()) / 1000),
-    evidence,
-  }, JWS_TYPES.attestation, identity.privateKey);
+  return signJws(
+    {
+      iss: identity.deviceId,
+      aud: input.audience,
+      nonce: input.nonce,
+      iat: Math.floor((input.now ?? Date.now()) / 1000),
+      evidence,
+    },
+    JWS_TYPES.attestation,
+    identity.privateKey,
+  );
 }
 
 /** Register the device; idempotent (the verifier answers 200 for the same key again). */
-export async function provisionDevice(client: IdentityApiClient, identity: DeviceIdentity, rawComponents: Record<string, string>, metadata?: Record<string, unknown>): Promise<RegisterAnswer> {
+export async function provisionDevice(
+  client: IdentityApiClient,
+  identity: DeviceIdentity,
+  rawComponents: Record<string, string>,
+  metadata?: Record<string, unknown>,
+): Promise<RegisterAnswer> {
   return client.register(buildRegistration(identity, rawComponents, metadata));
 }
 
 /** Challenge → signed attestation → decision (+ token when approved). */
-export async function attestDevice(client: IdentityApiClient, identity: DeviceIdentity, rawComponents: Record<string, string>, tinyml?: TinymlEvidence): Promise<AttestAnswer> {
+export async function attestDevice(
+  client: IdentityApiClient,
+  identity: DeviceIdentity,
+  rawComponents: Record<string, string>,
+  tinyml?: TinymlEvidence,
+): Promise<AttestAnswer> {
   const { nonce } = await client.challenge(identity.deviceId);
   return client.attest(buildAttestation(identity, { audience: client.audience, nonce, rawComponents, tinyml }));
 }
-

@@ -33,7 +33,15 @@ export class SignatureError extends M2MError {
 
 /** The keystore file is missing its secret, unreadable, corrupt or was encrypted with another secret. */
 export class KeystoreError extends M2MError {
-  constructor(code: 'keystore_corrupt' | 'keystore_unreadable' | 'keystore_wrong_secret' | 'keystore_no_secret' | 'keystore_exists', message: string) {
+  constructor(
+    code:
+      | 'keystore_corrupt'
+      | 'keystore_unreadable'
+      | 'keystore_wrong_secret'
+      | 'keystore_no_secret'
+      | 'keystore_exists',
+    message: string,
+  ) {
     super(code, message, 500);
   }
 }

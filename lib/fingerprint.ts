@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 export const FINGERPRINT_SOURCES = ['machine-id', 'mac', 'cpu', 'disk', 'dmi', 'tpm'] as const;
-export type FingerprintSource = typeof FINGERPRINT_SOURCES[number];
+export type FingerprintSource = (typeof FINGERPRINT_SOURCES)[number];
 
 export interface Fingerprint {
   /** hex */
@@ -54,7 +54,10 @@ type Reader = (options: Required<Pick<CollectOptions, 'root'>> & CollectOptions)
 
 const readers: Record<FingerprintSource, Reader> = {
   'machine-id': ({ root }) => {
-    return component('machine-id', readTrimmed(path.join(root, 'etc/machine-id')) ?? readTrimmed(path.join(root, 'var/lib/dbus/machine-id')));
+    return component(
+      'machine-id',
+      readTrimmed(path.join(root, 'etc/machine-id')) ?? readTrimmed(path.join(root, 'var/lib/dbus/machine-id')),
+    );
   },
   // One component per interface, so a replaced NIC costs one match, not the whole identity.
   mac: ({ networkInterfaces = os.networkInterfaces() }) => {
@@ -80,9 +83,10 @@ const readers: Record<FingerprintSource, Reader> = {
     const blockDir = path.join(root, 'sys/block');
     for (const name of listDir(blockDir)) {
       if (/^(loop|ram|zram|dm-|sr)/.test(name)) continue;
-      const serial = readTrimmed(path.join(blockDir, name, 'device/serial'))
-        ?? readTrimmed(path.join(blockDir, name, 'device/wwid'))
-        ?? readTrimmed(path.join(blockDir, name, 'device/cid')); // SD/eMMC cards on ARM gateways
+      const serial =
+        readTrimmed(path.join(blockDir, name, 'device/serial')) ??
+        readTrimmed(path.join(blockDir, name, 'device/wwid')) ??
+        readTrimmed(path.join(blockDir, name, 'device/cid')); // SD/eMMC cards on ARM gateways
       if (serial) found[`disk.${name}`] = serial;
     }
     return found;
@@ -109,8 +113,13 @@ export function collectComponents(options: CollectOptions = {}): Record<string, 
 }
 
 export function digestComponent(salt: Uint8Array, name: string, value: string): string {
-  return crypto.createHash('sha256')
-    .update(salt).update(Buffer.of(0)).update(name, 'utf8').update(Buffer.of(0)).update(value, 'utf8')
+  return crypto
+    .createHash('sha256')
+    .update(salt)
+    .update(Buffer.of(0))
+    .update(name, 'utf8')
+    .update(Buffer.of(0))
+    .update(value, 'utf8')
     .digest('hex');
 }
 
@@ -124,8 +133,11 @@ export function digestComponents(salt: Uint8Array, raw: Record<string, string>):
 export function matchRatio(registered: Record<string, string>, presented: Record<string, string>): number {
   const names = Object.keys(registered);
   if (names.length === 0) return 0;
-  const matching = names.filter(name => presented[name] !== undefined
-    && presented[name].length === registered[name].length
-    && crypto.timingSafeEqual(Buffer.from(presented[name]), Buffer.from(registered[name]))).length;
+  const matching = names.filter(
+    name =>
+      presented[name] !== undefined &&
+      presented[name].length === registered[name].length &&
+      crypto.timingSafeEqual(Buffer.from(presented[name]), Buffer.from(registered[name])),
+  ).length;
   return matching / names.length;
 }

@@ -47,11 +47,18 @@ type KeystoreFile = s.Infer<typeof keystoreFileSchema>;
 
 /** Everything but the ciphertext is bound to it as associated data, so no field can be swapped. */
 function associatedData(file: Omit<KeystoreFile, 'cipher'>): Buffer {
-  return Buffer.from(JSON.stringify([file.format, file.deviceId, file.publicKey, file.fingerprintSalt, file.createdAt, file.kdf]));
+  return Buffer.from(
+    JSON.stringify([file.format, file.deviceId, file.publicKey, file.fingerprintSalt, file.createdAt, file.kdf]),
+  );
 }
 
 function deriveKey(secret: string, kdf: KeystoreFile['kdf']): Buffer {
-  return crypto.scryptSync(secret, Buffer.from(kdf.salt, 'base64url'), 32, { N: kdf.N, r: kdf.r, p: kdf.p, maxmem: 64 * 1024 * 1024 });
+  return crypto.scryptSync(secret, Buffer.from(kdf.salt, 'base64url'), 32, {
+    N: kdf.N,
+    r: kdf.r,
+    p: kdf.p,
+    maxmem: 64 * 1024 * 1024,
+  });
 }
 
 export class Keystore {
@@ -86,15 +93,23 @@ export class Keystore {
     } catch {
       throw new KeystoreError('keystore_corrupt', `keystore ${file} is corrupt; it was left untouched`);
     }
-    if (stored.deviceId !== deviceId) throw new KeystoreError('keystore_corrupt', `keystore ${file} belongs to ${stored.deviceId}`);
+    if (stored.deviceId !== deviceId)
+      throw new KeystoreError('keystore_corrupt', `keystore ${file} belongs to ${stored.deviceId}`);
     let seed: Buffer;
     try {
-      const decipher = crypto.createDecipheriv('aes-256-gcm', deriveKey(this.secret, stored.kdf), Buffer.from(stored.cipher.iv, 'base64url'));
+      const decipher = crypto.createDecipheriv(
+        'aes-256-gcm',
+        deriveKey(this.secret, stored.kdf),
+        Buffer.from(stored.cipher.iv, 'base64url'),
+      );
       decipher.setAAD(associatedData(stored));
       decipher.setAuthTag(Buffer.from(stored.cipher.tag, 'base64url'));
       seed = Buffer.concat([decipher.update(Buffer.from(stored.cipher.ciphertext, 'base64url')), decipher.final()]);
     } catch {
-      throw new KeystoreError('keystore_wrong_secret', `keystore ${file} does not open with this secret (wrong secret or tampered file); it was left untouched`);
+      throw new KeystoreError(
+        'keystore_wrong_secret',
+        `keystore ${file} does not open with this secret (wrong secret or tampered file); it was left untouched`,
+      );
     }
     const privateKey = Ed25519PrivateKey.fromSeed(new Uint8Array(seed));
     seed.fill(0);
@@ -135,7 +150,12 @@ export class Keystore {
     seed.fill(0);
     const stored: KeystoreFile = {
       ...header,
-      cipher: { name: 'aes-256-gcm', iv: iv.toString('base64url'), tag: cipher.getAuthTag().toString('base64url'), ciphertext: ciphertext.toString('base64url') },
+      cipher: {
+        name: 'aes-256-gcm',
+        iv: iv.toString('base64url'),
+        tag: cipher.getAuthTag().toString('base64url'),
+        ciphertext: ciphertext.toString('base64url'),
+      },
     };
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const temp = `${file}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;

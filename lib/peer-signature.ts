@@ -10,8 +10,8 @@
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import { Ed25519PrivateKey, Ed25519PublicKey } from './crypto/ed25519';
-import { decodeJws, JWS_TYPES, signJws, verifyDecoded } from './crypto/jws';
+import { type Ed25519PrivateKey, Ed25519PublicKey } from './crypto/ed25519';
+import { type DecodedJws, decodeJws, JWS_TYPES, signJws, verifyDecoded } from './crypto/jws';
 import { M2MError } from './errors';
 import { isPlainObject } from './schema';
 
@@ -21,15 +21,32 @@ const MAX_SKEW_S = 60;
 
 export type PeerSignatureResult =
   | { valid: true; kid: string }
-  | { valid: false; kid?: string; reason: 'unsigned' | 'malformed_signature' | 'unknown_key' | 'bad_signature' | 'payload_mismatch' | 'stale_signature' };
+  | {
+      valid: false;
+      kid?: string;
+      reason:
+        | 'unsigned'
+        | 'malformed_signature'
+        | 'unknown_key'
+        | 'bad_signature'
+        | 'payload_mismatch'
+        | 'stale_signature';
+    };
 
 function payloadDigest(payload: unknown): string {
-  const bytes = Buffer.isBuffer(payload) ? payload : Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload) ?? '', 'utf8');
+  const bytes = Buffer.isBuffer(payload)
+    ? payload
+    : Buffer.from(typeof payload === 'string' ? payload : (JSON.stringify(payload) ?? ''), 'utf8');
   return crypto.createHash('sha256').update(bytes).digest('base64url');
 }
 
 export function signPeerMessage(payload: unknown, key: Ed25519PrivateKey, kid: string, now = Date.now()): string {
-  return signJws({ iss: kid, iat: Math.floor(now / 1000), sha256: payloadDigest(payload) }, JWS_TYPES.peerMessage, key, kid);
+  return signJws(
+    { iss: kid, iat: Math.floor(now / 1000), sha256: payloadDigest(payload) },
+    JWS_TYPES.peerMessage,
+    key,
+    kid,
+  );
 }
 
 export class TrustStoreError extends M2MError {
@@ -40,7 +57,10 @@ export class TrustStoreError extends M2MError {
 
 /** Public keys by key id, from a JWKS file (`{"keys": [{kty, crv, x, kid}, ...]}`). */
 export class TrustStore {
-  private constructor(private readonly keys: Map<string, Ed25519PublicKey>, readonly skipped: number) {}
+  private constructor(
+    private readonly keys: Map<string, Ed25519PublicKey>,
+    readonly skipped: number,
+  ) {}
 
   static empty(): TrustStore {
     return new TrustStore(new Map(), 0);
@@ -55,7 +75,8 @@ export class TrustStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return TrustStore.empty();
       throw new TrustStoreError(`${file}: ${(err as Error).message}`);
     }
-    if (!isPlainObject(parsed) || !Array.isArray(parsed.keys)) throw new TrustStoreError(`${file}: not a JWKS ({"keys": [...]})`);
+    if (!isPlainObject(parsed) || !Array.isArray(parsed.keys))
+      throw new TrustStoreError(`${file}: not a JWKS ({"keys": [...]})`);
     const keys = new Map<string, Ed25519PublicKey>();
     let skipped = 0;
     for (const jwk of parsed.keys) {
@@ -78,7 +99,7 @@ export class TrustStore {
   }
 
   verify(signature: unknown, payload: unknown, now = Date.now()): PeerSignatureResult {
-    let decoded;
+    let decoded: DecodedJws;
     try {
       decoded = decodeJws(signature, JWS_TYPES.peerMessage);
     } catch {

@@ -85,7 +85,10 @@ export function array<T>(item: Schema<T>, rules: { maxItems?: number } = {}): Sc
 }
 
 /** A plain JSON object with string keys and values of one schema (e.g. fingerprint components). */
-export function record<T>(valueSchema: Schema<T>, rules: { maxKeys?: number; key?: Schema<string> } = {}): Schema<Record<string, T>> {
+export function record<T>(
+  valueSchema: Schema<T>,
+  rules: { maxKeys?: number; key?: Schema<string> } = {},
+): Schema<Record<string, T>> {
   const { maxKeys = 256, key } = rules;
   return {
     parse(value, path = '') {
@@ -124,7 +127,8 @@ export function jsonValue(rules: { maxDepth?: number; maxBytes?: number } = {}):
       } catch (err) {
         throw new ValidationError(`${path || 'value'}: ${(err as Error).message}`, { path });
       }
-      if (Buffer.byteLength(JSON.stringify(value) ?? '') > maxBytes) throw new ValidationError(`${path || 'value'}: over ${maxBytes} bytes`, { path });
+      if (Buffer.byteLength(JSON.stringify(value) ?? '') > maxBytes)
+        throw new ValidationError(`${path || 'value'}: over ${maxBytes} bytes`, { path });
       return value;
     },
   };
@@ -141,8 +145,9 @@ export function nullable<T>(inner: Schema<T>): Schema<T | null> {
 type Shape = Record<string, Schema<unknown>>;
 type OptionalKeys<S extends Shape> = { [K in keyof S]: S[K] extends Optional<unknown> ? K : never }[keyof S];
 type RequiredKeys<S extends Shape> = Exclude<keyof S, OptionalKeys<S>>;
-export type ObjectOf<S extends Shape> =
-  { [K in RequiredKeys<S>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> };
+export type ObjectOf<S extends Shape> = { [K in RequiredKeys<S>]: Infer<S[K]> } & {
+  [K in OptionalKeys<S>]?: Infer<S[K]>;
+};
 
 export interface Optional<T> extends Schema<T | undefined> {
   readonly optional: true;

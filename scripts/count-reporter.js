@@ -8,7 +8,8 @@ class CountReporter extends Mocha.reporters.Spec {
     super(runner, options);
     runner.once(Mocha.Runner.constants.EVENT_RUN_END, () => {
       const { passes = 0, failures = 0, pending = 0 } = runner.stats ?? {};
-      if (process.env.M2M_TEST_COUNTS) fs.writeFileSync(process.env.M2M_TEST_COUNTS, JSON.stringify({ passes, failures, pending }));
+      if (process.env.M2M_TEST_COUNTS)
+        fs.writeFileSync(process.env.M2M_TEST_COUNTS, JSON.stringify({ passes, failures, pending }));
     });
   }
 }

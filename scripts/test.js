@@ -22,7 +22,10 @@ function run(command, args, env = {}) {
 function suite(name, specs, env = {}) {
   console.log(`\n=== ${name}`);
   const countsFile = path.join(os.tmpdir(), `m2m-test-counts-${process.pid}-${Date.now()}.json`);
-  const status = run(process.execPath, [mocha, '--reporter', reporter, ...specs], { ...env, M2M_TEST_COUNTS: countsFile });
+  const status = run(process.execPath, [mocha, '--reporter', reporter, ...specs], {
+    ...env,
+    M2M_TEST_COUNTS: countsFile,
+  });
   let counts;
   try {
     counts = JSON.parse(fs.readFileSync(countsFile, 'utf8'));
@@ -46,6 +49,20 @@ if (run('npm', ['run', '--silent', 'build']) !== 0) {
   process.exit(1);
 }
 
+console.log('\n=== lint and format (biome check, warnings are errors)');
+if (
+  run(process.execPath, [
+    path.join(root, 'node_modules', '@biomejs', 'biome', 'bin', 'biome'),
+    'check',
+    '--error-on-warnings',
+  ]) === 0
+) {
+  console.log('biome: clean');
+  totals.passed += 1;
+} else {
+  totals.failed += 1;
+}
+
 suite('unit, node, end-to-end and scorecard tests', []);
 
 // Node-RED 3.1 is the oldest version package.json claims; the node tests run against it too.
@@ -54,18 +71,36 @@ if (!fs.existsSync(path.join(nodeRed31, 'package.json'))) {
   console.log('\n=== installing node-red@3.1 for the compatibility run');
   fs.mkdirSync(compatDir, { recursive: true });
   fs.writeFileSync(path.join(compatDir, 'package.json'), JSON.stringify({ name: 'm2m-compat', private: true }));
-  run('npm', ['install', '--prefix', compatDir, '--no-audit', '--no-fund', 'node-red@3.1', 'node-red-node-test-helper@0.3.6']);
+  run('npm', [
+    'install',
+    '--prefix',
+    compatDir,
+    '--no-audit',
+    '--no-fund',
+    'node-red@3.1',
+    'node-red-node-test-helper@0.3.6',
+  ]);
 }
 if (fs.existsSync(path.join(nodeRed31, 'package.json'))) {
   const version = JSON.parse(fs.readFileSync(path.join(nodeRed31, 'package.json'), 'utf8')).version;
-  suite(`node tests on node-red ${version}`, ['--no-config', '--exit', '--timeout', '20000', 'dist/test/nodes/**/*.test.js', 'dist/test/e2e/**/*.test.js'], { M2M_NODE_RED_PATH: require.resolve('node-red', { paths: [compatDir] }) });
+  suite(
+    `node tests on node-red ${version}`,
+    ['--no-config', '--exit', '--timeout', '20000', 'dist/test/nodes/**/*.test.js', 'dist/test/e2e/**/*.test.js'],
+    { M2M_NODE_RED_PATH: require.resolve('node-red', { paths: [compatDir] }) },
+  );
 } else {
   console.log('node-red@3.1 could not be installed');
   totals.failed += 1;
 }
 
 if (fs.existsSync(chromium)) {
-  suite('editor in headless Chromium', ['--no-config', '--exit', '--timeout', '120000', 'dist/test/editor/**/*.spec.js']);
+  suite('editor in headless Chromium', [
+    '--no-config',
+    '--exit',
+    '--timeout',
+    '120000',
+    'dist/test/editor/**/*.spec.js',
+  ]);
 } else if (process.env.CI) {
   console.log(`\n=== editor in headless Chromium\n${chromium} is missing: CI must install Debian's chromium package`);
   totals.failed += 1;

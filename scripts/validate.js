@@ -15,7 +15,10 @@ const CATALOGUE = 'catalogue.nodered.org';
 const ACCEPTED = {
   D03: 'better-sqlite3 13 requires Node >= 22; 12.x is the newest that installs on the Node 20 gateways node-red 4.1 supports',
 };
-const OFFLINE_CHECKS = { P08: 'similar package names (Flow Library catalogue)', N01: 'unique node names (Flow Library catalogue)' };
+const OFFLINE_CHECKS = {
+  P08: 'similar package names (Flow Library catalogue)',
+  N01: 'unique node names (Flow Library catalogue)',
+};
 
 // node-red-dev asks the catalogue with axios; answer those calls with an empty catalogue so the
 // other checks run, and mark the two checks as not checked.
@@ -24,7 +27,8 @@ function stubCatalogue() {
   const axiosPath = require.resolve('axios', { paths: [path.join(devRoot, 'src', 'libs')] });
   const axios = require(axiosPath);
   const get = axios.get.bind(axios);
-  axios.get = (url, ...rest) => (String(url).includes(CATALOGUE) ? Promise.resolve({ data: { modules: [] } }) : get(url, ...rest));
+  axios.get = (url, ...rest) =>
+    String(url).includes(CATALOGUE) ? Promise.resolve({ data: { modules: [] } }) : get(url, ...rest);
   return devRoot;
 }
 
@@ -33,7 +37,13 @@ async function scorecard(dir) {
   const devRoot = stubCatalogue();
   const lib = name => require(path.join(devRoot, 'src', 'libs', name));
   const messages = [];
-  const cli = { log: m => messages.push(['log', m]), warn: m => messages.push(['warn', m]), error: m => { throw m instanceof Error ? m : new Error(String(m)); } };
+  const cli = {
+    log: m => messages.push(['log', m]),
+    warn: m => messages.push(['warn', m]),
+    error: m => {
+      throw m instanceof Error ? m : new Error(String(m));
+    },
+  };
   const parseFailures = [];
   const log = console.log;
   console.log = (...args) => {
@@ -51,16 +61,31 @@ async function scorecard(dir) {
   }
   const checks = Object.entries(card)
     .filter(([id]) => /^[A-Z]\d\d$/.test(id))
-    .map(([id, result]) => (OFFLINE_CHECKS[id]
-      ? { id, status: 'not checked offline', detail: OFFLINE_CHECKS[id] }
-      : { id, status: result.test ? 'pass' : ACCEPTED[id] ? 'accepted' : 'fail', detail: result.test || !ACCEPTED[id] ? JSON.stringify(result) : `${JSON.stringify(result)}: ${ACCEPTED[id]}` }));
-  checks.push({ id: 'N00', status: parseFailures.length ? 'fail' : 'pass', detail: parseFailures.length ? `Unable to parse ${parseFailures.join(', ')}` : 'every registerType parsed' });
+    .map(([id, result]) =>
+      OFFLINE_CHECKS[id]
+        ? { id, status: 'not checked offline', detail: OFFLINE_CHECKS[id] }
+        : {
+            id,
+            status: result.test ? 'pass' : ACCEPTED[id] ? 'accepted' : 'fail',
+            detail:
+              result.test || !ACCEPTED[id] ? JSON.stringify(result) : `${JSON.stringify(result)}: ${ACCEPTED[id]}`,
+          },
+    );
+  checks.push({
+    id: 'N00',
+    status: parseFailures.length ? 'fail' : 'pass',
+    detail: parseFailures.length ? `Unable to parse ${parseFailures.join(', ')}` : 'every registerType parsed',
+  });
   return { checks, messages, parseFailures };
 }
 
 function packAndUnpack() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-pack-'));
-  const output = execFileSync('npm', ['pack', '--json', '--pack-destination', dir], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const output = execFileSync('npm', ['pack', '--json', '--pack-destination', dir], {
+    cwd: root,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const [{ filename }] = JSON.parse(output);
   execFileSync('tar', ['xzf', path.join(dir, filename), '-C', dir]);
   return { dir, packageDir: path.join(dir, 'package') };
@@ -82,4 +107,11 @@ async function main() {
 }
 
 module.exports = { scorecard, packAndUnpack };
-if (require.main === module) main().then(() => process.exit(process.exitCode), err => { console.error(err); process.exit(1); });
+if (require.main === module)
+  main().then(
+    () => process.exit(process.exitCode),
+    err => {
+      console.error(err);
+      process.exit(1);
+    },
+  );

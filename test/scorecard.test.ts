@@ -12,7 +12,11 @@ describe('Flow Library scorecard on the packed package', function () {
 
   before(async () => {
     unpacked = packAndUnpack();
-    fs.symlinkSync(path.join(__dirname, '..', '..', 'node_modules'), path.join(unpacked.packageDir, 'node_modules'), 'dir');
+    fs.symlinkSync(
+      path.join(__dirname, '..', '..', 'node_modules'),
+      path.join(unpacked.packageDir, 'node_modules'),
+      'dir',
+    );
     result = await scorecard(unpacked.packageDir);
   });
   after(() => fs.rmSync(unpacked.dir, { recursive: true, force: true }));
@@ -30,7 +34,17 @@ describe('Flow Library scorecard on the packed package', function () {
   });
 
   it('ships examples, models, icons and the built nodes', () => {
-    for (const file of ['examples/m2m-attest/quick-start.json', 'examples/m2m-tinyml-verify/genuine-vs-impostor.json', 'models/sensor-behaviour-v1/stamped/model.json', 'models/sensor-behaviour-v1/arrival/weights.bin', 'models/sensor-behaviour-v1/README.md', 'dist/nodes/m2m-attest/icons/m2m-attest.svg', 'dist/nodes/m2m-attest/m2m-attest.html', 'dist/nodes/m2m-attest/locales/en-US/m2m-attest.json', 'LICENSE']) {
+    for (const file of [
+      'examples/m2m-attest/quick-start.json',
+      'examples/m2m-tinyml-verify/genuine-vs-impostor.json',
+      'models/sensor-behaviour-v1/stamped/model.json',
+      'models/sensor-behaviour-v1/arrival/weights.bin',
+      'models/sensor-behaviour-v1/README.md',
+      'dist/nodes/m2m-attest/icons/m2m-attest.svg',
+      'dist/nodes/m2m-attest/m2m-attest.html',
+      'dist/nodes/m2m-attest/locales/en-US/m2m-attest.json',
+      'LICENSE',
+    ]) {
       assert.ok(fs.existsSync(path.join(unpacked.packageDir, file)), file);
     }
     assert.ok(!fs.existsSync(path.join(unpacked.packageDir, 'dist', 'test')), 'tests are not published');

@@ -55,7 +55,8 @@ function decodePoint(bytes: Uint8Array): ed.Point {
     throw new SignatureError('bad_key', 'not a canonical encoding of an Ed25519 point');
   }
   // Strict decoding already refuses y >= p; a byte-exact re-encoding leaves no other form.
-  if (!point.toBytes().every((byte, i) => byte === bytes[i])) throw new SignatureError('bad_key', 'not a canonical encoding of an Ed25519 point');
+  if (!point.toBytes().every((byte, i) => byte === bytes[i]))
+    throw new SignatureError('bad_key', 'not a canonical encoding of an Ed25519 point');
   return point;
 }
 
@@ -69,7 +70,11 @@ export class Ed25519PublicKey {
     this.engine = engine;
     if (engine === 'node') {
       try {
-        this.keyObject = crypto.createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+        this.keyObject = crypto.createPublicKey({
+          key: Buffer.concat([SPKI_PREFIX, raw]),
+          format: 'der',
+          type: 'spki',
+        });
       } catch {
         throw new SignatureError('bad_key', 'not a valid Ed25519 public key');
       }
@@ -100,8 +105,14 @@ export class Ed25519PublicKey {
 
   static fromJwk(jwk: unknown, engine: Ed25519Engine = defaultEngine): Ed25519PublicKey {
     const candidate = jwk as Partial<OkpPublicJwk & { d: unknown }> | null;
-    if (typeof candidate !== 'object' || candidate === null || candidate.kty !== 'OKP' || candidate.crv !== 'Ed25519'
-      || typeof candidate.x !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(candidate.x)) {
+    if (
+      typeof candidate !== 'object' ||
+      candidate === null ||
+      candidate.kty !== 'OKP' ||
+      candidate.crv !== 'Ed25519' ||
+      typeof candidate.x !== 'string' ||
+      !/^[A-Za-z0-9_-]{43}$/.test(candidate.x)
+    ) {
       throw new SignatureError('bad_key', 'jwk must be an RFC 8037 OKP Ed25519 public key');
     }
     if ('d' in candidate) throw new SignatureError('bad_key', 'jwk must not contain a private key');
@@ -141,7 +152,11 @@ export class Ed25519PrivateKey {
     this.seed = seed;
     this.engine = engine;
     if (engine === 'node') {
-      this.keyObject = crypto.createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+      this.keyObject = crypto.createPrivateKey({
+        key: Buffer.concat([PKCS8_PREFIX, seed]),
+        format: 'der',
+        type: 'pkcs8',
+      });
       const spki = crypto.createPublicKey(this.keyObject).export({ format: 'der', type: 'spki' });
       this.publicKey = Ed25519PublicKey.fromRaw(new Uint8Array(spki.subarray(SPKI_PREFIX.length)), engine);
     } else {
@@ -159,9 +174,7 @@ export class Ed25519PrivateKey {
   }
 
   sign(message: Uint8Array): Uint8Array {
-    return this.keyObject
-      ? new Uint8Array(crypto.sign(null, message, this.keyObject))
-      : ed.sign(message, this.seed);
+    return this.keyObject ? new Uint8Array(crypto.sign(null, message, this.keyObject)) : ed.sign(message, this.seed);
   }
 
   /** The seed, for the keystore only: it is the one place a private key may be written. */

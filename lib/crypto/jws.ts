@@ -9,7 +9,7 @@
 import { base64url, decodeProtectedHeader } from 'jose';
 import { SignatureError } from '../errors';
 import { isPlainObject } from '../schema';
-import { Ed25519PrivateKey, Ed25519PublicKey } from './ed25519';
+import type { Ed25519PrivateKey, Ed25519PublicKey } from './ed25519';
 
 export const JWS_TYPES = {
   registration: 'm2m-registration+jwt',
@@ -57,10 +57,12 @@ export function decodeJws(jws: unknown, expectedTyp: string): DecodedJws {
   } catch {
     throw new SignatureError('malformed_jws', 'JWS header is not base64url JSON');
   }
-  if (header.alg !== 'EdDSA') throw new SignatureError('unsupported_alg', `alg ${JSON.stringify(header.alg)} is not supported, only EdDSA`);
+  if (header.alg !== 'EdDSA')
+    throw new SignatureError('unsupported_alg', `alg ${JSON.stringify(header.alg)} is not supported, only EdDSA`);
   if (header.typ !== expectedTyp) throw new SignatureError('wrong_typ', `typ must be ${expectedTyp}`);
   // RFC 7515 §4.1.11: extensions we do not understand must make the JWS invalid.
-  if ('crit' in header || 'b64' in header) throw new SignatureError('malformed_jws', 'crit/b64 header parameters are not supported');
+  if ('crit' in header || 'b64' in header)
+    throw new SignatureError('malformed_jws', 'crit/b64 header parameters are not supported');
   let payload: unknown;
   try {
     payload = JSON.parse(decoder.decode(base64url.decode(encodedPayload)));

@@ -81,7 +81,11 @@ export class BehaviourMonitor {
   /** Called after a source's profile is learnt. */
   onEnrolled: (source: string) => void = () => {};
 
-  constructor(private readonly model: BehaviourModel, private readonly profiles: ProfileStore, private readonly options: MonitorOptions) {
+  constructor(
+    private readonly model: BehaviourModel,
+    private readonly profiles: ProfileStore,
+    private readonly options: MonitorOptions,
+  ) {
     this.batch = new Float32Array(options.maxBatch * FEATURE_COUNT);
   }
 
@@ -136,7 +140,10 @@ export class BehaviourMonitor {
       enrolment.collected++;
       if (enrolment.collected === this.options.enrolWindows) {
         const embeddings = this.model.embed(enrolment.features, enrolment.collected);
-        this.profiles.set(source, enrol(embeddings, enrolment.collected, this.model.embeddingSize, this.model.metadata, DECISION_WINDOWS));
+        this.profiles.set(
+          source,
+          enrol(embeddings, enrolment.collected, this.model.embeddingSize, this.model.metadata, DECISION_WINDOWS),
+        );
         state.enrolment = undefined;
         state.window.resetDecisions();
         this.onEnrolled(source);

@@ -18,7 +18,11 @@ export interface LabelledWindows {
 }
 
 /** Features of consecutive, non-overlapping windows of a stream. */
-export function windowFeatures(values: ArrayLike<number>, times: ArrayLike<number>, extractor = new FeatureExtractor()): Float32Array {
+export function windowFeatures(
+  values: ArrayLike<number>,
+  times: ArrayLike<number>,
+  extractor = new FeatureExtractor(),
+): Float32Array {
   const count = Math.floor(values.length / WINDOW);
   const out = new Float32Array(count * FEATURE_COUNT);
   for (let w = 0; w < count; w++) {
@@ -29,7 +33,11 @@ export function windowFeatures(values: ArrayLike<number>, times: ArrayLike<numbe
   return out;
 }
 
-export function recordingFeatures(recording: Recording, timeSource: TimeSource, extractor?: FeatureExtractor): Float32Array {
+export function recordingFeatures(
+  recording: Recording,
+  timeSource: TimeSource,
+  extractor?: FeatureExtractor,
+): Float32Array {
   return windowFeatures(recording.values, timesOf(recording, timeSource), extractor);
 }
 
@@ -61,7 +69,12 @@ const INSTALLATION_UNITS = 4;
  * sees what verification must tell apart: units of one model on one process), each recorded in
  * four sessions hours apart (temperature moves between them), seen through `timeSource`.
  */
-export function simulatedTraining(seed: number, units: number, windowsPerUnit: number, timeSource: TimeSource): LabelledWindows {
+export function simulatedTraining(
+  seed: number,
+  units: number,
+  windowsPerUnit: number,
+  timeSource: TimeSource,
+): LabelledWindows {
   const rng = new SeededRandom(seed);
   const collector = new WindowCollector();
   const extractor = new FeatureExtractor();
@@ -121,14 +134,19 @@ export async function readRecordings(file: string): Promise<RecordingsFile> {
         continue;
       }
     }
-    let row;
+    let row: ReturnType<typeof parseLine> | null;
     try {
       row = parseLine(line, header);
     } catch {
       row = null;
     }
     const series = row && bySource.get(row.source);
-    if (!row || !row.source || !Number.isFinite(row.value) || !Number.isFinite(row.time) || (series && row.time <= series.times[series.times.length - 1])) {
+    if (
+      !row?.source ||
+      !Number.isFinite(row.value) ||
+      !Number.isFinite(row.time) ||
+      (series && row.time <= series.times[series.times.length - 1])
+    ) {
       skipped++;
       continue;
     }
@@ -138,6 +156,10 @@ export async function readRecordings(file: string): Promise<RecordingsFile> {
       series.times.push(row.time);
     }
   }
-  const sources = [...bySource].map(([source, s]) => ({ source, values: Float64Array.from(s.values), times: Float64Array.from(s.times) }));
+  const sources = [...bySource].map(([source, s]) => ({
+    source,
+    values: Float64Array.from(s.values),
+    times: Float64Array.from(s.times),
+  }));
   return { sources, skipped };
 }

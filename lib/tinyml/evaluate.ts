@@ -9,7 +9,16 @@ import { acceptedShare, errorRates, type ErrorRates } from './metrics';
 import type { BehaviourModel } from './model';
 import { cosineTo, enrol, scoreOf, type SourceProfile } from './profile';
 import { SeededRandom } from './random';
-import { drawInstallation, drawUnit, replay, SimulatedSensor, SoftwareImpostor, timesOf, type Recording, type TimeSource } from './simulator';
+import {
+  drawInstallation,
+  drawUnit,
+  replay,
+  SimulatedSensor,
+  SoftwareImpostor,
+  timesOf,
+  type Recording,
+  type TimeSource,
+} from './simulator';
 import { DECISION_WINDOWS, SourceWindow } from './source-window';
 
 export const IMPOSTOR_KINDS = ['same_model', 'simulator', 'replay'] as const;
@@ -23,7 +32,13 @@ export interface ProtocolOptions {
   replayMemory: number;
 }
 
-export const EVALUATION_PROTOCOL: ProtocolOptions = { seed: 7_000_000, units: 200, enrolWindows: 20, testWindows: 40, replayMemory: 65536 };
+export const EVALUATION_PROTOCOL: ProtocolOptions = {
+  seed: 7_000_000,
+  units: 200,
+  enrolWindows: 20,
+  testWindows: 40,
+  replayMemory: 65536,
+};
 
 export interface KindReport extends ErrorRates {
   /** Decisions scored (each over DECISION_WINDOWS windows). */
@@ -60,7 +75,10 @@ class ScoredSource {
   private readonly extractor = new FeatureExtractor();
   profile: SourceProfile | undefined;
 
-  constructor(private readonly model: BehaviourModel, replayMemory: number) {
+  constructor(
+    private readonly model: BehaviourModel,
+    replayMemory: number,
+  ) {
     this.window = new SourceWindow(replayMemory);
   }
 
@@ -115,9 +133,16 @@ function emptyScores(): ScoredWindows {
   return { scores: [], windowScores: [], thresholds: [], flagged: 0 };
 }
 
-export function evaluateSimulated(model: BehaviourModel, timeSource: TimeSource, options: ProtocolOptions = EVALUATION_PROTOCOL): ModeReport {
+export function evaluateSimulated(
+  model: BehaviourModel,
+  timeSource: TimeSource,
+  options: ProtocolOptions = EVALUATION_PROTOCOL,
+): ModeReport {
   const genuine = emptyScores();
-  const impostors = Object.fromEntries(IMPOSTOR_KINDS.map(kind => [kind, emptyScores()])) as Record<ImpostorKind, ScoredWindows>;
+  const impostors = Object.fromEntries(IMPOSTOR_KINDS.map(kind => [kind, emptyScores()])) as Record<
+    ImpostorKind,
+    ScoredWindows
+  >;
   const rng = new SeededRandom(options.seed);
   for (let u = 0; u < options.units; u++) {
     const installation = drawInstallation(rng);
@@ -146,7 +171,14 @@ export function evaluateSimulated(model: BehaviourModel, timeSource: TimeSource,
  * The attacker recorded what a source sent (enrolment and later traffic) and plays a decision's
  * worth of it back from arbitrary offsets, re-stamped to follow on from the live stream.
  */
-function replayRuns(source: ScoredSource, seen: Recording[], timeSource: TimeSource, runs: number, rng: SeededRandom, into: ScoredWindows): void {
+function replayRuns(
+  source: ScoredSource,
+  seen: Recording[],
+  timeSource: TimeSource,
+  runs: number,
+  rng: SeededRandom,
+  into: ScoredWindows,
+): void {
   const length = DECISION_WINDOWS * WINDOW;
   for (let run = 0; run < runs; run++) {
     const from = seen[rng.int(seen.length)];
@@ -163,13 +195,18 @@ function modeReport<K extends string>(genuine: ScoredWindows, impostors: Record<
     genuineDecisions: genuine.scores.length,
     frrAtThreshold: 1 - acceptedShare(genuine.scores, genuine.thresholds),
     genuineReplayFlagged: genuine.flagged / Math.max(1, genuine.scores.length),
-    impostors: Object.fromEntries(Object.entries<ScoredWindows>(impostors).map(([kind, scored]) => [kind, {
-      ...errorRates(genuine.scores, scored.scores),
-      decisions: scored.scores.length,
-      windowEer: errorRates(genuine.windowScores, scored.windowScores).eer,
-      farAtThreshold: acceptedShare(scored.scores, scored.thresholds),
-      replayFlagged: scored.flagged / Math.max(1, scored.scores.length),
-    }])) as Record<K, KindReport>,
+    impostors: Object.fromEntries(
+      Object.entries<ScoredWindows>(impostors).map(([kind, scored]) => [
+        kind,
+        {
+          ...errorRates(genuine.scores, scored.scores),
+          decisions: scored.scores.length,
+          windowEer: errorRates(genuine.windowScores, scored.windowScores).eer,
+          farAtThreshold: acceptedShare(scored.scores, scored.thresholds),
+          replayFlagged: scored.flagged / Math.max(1, scored.scores.length),
+        },
+      ]),
+    ) as Record<K, KindReport>,
   };
 }
 
@@ -178,22 +215,38 @@ function modeReport<K extends string>(genuine: ScoredWindows, impostors: Record<
  * `enrolWindows` windows and scored on the rest; the other held-out sources are its impostors
  * (moved in time to follow its stream), and replays of its own data the third kind.
  */
-export function evaluateRecordings(model: BehaviourModel, sources: RecordedSource[], options: ProtocolOptions): ModeReport<'other_source' | 'replay'> {
+export function evaluateRecordings(
+  model: BehaviourModel,
+  sources: RecordedSource[],
+  options: ProtocolOptions,
+): ModeReport<'other_source' | 'replay'> {
   const rng = new SeededRandom(options.seed);
   const genuine = emptyScores();
   const impostors = { other_source: emptyScores(), replay: emptyScores() };
   const enrolSamples = options.enrolWindows * WINDOW;
   sources.forEach((own, index) => {
     const source = new ScoredSource(model, options.replayMemory);
-    const enrolment = { values: own.values.subarray(0, enrolSamples), sourceTimes: own.times.subarray(0, enrolSamples), arrivalTimes: own.times.subarray(0, enrolSamples) };
+    const enrolment = {
+      values: own.values.subarray(0, enrolSamples),
+      sourceTimes: own.times.subarray(0, enrolSamples),
+      arrivalTimes: own.times.subarray(0, enrolSamples),
+    };
     source.enrol(enrolment, 'source');
-    const rest = { values: own.values.subarray(enrolSamples), sourceTimes: own.times.subarray(enrolSamples), arrivalTimes: own.times.subarray(enrolSamples) };
+    const rest = {
+      values: own.values.subarray(enrolSamples),
+      sourceTimes: own.times.subarray(enrolSamples),
+      arrivalTimes: own.times.subarray(enrolSamples),
+    };
     source.score(rest.values, rest.sourceTimes, genuine);
     sources.forEach((other, k) => {
       if (k === index) return;
       const samples = Math.min(other.values.length, options.testWindows * WINDOW);
       const shift = source.lastTime + 1 - other.times[0];
-      source.score(other.values.subarray(0, samples), other.times.subarray(0, samples).map(t => t + shift), impostors.other_source);
+      source.score(
+        other.values.subarray(0, samples),
+        other.times.subarray(0, samples).map(t => t + shift),
+        impostors.other_source,
+      );
     });
     replayRuns(source, [enrolment, rest], 'source', options.testWindows, rng, impostors.replay);
   });

@@ -24,9 +24,24 @@
 export const WINDOW = 64;
 
 export const FEATURE_NAMES = [
-  'clock_ppm', 'jitter_log', 'jitter_tail', 'interval_autocorr', 'clock_drift',
-  'step_log', 'step_ppm', 'lattice_fit', 'noise_lsb', 'noise_log', 'noise_autocorr1', 'noise_autocorr2',
-  'band_1', 'band_2', 'band_3', 'band_4', 'band_5', 'kurtosis',
+  'clock_ppm',
+  'jitter_log',
+  'jitter_tail',
+  'interval_autocorr',
+  'clock_drift',
+  'step_log',
+  'step_ppm',
+  'lattice_fit',
+  'noise_lsb',
+  'noise_log',
+  'noise_autocorr1',
+  'noise_autocorr2',
+  'band_1',
+  'band_2',
+  'band_3',
+  'band_4',
+  'band_5',
+  'kurtosis',
 ] as const;
 
 export const FEATURE_COUNT = FEATURE_NAMES.length;
@@ -145,11 +160,11 @@ export class FeatureExtractor {
     for (let i = 0; i < WINDOW; i++) largest = Math.max(largest, Math.abs(residual[i]));
     for (let i = 0; i < WINDOW - 1; i++) intervals[i] = times[i + 1] - times[i];
     const safePeriod = Math.max(period, 1e-9);
-    out[o] = clip((period / nominal(period) - 1) * 1e6 / 50, -20, 20);
+    out[o] = clip(((period / nominal(period) - 1) * 1e6) / 50, -20, 20);
     out[o + 1] = clip(Math.log10(1 + (jitter / safePeriod) * 1e6), 0, 7);
     out[o + 2] = jitter > 0 ? clip(largest / jitter, 0, 8) : 0;
     out[o + 3] = clip(autocorrelation(intervals, WINDOW - 1, 1), -1, 1);
-    out[o + 4] = clip((2 * curvature * (WINDOW - 1)) / safePeriod * 1e6 / 50, -20, 20);
+    out[o + 4] = clip((((2 * curvature * (WINDOW - 1)) / safePeriod) * 1e6) / 50, -20, 20);
   }
 
   private valueFeatures(out: Float32Array, o: number): void {
@@ -159,7 +174,7 @@ export class FeatureExtractor {
     const step = this.quantisationStep(sorted);
 
     out[o] = clip(Math.log10(step.step + 1e-9), -9, 6);
-    out[o + 1] = step.step > 0 ? clip((step.step / nominal(step.step) - 1) * 1e6 / 2000, -3, 3) : 0;
+    out[o + 1] = step.step > 0 ? clip(((step.step / nominal(step.step) - 1) * 1e6) / 2000, -3, 3) : 0;
     out[o + 2] = step.latticeFit;
     out[o + 3] = clip(Math.log2((noise + 1e-12) / (step.step + 1e-12)), -10, 20);
     out[o + 4] = clip(Math.log10(noise + 1e-9), -9, 6);

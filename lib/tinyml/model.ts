@@ -15,7 +15,6 @@ import { M2MError } from '../errors';
 import { array, literal, number, object, string, type Infer } from '../schema';
 import { FEATURE_COUNT, FEATURE_NAMES, FEATURE_VERSION, WINDOW } from './features';
 
-
 const metadataSchema = object({
   name: string({ minLength: 1, maxLength: 100 }),
   featureVersion: number({ integer: true, min: 1 }),
@@ -52,26 +51,40 @@ export class BehaviourModel {
   readonly id: string;
   readonly embeddingSize: number;
 
-  private constructor(readonly metadata: ModelMetadata, private readonly layers: DenseLayer[], weightsHash: string) {
+  private constructor(
+    readonly metadata: ModelMetadata,
+    private readonly layers: DenseLayer[],
+    weightsHash: string,
+  ) {
     this.id = `${metadata.name}@${weightsHash}`;
     this.embeddingSize = layers[layers.length - 1].kernel.shape[1];
   }
 
-  static async fromLayers(network: tf.LayersModel, metadata: ModelMetadata, weightsHash: string): Promise<BehaviourModel> {
+  static async fromLayers(
+    network: tf.LayersModel,
+    metadata: ModelMetadata,
+    weightsHash: string,
+  ): Promise<BehaviourModel> {
     const dense = network.layers.map((layer, index) => {
       const [kernel, bias] = layer.getWeights() as [tf.Tensor2D, tf.Tensor1D];
       if (!kernel || !bias || kernel.rank !== 2) throw new ModelError(`layer ${index} is not a dense layer with bias`);
       const activation = (layer.getConfig() as { activation?: string }).activation ?? 'linear';
-      if (activation !== 'relu' && activation !== 'linear') throw new ModelError(`layer ${index}: unsupported activation ${activation}`);
+      if (activation !== 'relu' && activation !== 'linear')
+        throw new ModelError(`layer ${index}: unsupported activation ${activation}`);
       return { kernel: kernel.clone(), bias: bias.clone(), relu: activation === 'relu' };
     });
-    if (dense[0].kernel.shape[0] !== FEATURE_COUNT) throw new ModelError(`model expects ${dense[0].kernel.shape[0]} features, this package extracts ${FEATURE_COUNT}`);
+    if (dense[0].kernel.shape[0] !== FEATURE_COUNT)
+      throw new ModelError(
+        `model expects ${dense[0].kernel.shape[0]} features, this package extracts ${FEATURE_COUNT}`,
+      );
     // x' = (x - mean) / std, so x'W + b = x (W / std) + (b - (mean / std) W).
     const mean = tf.tensor1d(metadata.featureMean);
     const invStd = tf.tensor1d(metadata.featureStd.map(s => (s > 0 ? 1 / s : 0)));
     const first = dense[0];
     const scaled = tf.tidy(() => tf.mul(first.kernel, invStd.reshape([-1, 1])) as tf.Tensor2D);
-    const shifted = tf.tidy(() => tf.sub(first.bias, tf.matMul(mean.reshape([1, -1]), scaled).reshape([-1])) as tf.Tensor1D);
+    const shifted = tf.tidy(
+      () => tf.sub(first.bias, tf.matMul(mean.reshape([1, -1]), scaled).reshape([-1])) as tf.Tensor1D,
+    );
     tf.dispose([mean, invStd, first.kernel, first.bias]);
     dense[0] = { kernel: scaled, bias: shifted, relu: first.relu };
     return new BehaviourModel(metadata, dense, weightsHash);
@@ -87,8 +100,14 @@ export class BehaviourModel {
     } catch (err) {
       throw new ModelError(`${dir}: model metadata: ${(err as Error).message}`);
     }
-    if (metadata.featureVersion !== FEATURE_VERSION || metadata.window !== WINDOW || metadata.featureNames.join() !== FEATURE_NAMES.join()) {
-      throw new ModelError(`${dir}: model was trained on feature set v${metadata.featureVersion} (window ${metadata.window}); this package extracts v${FEATURE_VERSION} (window ${WINDOW})`);
+    if (
+      metadata.featureVersion !== FEATURE_VERSION ||
+      metadata.window !== WINDOW ||
+      metadata.featureNames.join() !== FEATURE_NAMES.join()
+    ) {
+      throw new ModelError(
+        `${dir}: model was trained on feature set v${metadata.featureVersion} (window ${metadata.window}); this package extracts v${FEATURE_VERSION} (window ${WINDOW})`,
+      );
     }
     let network: tf.LayersModel;
     try {
@@ -97,7 +116,11 @@ export class BehaviourModel {
       throw new ModelError(`${dir}: ${(err as Error).message}`);
     }
     try {
-      const hash = crypto.createHash('sha256').update(new Uint8Array(artifacts.weightData as ArrayBuffer)).digest('hex').slice(0, 12);
+      const hash = crypto
+        .createHash('sha256')
+        .update(new Uint8Array(artifacts.weightData as ArrayBuffer))
+        .digest('hex')
+        .slice(0, 12);
       return await BehaviourModel.fromLayers(network, metadata, hash);
     } finally {
       network.dispose();
@@ -109,7 +132,12 @@ export class BehaviourModel {
     const out = tf.tidy(() => {
       let x: tf.Tensor2D = tf.tensor2d(features.subarray(0, rows * FEATURE_COUNT), [rows, FEATURE_COUNT]);
       for (const layer of this.layers) {
-        x = tf.fused.matMul({ a: x, b: layer.kernel, bias: layer.bias, activation: layer.relu ? 'relu' : 'linear' }) as tf.Tensor2D;
+        x = tf.fused.matMul({
+          a: x,
+          b: layer.kernel,
+          bias: layer.bias,
+          activation: layer.relu ? 'relu' : 'linear',
+        }) as tf.Tensor2D;
       }
       return x;
     });
@@ -176,7 +204,8 @@ function readArtifacts(dir: string): tf.io.ModelArtifacts {
   }
   const weights = Buffer.concat(buffers);
   const expected = specs.reduce((sum, spec) => sum + 4 * spec.shape.reduce((a, b) => a * b, 1), 0);
-  if (weights.length !== expected) throw new ModelError(`${dir}: weights are ${weights.length} bytes, the manifest needs ${expected}`);
+  if (weights.length !== expected)
+    throw new ModelError(`${dir}: weights are ${weights.length} bytes, the manifest needs ${expected}`);
   return {
     modelTopology: json.modelTopology,
     weightSpecs: specs,
@@ -187,24 +216,30 @@ function readArtifacts(dir: string): tf.io.ModelArtifacts {
 }
 
 /** Writes a layers model as model.json + weights.bin, the layout tf.loadLayersModel reads. */
-export async function saveModel(network: tf.LayersModel, metadata: ModelMetadata, dir: string): Promise<{ weightBytes: number }> {
+export async function saveModel(
+  network: tf.LayersModel,
+  metadata: ModelMetadata,
+  dir: string,
+): Promise<{ weightBytes: number }> {
   fs.mkdirSync(dir, { recursive: true });
   network.setUserDefinedMetadata({ m2m: metadata });
   let weightBytes = 0;
-  await network.save(tf.io.withSaveHandler(async artifacts => {
-    const weights = Buffer.from(artifacts.weightData as ArrayBuffer);
-    weightBytes = weights.length;
-    fs.writeFileSync(path.join(dir, 'weights.bin'), weights);
-    const manifest = {
-      format: artifacts.format,
-      generatedBy: artifacts.generatedBy,
-      convertedBy: null,
-      modelTopology: artifacts.modelTopology,
-      weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }],
-      userDefinedMetadata: artifacts.userDefinedMetadata,
-    };
-    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify(manifest, null, 1) + '\n');
-    return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-  }));
+  await network.save(
+    tf.io.withSaveHandler(async artifacts => {
+      const weights = Buffer.from(artifacts.weightData as ArrayBuffer);
+      weightBytes = weights.length;
+      fs.writeFileSync(path.join(dir, 'weights.bin'), weights);
+      const manifest = {
+        format: artifacts.format,
+        generatedBy: artifacts.generatedBy,
+        convertedBy: null,
+        modelTopology: artifacts.modelTopology,
+        weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }],
+        userDefinedMetadata: artifacts.userDefinedMetadata,
+      };
+      fs.writeFileSync(path.join(dir, 'model.json'), `${JSON.stringify(manifest, null, 1)}\n`);
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
   return { weightBytes };
 }

@@ -5,7 +5,7 @@
  * corrupt file is moved aside (kept for a person to look at) and the node starts empty.
  */
 import * as fs from 'node:fs';
-import { array, number, object, record, string, unknownValue } from '../schema';
+import { array, type Infer, number, object, record, string, unknownValue } from '../schema';
 import type { SourceProfile } from './profile';
 
 const profileSchema = object({
@@ -34,7 +34,11 @@ export class ProfileStore {
   /** Hears of writes that failed (full disk, removed folder): profiles stay in memory, the next change retries. */
   onSaveError: (err: Error) => void = () => {};
 
-  constructor(private readonly file: string, private readonly modelId: string, private readonly embeddingSize: number) {
+  constructor(
+    private readonly file: string,
+    private readonly modelId: string,
+    private readonly embeddingSize: number,
+  ) {
     this.loaded = this.load();
   }
 
@@ -46,16 +50,23 @@ export class ProfileStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { skipped: 0 };
       return { skipped: 0, problem: `${this.file}: ${(err as Error).message}` };
     }
-    let parsed;
+    let parsed: Infer<typeof fileSchema>;
     try {
       parsed = fileSchema.parse(JSON.parse(text), 'profiles file');
     } catch (err) {
       const aside = `${this.file}.corrupt-${Date.now()}`;
       fs.renameSync(this.file, aside);
-      return { skipped: 0, problem: `${this.file} is not a profiles file (${(err as Error).message}); moved to ${aside}` };
+      return {
+        skipped: 0,
+        problem: `${this.file} is not a profiles file (${(err as Error).message}); moved to ${aside}`,
+      };
     }
     const entries = Object.entries(parsed.profiles);
-    if (parsed.model !== this.modelId) return { skipped: entries.length, problem: `profiles were learnt with model ${parsed.model}, this node runs ${this.modelId}: re-enrol` };
+    if (parsed.model !== this.modelId)
+      return {
+        skipped: entries.length,
+        problem: `profiles were learnt with model ${parsed.model}, this node runs ${this.modelId}: re-enrol`,
+      };
     let skipped = 0;
     for (const [source, raw] of entries) {
       try {
@@ -99,7 +110,9 @@ export class ProfileStore {
     clearTimeout(this.saveTimer);
     this.saveTimer = undefined;
     const temp = `${this.file}.tmp`;
-    fs.writeFileSync(temp, JSON.stringify({ model: this.modelId, profiles: Object.fromEntries(this.profiles) }), { mode: 0o600 });
+    fs.writeFileSync(temp, JSON.stringify({ model: this.modelId, profiles: Object.fromEntries(this.profiles) }), {
+      mode: 0o600,
+    });
     fs.renameSync(temp, this.file);
   }
 }

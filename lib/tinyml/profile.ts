@@ -52,16 +52,28 @@ function centroidOf(embeddings: Float32Array, rows: number, width: number, skip 
  * of its leave-one-out decision scores, less a margin), by MAX_RELAXATION at most: a noisy
  * sensor is not flagged all day, and no source gets a threshold far below the validated one.
  */
-export function enrol(embeddings: Float32Array, rows: number, width: number, calibration: ScoreCalibration, decisionWindows: number): SourceProfile {
+export function enrol(
+  embeddings: Float32Array,
+  rows: number,
+  width: number,
+  calibration: ScoreCalibration,
+  decisionWindows: number,
+): SourceProfile {
   const cosines: number[] = [];
   for (let r = 0; r < rows; r++) cosines.push(cosineTo(embeddings, r, centroidOf(embeddings, rows, width, r)));
   const decisions: number[] = [];
   for (let r = 0; r < rows; r++) {
     const group = cosines.slice(Math.max(0, r - decisionWindows + 1), r + 1);
-    if (group.length === decisionWindows || rows < decisionWindows) decisions.push(scoreOf(group.reduce((a, b) => a + b, 0) / group.length, calibration));
+    if (group.length === decisionWindows || rows < decisionWindows)
+      decisions.push(scoreOf(group.reduce((a, b) => a + b, 0) / group.length, calibration));
   }
   decisions.sort((a, b) => a - b);
   const low = decisions[Math.floor(0.05 * (decisions.length - 1))];
   const threshold = Math.max(calibration.threshold - MAX_RELAXATION, Math.min(calibration.threshold, low - 0.01));
-  return { centroid: centroidOf(embeddings, rows, width), threshold, windows: rows, enrolledAt: new Date().toISOString() };
+  return {
+    centroid: centroidOf(embeddings, rows, width),
+    threshold,
+    windows: rows,
+    enrolledAt: new Date().toISOString(),
+  };
 }

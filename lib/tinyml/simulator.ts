@@ -111,7 +111,10 @@ export function drawUnit(rng: SeededRandom): UnitParams {
 class ProcessSignal {
   private wander: number;
 
-  constructor(private readonly params: ProcessParams, private readonly rng: SeededRandom) {
+  constructor(
+    private readonly params: ProcessParams,
+    private readonly rng: SeededRandom,
+  ) {
     this.wander = params.wanderStd * rng.gaussian();
   }
 
@@ -153,7 +156,11 @@ export class SimulatedSensor implements Source {
     // is new in every recording: its amplitude carries identity, its phase does not.
     const mainsHz = installation.mainsHz + 0.02 * rng.gaussian();
     const mainsPhase = rng.uniform(0, 2 * Math.PI);
-    const recording: Recording = { values: new Float64Array(count), sourceTimes: new Float64Array(count), arrivalTimes: new Float64Array(count) };
+    const recording: Recording = {
+      values: new Float64Array(count),
+      sourceTimes: new Float64Array(count),
+      arrivalTimes: new Float64Array(count),
+    };
     let tick = startMs;
     for (let i = 0; i < count; i++) {
       const temperature = this.temperature(tick);
@@ -162,9 +169,10 @@ export class SimulatedSensor implements Source {
       const sampledAt = tick + unit.jitterUs * MICROSECOND * rng.gaussian();
       tick += model.periodMs * (1 + ppm * 1e-6);
 
-      const analog = process.at(sampledAt, model.periodMs)
-        + unit.noiseLsb * lsb * rng.gaussian()
-        + unit.mainsAmpLsb * lsb * Math.sin(2 * Math.PI * mainsHz * sampledAt / 1000 + mainsPhase);
+      const analog =
+        process.at(sampledAt, model.periodMs) +
+        unit.noiseLsb * lsb * rng.gaussian() +
+        unit.mainsAmpLsb * lsb * Math.sin((2 * Math.PI * mainsHz * sampledAt) / 1000 + mainsPhase);
       const code = Math.min(maxCode, Math.max(0, Math.round((analog - model.rangeLow) / lsb)));
       // The firmware compensates with its own temperature reading, in 0.1 K steps.
       const measuredDT = Math.round(dT * 10) / 10;
@@ -174,7 +182,10 @@ export class SimulatedSensor implements Source {
 
       recording.values[i] = value;
       recording.sourceTimes[i] = roundTo(sampledAt, MICROSECOND);
-      recording.arrivalTimes[i] = roundTo(sampledAt + unit.latencyMs + rng.exponential(unit.latencyJitterMs), MICROSECOND);
+      recording.arrivalTimes[i] = roundTo(
+        sampledAt + unit.latencyMs + rng.exponential(unit.latencyJitterMs),
+        MICROSECOND,
+      );
     }
     return recording;
   }
@@ -190,7 +201,11 @@ export class SoftwareImpostor implements Source {
   private readonly noise: number;
   private readonly decimals: number | null;
 
-  constructor(readonly installation: Installation, seed: number, readonly model: SensorModel = SENSOR_MODEL) {
+  constructor(
+    readonly installation: Installation,
+    seed: number,
+    readonly model: SensorModel = SENSOR_MODEL,
+  ) {
     this.rng = new SeededRandom(seed);
     const lsb = (model.rangeHigh - model.rangeLow) / 2 ** model.adcBits;
     this.timerJitterMs = this.rng.logNormal(0.3, 0.8);
@@ -201,7 +216,11 @@ export class SoftwareImpostor implements Source {
   record(startMs: number, count: number): Recording {
     const { rng, model } = this;
     const process = new ProcessSignal(this.installation.process, rng);
-    const recording: Recording = { values: new Float64Array(count), sourceTimes: new Float64Array(count), arrivalTimes: new Float64Array(count) };
+    const recording: Recording = {
+      values: new Float64Array(count),
+      sourceTimes: new Float64Array(count),
+      arrivalTimes: new Float64Array(count),
+    };
     for (let i = 0; i < count; i++) {
       const spike = rng.next() < 0.01 ? rng.uniform(2, 10) : 0;
       const firedAt = startMs + i * model.periodMs + Math.abs(this.timerJitterMs * rng.gaussian()) + spike;
@@ -218,7 +237,13 @@ export class SoftwareImpostor implements Source {
  * Genuine samples `from`..`from+count` played back `shiftMs` later: source timestamps shifted to
  * look fresh, arrival times those of the new transmission.
  */
-export function replay(recording: Recording, from: number, count: number, shiftMs: number, rng: SeededRandom): Recording {
+export function replay(
+  recording: Recording,
+  from: number,
+  count: number,
+  shiftMs: number,
+  rng: SeededRandom,
+): Recording {
   const values = recording.values.slice(from, from + count);
   const sourceTimes = recording.sourceTimes.slice(from, from + count).map(t => t + shiftMs);
   const arrivalTimes = sourceTimes.map(t => roundTo(t + 1 + rng.exponential(0.3), MICROSECOND));

@@ -2,7 +2,7 @@
  * One source's rolling window: the last WINDOW (value, time) samples, the replay memory of its
  * value stream, and which samples of the window repeated a run seen before.
  */
-import { FeatureExtractor, WINDOW } from './features';
+import { type FeatureExtractor, WINDOW } from './features';
 import { GRAM, ReplayDetector } from './replay';
 
 export type SampleVerdict = 'accepted' | 'out_of_order' | 'duplicate_time';
@@ -54,7 +54,8 @@ export class SourceWindow {
     if (time < this.lastTime) return 'out_of_order';
     const interval = time - this.lastTime;
     if (this.count >= 2 && interval > GAP_RESET * this.typicalInterval) this.count = this.scored = 0;
-    if (this.count >= 1) this.typicalInterval = this.count === 1 ? interval : 0.9 * this.typicalInterval + 0.1 * interval;
+    if (this.count >= 1)
+      this.typicalInterval = this.count === 1 ? interval : 0.9 * this.typicalInterval + 0.1 * interval;
     this.lastTime = time;
     const slot = this.next;
     this.repeatedCount -= this.repeated[slot];

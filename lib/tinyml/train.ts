@@ -39,8 +39,11 @@ export const DEFAULT_TRAINING: TrainOptions = {
 export function featureStatistics(data: LabelledWindows): { mean: number[]; std: number[] } {
   const mean = new Array<number>(FEATURE_COUNT).fill(0);
   const std = new Array<number>(FEATURE_COUNT).fill(0);
-  for (let r = 0; r < data.count; r++) for (let f = 0; f < FEATURE_COUNT; f++) mean[f] += data.features[r * FEATURE_COUNT + f] / data.count;
-  for (let r = 0; r < data.count; r++) for (let f = 0; f < FEATURE_COUNT; f++) std[f] += (data.features[r * FEATURE_COUNT + f] - mean[f]) ** 2 / data.count;
+  for (let r = 0; r < data.count; r++)
+    for (let f = 0; f < FEATURE_COUNT; f++) mean[f] += data.features[r * FEATURE_COUNT + f] / data.count;
+  for (let r = 0; r < data.count; r++)
+    for (let f = 0; f < FEATURE_COUNT; f++)
+      std[f] += (data.features[r * FEATURE_COUNT + f] - mean[f]) ** 2 / data.count;
   return { mean, std: std.map(v => Math.sqrt(v)) };
 }
 
@@ -51,18 +54,20 @@ export function featureStatistics(data: LabelledWindows): { mean: number[]; std:
  */
 export function whitening(data: LabelledWindows, stats: { mean: number[]; std: number[] }): number[][] {
   const F = FEATURE_COUNT;
-  const z = (r: number, f: number) => (stats.std[f] > 0 ? (data.features[r * F + f] - stats.mean[f]) / stats.std[f] : 0);
+  const z = (r: number, f: number) =>
+    stats.std[f] > 0 ? (data.features[r * F + f] - stats.mean[f]) / stats.std[f] : 0;
   const classMeans = Array.from({ length: data.classes }, () => new Float64Array(F));
   const counts = new Float64Array(data.classes);
   for (let r = 0; r < data.count; r++) {
     counts[data.labels[r]]++;
     for (let f = 0; f < F; f++) classMeans[data.labels[r]][f] += z(r, f);
   }
-  classMeans.forEach((m, c) => m.forEach((v, f) => (m[f] = v / Math.max(1, counts[c]))));
+  for (const [c, m] of classMeans.entries()) for (let f = 0; f < m.length; f++) m[f] /= Math.max(1, counts[c]);
   const cov = Array.from({ length: F }, () => new Float64Array(F));
   for (let r = 0; r < data.count; r++) {
     const m = classMeans[data.labels[r]];
-    for (let i = 0; i < F; i++) for (let j = 0; j <= i; j++) cov[i][j] += ((z(r, i) - m[i]) * (z(r, j) - m[j])) / data.count;
+    for (let i = 0; i < F; i++)
+      for (let j = 0; j <= i; j++) cov[i][j] += ((z(r, i) - m[i]) * (z(r, j) - m[j])) / data.count;
   }
   // Cholesky (cov = L·Lᵀ), with a ridge so that features constant within every source stay finite.
   const L = Array.from({ length: F }, () => new Float64Array(F));
@@ -87,15 +92,28 @@ export function whitening(data: LabelledWindows, stats: { mean: number[]; std: n
 
 export function buildNetwork(options: TrainOptions, whiteningKernel: number[][]): tf.Sequential {
   const network = tf.sequential();
-  network.add(tf.layers.dense({ units: FEATURE_COUNT, inputShape: [FEATURE_COUNT], weights: [tf.tensor2d(whiteningKernel), tf.zeros([FEATURE_COUNT])] }));
+  network.add(
+    tf.layers.dense({
+      units: FEATURE_COUNT,
+      inputShape: [FEATURE_COUNT],
+      weights: [tf.tensor2d(whiteningKernel), tf.zeros([FEATURE_COUNT])],
+    }),
+  );
   options.hidden.forEach((units, i) => {
-    network.add(tf.layers.dense({
-      units,
-      activation: 'relu',
-      kernelInitializer: tf.initializers.heNormal({ seed: options.seed + i }),
-    }));
+    network.add(
+      tf.layers.dense({
+        units,
+        activation: 'relu',
+        kernelInitializer: tf.initializers.heNormal({ seed: options.seed + i }),
+      }),
+    );
   });
-  network.add(tf.layers.dense({ units: options.embedding, kernelInitializer: tf.initializers.glorotUniform({ seed: options.seed + 99 }) }));
+  network.add(
+    tf.layers.dense({
+      units: options.embedding,
+      kernelInitializer: tf.initializers.glorotUniform({ seed: options.seed + 99 }),
+    }),
+  );
   return network;
 }
 
@@ -107,7 +125,12 @@ export function buildNetwork(options: TrainOptions, whiteningKernel: number[][])
  * enrol-then-score, learnt on sources the model will never see again. Returns the last epoch's
  * mean loss.
  */
-export function train(network: tf.Sequential, data: LabelledWindows, stats: { mean: number[]; std: number[] }, options: TrainOptions): number {
+export function train(
+  network: tf.Sequential,
+  data: LabelledWindows,
+  stats: { mean: number[]; std: number[] },
+  options: TrainOptions,
+): number {
   const rng = new SeededRandom(options.seed);
   const F = FEATURE_COUNT;
   const standardised = new Float32Array(data.features.length);
@@ -120,7 +143,8 @@ export function train(network: tf.Sequential, data: LabelledWindows, stats: { me
   const byClass: number[][] = Array.from({ length: data.classes }, () => []);
   for (let r = 0; r < data.count; r++) byClass[data.labels[r]].push(r);
   const usable = byClass.map((rows, c) => (rows.length >= options.shots ? c : -1)).filter(c => c >= 0);
-  if (usable.length < options.ways) throw new Error(`training needs ${options.ways} sources with ${options.shots} windows each, has ${usable.length}`);
+  if (usable.length < options.ways)
+    throw new Error(`training needs ${options.ways} sources with ${options.shots} windows each, has ${usable.length}`);
   // Episodes take whole groups, so every source meets its hardest impostors: its neighbours.
   const groups = new Map<number, number[]>();
   for (const c of usable) {
@@ -140,7 +164,15 @@ export function train(network: tf.Sequential, data: LabelledWindows, stats: { me
   const batchSize = options.ways * options.shots;
   const episodes = Math.max(1, Math.floor(data.count / batchSize));
   const batch = new Float32Array(batchSize * F);
-  const targets = tf.tidy(() => tf.oneHot(tf.tensor1d(Array.from({ length: options.ways * half }, (_, i) => Math.floor(i / half)), 'int32'), options.ways));
+  const targets = tf.tidy(() =>
+    tf.oneHot(
+      tf.tensor1d(
+        Array.from({ length: options.ways * half }, (_, i) => Math.floor(i / half)),
+        'int32',
+      ),
+      options.ways,
+    ),
+  );
   let optimizer = tf.train.adam(options.learningRate);
   let lastLoss = NaN;
   for (let epoch = 0; epoch < options.epochs; epoch++) {
@@ -155,13 +187,16 @@ export function train(network: tf.Sequential, data: LabelledWindows, stats: { me
       const ways = pickWays();
       ways.forEach((c, w) => {
         const rows = rng.shuffle(byClass[c].slice()).slice(0, options.shots);
-        rows.forEach((row, s) => batch.set(standardised.subarray(row * F, (row + 1) * F), (w * options.shots + s) * F));
+        for (const [s, row] of rows.entries())
+          batch.set(standardised.subarray(row * F, (row + 1) * F), (w * options.shots + s) * F);
       });
       const loss = tf.tidy(() => {
         const x = tf.tensor3d(batch, [options.ways, options.shots, F]);
         return optimizer.minimize(() => {
           const embedded = network.apply(x.reshape([batchSize, F]), { training: true }) as tf.Tensor2D;
-          const unit = tf.div(embedded, tf.add(tf.norm(embedded, 2, 1, true), 1e-9)).reshape([options.ways, options.shots, -1]);
+          const unit = tf
+            .div(embedded, tf.add(tf.norm(embedded, 2, 1, true), 1e-9))
+            .reshape([options.ways, options.shots, -1]);
           const support = unit.slice([0, 0, 0], [-1, half, -1]).mean(1);
           const centroids = tf.div(support, tf.add(tf.norm(support, 2, 1, true), 1e-9));
           const queries = unit.slice([0, half, 0], [-1, half, -1]).reshape([options.ways * half, -1]);

@@ -30,7 +30,11 @@ export function decisionEvent(session: SessionRecord, workflowId: string, nowMs:
   });
 }
 
-export function deviceEvent(webhookType: 'device.registered' | 'device.revoked' | 'device.approved' | 'device.reinstated', device: Pick<DeviceRecord, 'deviceId' | 'status' | 'metadata'>, nowMs: number): OutboxEvent {
+export function deviceEvent(
+  webhookType: 'device.registered' | 'device.revoked' | 'device.approved' | 'device.reinstated',
+  device: Pick<DeviceRecord, 'deviceId' | 'status' | 'metadata'>,
+  nowMs: number,
+): OutboxEvent {
   return event(webhookType, nowMs, {
     session_id: null,
     status: device.status,

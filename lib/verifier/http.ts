@@ -32,21 +32,63 @@ interface Route {
 
 const routes: Route[] = [
   {
-    method: 'POST', path: /^\/v1\/devices$/,
+    method: 'POST',
+    path: /^\/v1\/devices$/,
     async handle(verifier, call) {
       const bearer = headerValue(call.headers.authorization)?.match(/^Bearer\s+(.+)$/i)?.[1];
       const { created, ...device } = await verifier.register(bearer, call.json(), call.remoteAddress);
       return { status: created ? 201 : 200, body: device };
     },
   },
-  { method: 'POST', path: /^\/v1\/challenges$/, handle: async (verifier, call) => ({ status: 201, body: await verifier.challenge(call.json(), call.remoteAddress) }) },
-  { method: 'POST', path: /^\/v1\/attestations$/, handle: async (verifier, call) => ({ body: await verifier.attest(call.json()) }) },
-  { method: 'GET', path: /^\/v1\/devices$/, admin: true, handle: async verifier => ({ body: { devices: await verifier.listDevices() } }) },
-  { method: 'GET', path: /^\/v1\/devices\/([^/]+)$/, admin: true, handle: async (verifier, { params }) => ({ body: await verifier.getDevice(params[0]) }) },
-  { method: 'POST', path: /^\/v1\/devices\/([^/]+)\/revoke$/, admin: true, handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'revoke') }) },
-  { method: 'POST', path: /^\/v1\/devices\/([^/]+)\/approve$/, admin: true, handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'approve') }) },
-  { method: 'POST', path: /^\/v1\/devices\/([^/]+)\/reinstate$/, admin: true, handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'reinstate') }) },
-  { method: 'POST', path: /^\/v1\/tokens\/introspect$/, admin: true, handle: async (verifier, call) => ({ body: await verifier.introspect(call.json({ form: true })) }) },
+  {
+    method: 'POST',
+    path: /^\/v1\/challenges$/,
+    handle: async (verifier, call) => ({
+      status: 201,
+      body: await verifier.challenge(call.json(), call.remoteAddress),
+    }),
+  },
+  {
+    method: 'POST',
+    path: /^\/v1\/attestations$/,
+    handle: async (verifier, call) => ({ body: await verifier.attest(call.json()) }),
+  },
+  {
+    method: 'GET',
+    path: /^\/v1\/devices$/,
+    admin: true,
+    handle: async verifier => ({ body: { devices: await verifier.listDevices() } }),
+  },
+  {
+    method: 'GET',
+    path: /^\/v1\/devices\/([^/]+)$/,
+    admin: true,
+    handle: async (verifier, { params }) => ({ body: await verifier.getDevice(params[0]) }),
+  },
+  {
+    method: 'POST',
+    path: /^\/v1\/devices\/([^/]+)\/revoke$/,
+    admin: true,
+    handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'revoke') }),
+  },
+  {
+    method: 'POST',
+    path: /^\/v1\/devices\/([^/]+)\/approve$/,
+    admin: true,
+    handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'approve') }),
+  },
+  {
+    method: 'POST',
+    path: /^\/v1\/devices\/([^/]+)\/reinstate$/,
+    admin: true,
+    handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'reinstate') }),
+  },
+  {
+    method: 'POST',
+    path: /^\/v1\/tokens\/introspect$/,
+    admin: true,
+    handle: async (verifier, call) => ({ body: await verifier.introspect(call.json({ form: true })) }),
+  },
   { method: 'GET', path: /^\/\.well-known\/jwks\.json$/, handle: async verifier => ({ body: verifier.jwks() }) },
   { method: 'GET', path: /^\/v1\/health$/, handle: async verifier => ({ body: await verifier.health() }) },
 ];
@@ -72,10 +114,21 @@ export function problem(err: unknown): { status: number; body: Record<string, un
   };
 }
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}, type = 'application/json'): void {
+function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string | number> = {},
+  type = 'application/json',
+): void {
   if (res.headersSent || res.destroyed) return;
   const text = JSON.stringify(body);
-  res.writeHead(status, { ...headers, 'content-type': `${type}; charset=utf-8`, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    ...headers,
+    'content-type': `${type}; charset=utf-8`,
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
   res.end(text);
 }
 
@@ -101,7 +154,9 @@ function readBody(req: Request): Promise<Buffer | { parsed: unknown }> {
   // Mounted behind express: a body parser got there first.
   if (req._body || (req.body !== undefined && req.readableEnded)) {
     const body = req.body;
-    return Promise.resolve(Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : { parsed: body });
+    return Promise.resolve(
+      Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : { parsed: body },
+    );
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -129,7 +184,8 @@ function readBody(req: Request): Promise<Buffer | { parsed: unknown }> {
 function decodeBody(body: Buffer | { parsed: unknown }, contentType: string | undefined, form: boolean): unknown {
   if (!Buffer.isBuffer(body)) return body.parsed;
   const text = body.toString('utf8');
-  if (form && contentType?.includes('application/x-www-form-urlencoded')) return Object.fromEntries(new URLSearchParams(text));
+  if (form && contentType?.includes('application/x-www-form-urlencoded'))
+    return Object.fromEntries(new URLSearchParams(text));
   return parseJson(text);
 }
 
@@ -169,7 +225,10 @@ async function handle(verifier: Verifier, req: Request, res: ServerResponse): Pr
   send(res, status, answer);
 }
 
-export function createRequestListener(verifier: Verifier, options: ListenerOptions = {}): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRequestListener(
+  verifier: Verifier,
+  options: ListenerOptions = {},
+): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     handle(verifier, req, res).catch(err => {
       if (problem(err).status === 500) options.onError?.(err);

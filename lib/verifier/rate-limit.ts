@@ -14,7 +14,10 @@ export interface RateRule {
 }
 
 export class RateLimitedError extends M2MError {
-  constructor(what: string, readonly retryAfterSeconds: number) {
+  constructor(
+    what: string,
+    readonly retryAfterSeconds: number,
+  ) {
     super('rate_limited', `too many ${what}; retry in ${retryAfterSeconds} s`, 429, { retryAfter: retryAfterSeconds });
   }
 }
@@ -22,7 +25,10 @@ export class RateLimitedError extends M2MError {
 export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
 
-  constructor(private readonly rule: RateRule, private readonly maxKeys = 100_000) {}
+  constructor(
+    private readonly rule: RateRule,
+    private readonly maxKeys = 100_000,
+  ) {}
 
   /** Takes one call from `key`'s bucket; false when it is empty. */
   take(key: string, nowMs: number): boolean {

@@ -24,16 +24,22 @@ export const attestationPayload = s.object({
   aud: s.string({ maxLength: 2048 }),
   nonce: s.string({ pattern: s.patterns.base64url, minLength: 16, maxLength: 128, format: 'base64url nonce' }),
   iat: seconds,
-  evidence: s.optional(s.object({
-    fingerprint: s.optional(s.object({ salt: s.optional(s.string({ pattern: s.patterns.hex, maxLength: 128 })), components })),
-    // score null: the edge check ran but gave no score (warming up, out of distribution, ...).
-    tinyml: s.optional(s.object({
-      score: s.nullable(s.number({ min: 0, max: 1 })),
-      model: s.string({ maxLength: 128 }),
-      trusted: s.optional(s.boolean()),
-      reason: s.optional(s.string({ maxLength: 64 })),
-    })),
-  })),
+  evidence: s.optional(
+    s.object({
+      fingerprint: s.optional(
+        s.object({ salt: s.optional(s.string({ pattern: s.patterns.hex, maxLength: 128 })), components }),
+      ),
+      // score null: the edge check ran but gave no score (warming up, out of distribution, ...).
+      tinyml: s.optional(
+        s.object({
+          score: s.nullable(s.number({ min: 0, max: 1 })),
+          model: s.string({ maxLength: 128 }),
+          trusted: s.optional(s.boolean()),
+          reason: s.optional(s.string({ maxLength: 64 })),
+        }),
+      ),
+    }),
+  ),
 });
 
 export { deviceId as deviceIdSchema };

@@ -11,7 +11,11 @@ import { Verifier, type VerifierOptions } from './verifier';
 /** `sqlite:PATH` (or a bare path) opens the embedded store; PostgreSQL comes with its own store. */
 export function openStore(spec: string): VerifierStore {
   if (/^postgres(ql)?:\/\//.test(spec)) {
-    throw new M2MError('store_unsupported', 'the PostgreSQL store is not available in this version; use sqlite:PATH', 400);
+    throw new M2MError(
+      'store_unsupported',
+      'the PostgreSQL store is not available in this version; use sqlite:PATH',
+      400,
+    );
   }
   return new SqliteStore(spec.replace(/^sqlite:/, ''));
 }
@@ -63,9 +67,13 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   }
   const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   const code = status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'bad_request';
-  const body = JSON.stringify(problem(new M2MError(code, status === 400 ? 'malformed HTTP request' : code.replace(/_/g, ' '), status)).body);
-  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/problem+json; charset=utf-8\r\n`
-    + `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  const body = JSON.stringify(
+    problem(new M2MError(code, status === 400 ? 'malformed HTTP request' : code.replace(/_/g, ' '), status)).body,
+  );
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/problem+json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
 
 /** Caps connections in all and per client address; the excess is closed at once. */

@@ -46,7 +46,11 @@ export class TokenService {
   static async open(store: VerifierStore, issuer: string, audience: string, ttlSeconds: number): Promise<TokenService> {
     const record = await store.getOrCreateSigningKey(() => {
       const key = Ed25519PrivateKey.generate();
-      return { kid: key.publicKey.thumbprint(), seed: Buffer.from(key.exportSeed()).toString('hex'), createdAt: Date.now() };
+      return {
+        kid: key.publicKey.thumbprint(),
+        seed: Buffer.from(key.exportSeed()).toString('hex'),
+        createdAt: Date.now(),
+      };
     });
     const key = Ed25519PrivateKey.fromSeed(new Uint8Array(Buffer.from(record.seed, 'hex')));
     return new TokenService(key, record.kid, issuer, audience, ttlSeconds);
@@ -60,18 +64,28 @@ export class TokenService {
     const iat = Math.floor(nowMs / 1000);
     const exp = iat + this.ttlSeconds;
     const jti = crypto.randomUUID();
-    const token = signJws({
-      iss: this.issuer,
-      aud: this.audience,
-      sub: claims.sub,
-      iat,
-      exp,
-      jti,
-      client_id: claims.sub,
-      cnf: { jkt: claims.jkt },
-      amr: claims.amr,
-      m2m: { workflow: claims.workflow, score: claims.score, sessionId: claims.sessionId, generation: claims.generation },
-    }, JWS_TYPES.token, this.key, this.kid);
+    const token = signJws(
+      {
+        iss: this.issuer,
+        aud: this.audience,
+        sub: claims.sub,
+        iat,
+        exp,
+        jti,
+        client_id: claims.sub,
+        cnf: { jkt: claims.jkt },
+        amr: claims.amr,
+        m2m: {
+          workflow: claims.workflow,
+          score: claims.score,
+          sessionId: claims.sessionId,
+          generation: claims.generation,
+        },
+      },
+      JWS_TYPES.token,
+      this.key,
+      this.kid,
+    );
     return { token, jti, expiresAt: exp * 1000 };
   }
 

@@ -138,13 +138,25 @@ export class Verifier {
       badSignaturesRecordedPerDevice: new RateLimiter(limits.badSignaturesRecordedPerDevice),
     };
     this.retention = { ...DEFAULT_RETENTION, ...options.retention };
-    this.purgeTimer = setInterval(() => { this.purge().catch(() => undefined); }, this.retention.purgeEveryMs).unref();
+    this.purgeTimer = setInterval(() => {
+      this.purge().catch(() => undefined);
+    }, this.retention.purgeEveryMs).unref();
   }
 
   static async create(options: VerifierOptions): Promise<Verifier> {
     const publicUrl = normaliseUrl(options.publicUrl);
-    if (!publicUrl) throw new M2MError('bad_config', `the public URL must be an http or https URL, not ${JSON.stringify(options.publicUrl)}`, 500);
-    const tokens = await TokenService.open(options.store, publicUrl, options.tokenAudience ?? publicUrl, options.tokenTtlSeconds ?? 15 * 60);
+    if (!publicUrl)
+      throw new M2MError(
+        'bad_config',
+        `the public URL must be an http or https URL, not ${JSON.stringify(options.publicUrl)}`,
+        500,
+      );
+    const tokens = await TokenService.open(
+      options.store,
+      publicUrl,
+      options.tokenAudience ?? publicUrl,
+      options.tokenTtlSeconds ?? 15 * 60,
+    );
     return new Verifier(options, publicUrl, tokens);
   }
 
@@ -164,18 +176,26 @@ export class Verifier {
     checkCredential(apiKey, this.options.adminKey, 'admin API key (x-api-key)');
   }
 
-  async register(enrollmentToken: string | undefined, body: unknown, remoteAddress?: string): Promise<{ created: boolean; deviceId: string; status: DeviceStatus }> {
-    const loopbackAllowed = !this.options.enrollmentToken && this.options.loopbackEnrollment && isLoopback(remoteAddress);
-    if (!loopbackAllowed) checkCredential(enrollmentToken, this.options.enrollmentToken, 'enrollment token (Authorization: Bearer)');
+  async register(
+    enrollmentToken: string | undefined,
+    body: unknown,
+    remoteAddress?: string,
+  ): Promise<{ created: boolean; deviceId: string; status: DeviceStatus }> {
+    const loopbackAllowed =
+      !this.options.enrollmentToken && this.options.loopbackEnrollment && isLoopback(remoteAddress);
+    if (!loopbackAllowed)
+      checkCredential(enrollmentToken, this.options.enrollmentToken, 'enrollment token (Authorization: Bearer)');
     const { registration } = schemas.registrationBody.parse(body);
     const decoded = decodeJws(registration, JWS_TYPES.registration);
     const payload = schemas.registrationPayload.parse(decoded.payload, 'registration');
     // Proof of possession: the key in the payload must be the key that signed it.
     const publicKey = Ed25519PublicKey.fromJwk(payload.jwk);
     if (!publicKey.isPrimeOrder()) throw new SignatureError('bad_key', 'the key has a small-order component');
-    if (!verifyDecoded(decoded, publicKey)) throw new SignatureError('bad_signature', 'registration is not signed by the key it carries');
+    if (!verifyDecoded(decoded, publicKey))
+      throw new SignatureError('bad_signature', 'registration is not signed by the key it carries');
     const now = this.now();
-    if (Math.abs(now / 1000 - payload.iat) > MAX_CLOCK_SKEW_S) throw new M2MError('stale_iat', 'registration iat is more than 5 minutes off', 400);
+    if (Math.abs(now / 1000 - payload.iat) > MAX_CLOCK_SKEW_S)
+      throw new M2MError('stale_iat', 'registration iat is more than 5 minutes off', 400);
 
     const device: DeviceRecord = {
       deviceId: payload.deviceId,
@@ -193,8 +213,10 @@ export class Verifier {
     }
     const known = await this.store.getDevice(device.deviceId);
     if (!known) throw new M2MError('internal', 'device vanished during registration', 500);
-    if (known.status === 'revoked') throw new M2MError('device_revoked', `device ${known.deviceId} is revoked; an admin must reinstate it`, 403);
-    if (known.thumbprint !== device.thumbprint) throw new M2MError('key_conflict', `another key is registered for ${known.deviceId}`, 409);
+    if (known.status === 'revoked')
+      throw new M2MError('device_revoked', `device ${known.deviceId} is revoked; an admin must reinstate it`, 403);
+    if (known.thumbprint !== device.thumbprint)
+      throw new M2MError('key_conflict', `another key is registered for ${known.deviceId}`, 409);
     return { created: false, deviceId: known.deviceId, status: known.status };
   }
 
@@ -203,7 +225,8 @@ export class Verifier {
     const now = this.now();
     this.limiters.challengesPerAddress.check(remoteAddress, now, `challenges from ${remoteAddress || 'this client'}`);
     const device = await this.store.getDevice(deviceId);
-    if (!device || device.status === 'revoked') throw new M2MError('device_unknown', `no active device ${deviceId}`, 404);
+    if (!device || device.status === 'revoked')
+      throw new M2MError('device_unknown', `no active device ${deviceId}`, 404);
     this.limiters.challengesPerDevice.check(deviceId, now, `challenges for ${deviceId}`);
     const nonce = crypto.randomBytes(32).toString('base64url');
     const expiresAt = now + NONCE_TTL_MS;
@@ -229,7 +252,13 @@ export class Verifier {
     if (!key) return declined('bad_key');
     if (!verifyDecoded(decoded, key)) {
       if (this.limiters.badSignaturesRecordedPerDevice.take(device.deviceId, now)) {
-        const session: SessionRecord = { sessionId, deviceId: device.deviceId, decision: 'declined', reasons: ['bad_signature'], createdAt: now };
+        const session: SessionRecord = {
+          sessionId,
+          deviceId: device.deviceId,
+          decision: 'declined',
+          reasons: ['bad_signature'],
+          createdAt: now,
+        };
         await this.store.recordSession(session, decisionEvent(session, 'default', now));
       }
       return declined('bad_signature');
@@ -260,15 +289,18 @@ export class Verifier {
     const { session } = await this.store.consumeNonceAndRecord(payload.nonce, device.deviceId, now, decide);
     const answer: AttestationResult = { decision: session.decision, reasons: session.reasons, sessionId };
     if (session.decision === 'approved') {
-      const issued = this.tokens.issue({
-        sub: device.deviceId,
-        jkt: device.thumbprint,
-        amr: result.passed,
-        workflow: workflow.map(step => step.step),
-        score: result.score,
-        sessionId,
-        generation: device.generation,
-      }, now);
+      const issued = this.tokens.issue(
+        {
+          sub: device.deviceId,
+          jkt: device.thumbprint,
+          amr: result.passed,
+          workflow: workflow.map(step => step.step),
+          score: result.score,
+          sessionId,
+          generation: device.generation,
+        },
+        now,
+      );
       answer.token = issued.token;
       answer.expiresAt = new Date(issued.expiresAt).toISOString();
     }
@@ -301,7 +333,10 @@ export class Verifier {
     return reasons;
   }
 
-  async setStatus(deviceId: string, action: 'revoke' | 'approve' | 'reinstate'): Promise<{ deviceId: string; status: DeviceStatus }> {
+  async setStatus(
+    deviceId: string,
+    action: 'revoke' | 'approve' | 'reinstate',
+  ): Promise<{ deviceId: string; status: DeviceStatus }> {
     const id = schemas.deviceIdSchema.parse(deviceId, 'deviceId');
     const transitions = {
       revoke: { to: 'revoked', from: ['active', 'pending', 'revoked'], event: 'device.revoked' },
@@ -312,7 +347,13 @@ export class Verifier {
     const device = await this.store.getDevice(id);
     if (!device) throw new M2MError('device_unknown', `no device ${id}`, 404);
     const now = this.now();
-    const changed = await this.store.setDeviceStatus(id, to, [...from], deviceEvent(event, { ...device, status: to }, now), now);
+    const changed = await this.store.setDeviceStatus(
+      id,
+      to,
+      [...from],
+      deviceEvent(event, { ...device, status: to }, now),
+      now,
+    );
     if (!changed) throw new M2MError('wrong_status', `cannot ${action} a device that is ${device.status}`, 409);
     return { deviceId: id, status: to };
   }
@@ -337,7 +378,7 @@ export class Verifier {
     if (!claims?.sub) return { active: false };
     const device = await this.store.getDevice(claims.sub);
     const generation = (claims.m2m as { generation?: unknown } | undefined)?.generation ?? 0;
-    if (!device || device.status !== 'active' || generation !== device.generation) return { active: false };
+    if (device?.status !== 'active' || generation !== device.generation) return { active: false };
     return { active: true, token_type: 'Bearer', ...claims };
   }
 

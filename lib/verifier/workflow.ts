@@ -24,12 +24,15 @@ const stepSchemas = {
 
 export const workflowSchema: s.Schema<WorkflowStep[]> = {
   parse(value, path = 'workflow') {
-    return s.array(s.unknownValue(), { maxItems: 16 }).parse(value, path).map((step, i) => {
-      const name = s.isPlainObject(step) ? step.step : undefined;
-      const schema = stepSchemas[name as keyof typeof stepSchemas];
-      if (!schema) return s.literal('signature', 'fingerprint', 'tinyml').parse(name, `${path}[${i}].step`) as never;
-      return schema.parse(step, `${path}[${i}]`) as WorkflowStep;
-    });
+    return s
+      .array(s.unknownValue(), { maxItems: 16 })
+      .parse(value, path)
+      .map((step, i) => {
+        const name = s.isPlainObject(step) ? step.step : undefined;
+        const schema = stepSchemas[name as keyof typeof stepSchemas];
+        if (!schema) return s.literal('signature', 'fingerprint', 'tinyml').parse(name, `${path}[${i}].step`) as never;
+        return schema.parse(step, `${path}[${i}]`) as WorkflowStep;
+      });
   },
 };
 

@@ -33,7 +33,7 @@ function tinymlEvidence(msg: M2MMessage): TinymlEvidence | undefined {
   };
 }
 
-export = function (RED: NodeAPI) {
+export = (RED: NodeAPI) => {
   function Attest(this: Node, config: AttestDef) {
     RED.nodes.createNode(this, config);
     const device = RED.nodes.getNode(config.device) as DeviceNode | null;
@@ -61,19 +61,31 @@ export = function (RED: NodeAPI) {
             sessionId: answer.sessionId,
           };
           if (answer.decision === 'approved') {
-            const expires = answer.expiresAt ? new Date(answer.expiresAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
+            const expires = answer.expiresAt
+              ? new Date(answer.expiresAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+              : '';
             this.status(status.working(RED._('m2m-attest.status.approved', { expires })));
             send([msg, null]);
           } else {
             const label = answer.decision === 'in_review' ? 'in-review' : 'declined';
-            this.status((answer.decision === 'in_review' ? status.waiting : status.failed)(RED._(`m2m-attest.status.${label}`, { reason: answer.reasons.join(', ') })));
+            this.status(
+              (answer.decision === 'in_review' ? status.waiting : status.failed)(
+                RED._(`m2m-attest.status.${label}`, { reason: answer.reasons.join(', ') }),
+              ),
+            );
             send([null, msg]);
           }
           done();
         })
         .catch(err => {
           const message = errorText(RED, 'm2m-attest', err);
-          msg.m2m = { ...msg.m2m, deviceId: device.deviceId, decision: 'error', reasons: [errorCode(err)], error: message };
+          msg.m2m = {
+            ...msg.m2m,
+            deviceId: device.deviceId,
+            decision: 'error',
+            reasons: [errorCode(err)],
+            error: message,
+          };
           this.status(status.failed(RED._('m2m-attest.status.error', { code: errorCode(err) })));
           send([null, msg]);
           // An unreachable or refusing verifier is a decision path the flow handles on output 2;

@@ -25,7 +25,9 @@ function parseJsonObject(text: string, what: string): Record<string, unknown> {
   try {
     const value = JSON.parse(text);
     if (value && typeof value === 'object' && !Array.isArray(value)) return value;
-  } catch { /* reported below */ }
+  } catch {
+    /* reported below */
+  }
   throw new M2MError('bad_config', `${what} must be a JSON object`, 400);
 }
 
@@ -53,12 +55,14 @@ function keystoreSecret(RED: NodeAPI, own: string | undefined): string {
   }
 }
 
-export = function (RED: NodeAPI) {
+export = (RED: NodeAPI) => {
   function Device(this: DeviceNode, config: DeviceDef) {
     RED.nodes.createNode(this, config);
     this.deviceId = config.deviceId;
     const sources = (config.sources ?? FINGERPRINT_SOURCES.join(','))
-      .split(',').map(source => source.trim()).filter((source): source is FingerprintSource => (FINGERPRINT_SOURCES as readonly string[]).includes(source));
+      .split(',')
+      .map(source => source.trim())
+      .filter((source): source is FingerprintSource => (FINGERPRINT_SOURCES as readonly string[]).includes(source));
     let identity: { identity: DeviceIdentity; created: boolean } | undefined;
     let components: Record<string, string> | undefined;
 
@@ -69,7 +73,10 @@ export = function (RED: NodeAPI) {
       return identity;
     };
     this.components = () => {
-      components ??= collectComponents({ sources, extra: parseJsonObject(config.extra, 'extra components') as Record<string, string> });
+      components ??= collectComponents({
+        sources,
+        extra: parseJsonObject(config.extra, 'extra components') as Record<string, string>,
+      });
       return components;
     };
     this.metadata = () => parseJsonObject(config.metadata, 'metadata');

@@ -13,7 +13,7 @@ interface IdentityApiDef extends NodeDef {
   timeout: string | number;
 }
 
-export = function (RED: NodeAPI) {
+export = (RED: NodeAPI) => {
   function IdentityApi(this: IdentityApiNode, config: IdentityApiDef) {
     RED.nodes.createNode(this, config);
     let client: IdentityApiClient | undefined;
@@ -35,11 +35,15 @@ export = function (RED: NodeAPI) {
     });
   }
 
-  RED.nodes.registerType<IdentityApiNode, IdentityApiDef, object, IdentityApiCredentials>('m2m-identity-api', IdentityApi, {
-    credentials: {
-      apiKey: { type: 'password' },
-      enrollmentToken: { type: 'password' },
-      webhookSecret: { type: 'password' },
+  RED.nodes.registerType<IdentityApiNode, IdentityApiDef, object, IdentityApiCredentials>(
+    'm2m-identity-api',
+    IdentityApi,
+    {
+      credentials: {
+        apiKey: { type: 'password' },
+        enrollmentToken: { type: 'password' },
+        webhookSecret: { type: 'password' },
+      },
     },
-  });
+  );
 };

@@ -17,7 +17,7 @@ interface ProvisionDef extends NodeDef {
 const RETRY_CODES = new Set(['verifier_unreachable', 'verifier_timeout', 'http_502', 'http_503', 'http_504']);
 const MAX_RETRY_MS = 60_000;
 
-export = function (RED: NodeAPI) {
+export = (RED: NodeAPI) => {
   function Provision(this: Node, config: ProvisionDef) {
     RED.nodes.createNode(this, config);
     const device = RED.nodes.getNode(config.device) as DeviceNode | null;
@@ -34,9 +34,11 @@ export = function (RED: NodeAPI) {
       this.status(status.waiting(RED._('m2m-provision.status.registering')));
       const { identity, created: keyCreated } = device.identity();
       const answer = await provisionDevice(device.api().client(), identity, device.components(), device.metadata());
-      this.status(answer.status === 'active'
-        ? status.working(RED._('m2m-provision.status.registered', { deviceId: answer.deviceId }))
-        : status.waiting(RED._('m2m-provision.status.pending', { deviceId: answer.deviceId })));
+      this.status(
+        answer.status === 'active'
+          ? status.working(RED._('m2m-provision.status.registered', { deviceId: answer.deviceId }))
+          : status.waiting(RED._('m2m-provision.status.pending', { deviceId: answer.deviceId })),
+      );
       msg.m2m = { ...msg.m2m, deviceId: answer.deviceId, status: answer.status, created: answer.created, keyCreated };
       return msg;
     };
@@ -47,23 +49,37 @@ export = function (RED: NodeAPI) {
     };
 
     const provisionOnDeploy = (attempt: number) => {
-      provision({ payload: 'deploy' }).then(msg => this.send(msg), err => {
-        if (closed) return;
-        if (err instanceof ApiError && RETRY_CODES.has(err.code)) {
-          const delay = Math.min(1000 * 2 ** attempt, MAX_RETRY_MS);
-          this.status(status.waiting(RED._('m2m-provision.status.waiting', { seconds: delay / 1000 })));
-          this.warn(RED._('m2m-provision.status.retrying', { seconds: delay / 1000, message: errorText(RED, 'm2m-provision', err) }));
-          retryTimer = setTimeout(() => provisionOnDeploy(attempt + 1), delay);
-        } else {
-          this.error(fail(err).message);
-        }
-      });
+      provision({ payload: 'deploy' }).then(
+        msg => this.send(msg),
+        err => {
+          if (closed) return;
+          if (err instanceof ApiError && RETRY_CODES.has(err.code)) {
+            const delay = Math.min(1000 * 2 ** attempt, MAX_RETRY_MS);
+            this.status(status.waiting(RED._('m2m-provision.status.waiting', { seconds: delay / 1000 })));
+            this.warn(
+              RED._('m2m-provision.status.retrying', {
+                seconds: delay / 1000,
+                message: errorText(RED, 'm2m-provision', err),
+              }),
+            );
+            retryTimer = setTimeout(() => provisionOnDeploy(attempt + 1), delay);
+          } else {
+            this.error(fail(err).message);
+          }
+        },
+      );
     };
     // Let the rest of the flow (a verifier in the same Node-RED, say) start first.
     if (config.onDeploy) retryTimer = setTimeout(() => provisionOnDeploy(0), 500);
 
     this.on('input', (msg, send, done) => {
-      provision(msg).then(out => { send(out); done(); }, err => done(fail(err)));
+      provision(msg).then(
+        out => {
+          send(out);
+          done();
+        },
+        err => done(fail(err)),
+      );
     });
 
     this.on('close', (done: () => void) => {

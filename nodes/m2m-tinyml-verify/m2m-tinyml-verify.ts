@@ -75,12 +75,13 @@ function positiveInt(value: number | string, fallback: number): number {
   return Number.isInteger(n) && n > 0 ? n : fallback;
 }
 
-export = function (RED: NodeAPI) {
+export = (RED: NodeAPI) => {
   function TinymlVerify(this: Node, config: TinymlVerifyDef) {
     RED.nodes.createNode(this, config);
-    const node = this;
     const t = (key: string, values?: Record<string, string | number>) => RED._(`m2m-tinyml-verify.${key}`, values);
-    const modelDir = config.model?.trim() ? path.resolve(config.model.trim()) : shippedModelDir(config.timeProperty ? 'source' : 'arrival');
+    const modelDir = config.model?.trim()
+      ? path.resolve(config.model.trim())
+      : shippedModelDir(config.timeProperty ? 'source' : 'arrival');
     const policy: Policy = ['pass', 'hold', 'reject'].includes(config.unverified) ? config.unverified : 'hold';
     const override = config.threshold === '' || config.threshold === undefined ? undefined : Number(config.threshold);
     const thresholdOverride = override !== undefined && override >= 0 && override <= 1 ? override : undefined;
@@ -93,9 +94,9 @@ export = function (RED: NodeAPI) {
     try {
       trustStore = TrustStore.load(trustFile);
     } catch (err) {
-      node.error(t('errors.trust_store', { message: (err as Error).message }));
+      this.error(t('errors.trust_store', { message: (err as Error).message }));
     }
-    if (trustStore.skipped) node.warn(t('errors.trust_store-skipped', { count: trustStore.skipped, file: trustFile }));
+    if (trustStore.skipped) this.warn(t('errors.trust_store-skipped', { count: trustStore.skipped, file: trustFile }));
 
     let monitor: BehaviourMonitor | undefined;
     let store: ProfileStore | undefined;
@@ -107,11 +108,26 @@ export = function (RED: NodeAPI) {
 
     const showStatus = () => {
       statusTimer = undefined;
-      if (failure) node.status(status.failed(failure));
-      else if (!store) node.status(status.waiting(t('status.loading')));
-      else if (enrolling) node.status(status.waiting(t('status.enrolling', { source: enrolling.source, windows: enrolling.windows, of: enrolWindows })));
-      else if (last) node.status((last.trusted ? status.working : status.failed)(t('status.score', { score: last.score.toFixed(2), sources: store.size })));
-      else node.status((store.size ? status.working : status.idle)(t(config.mode === 'enrol' ? 'status.enrol-mode' : 'status.enrolled', { count: store.size })));
+      if (failure) this.status(status.failed(failure));
+      else if (!store) this.status(status.waiting(t('status.loading')));
+      else if (enrolling)
+        this.status(
+          status.waiting(
+            t('status.enrolling', { source: enrolling.source, windows: enrolling.windows, of: enrolWindows }),
+          ),
+        );
+      else if (last)
+        this.status(
+          (last.trusted ? status.working : status.failed)(
+            t('status.score', { score: last.score.toFixed(2), sources: store.size }),
+          ),
+        );
+      else
+        this.status(
+          (store.size ? status.working : status.idle)(
+            t(config.mode === 'enrol' ? 'status.enrol-mode' : 'status.enrolled', { count: store.size }),
+          ),
+        );
     };
     // Status at message rate would flood the editor; twice a second is what a person can read.
     const refreshStatus = () => {
@@ -119,35 +135,41 @@ export = function (RED: NodeAPI) {
     };
     showStatus();
 
-    const ready = loadModel(modelDir).then(model => {
-      modelId = model.id;
-      const { ProfileStore, BehaviourMonitor } = runtime();
-      store = new ProfileStore(path.join(dataDir(RED, 'tinyml'), `profiles-${node.id}.json`), model.id, model.embeddingSize);
-      store.onSaveError = err => node.error(t('errors.profiles-save', { message: err.message }));
-      if (store.loaded.problem) node.warn(t('errors.profiles', { message: store.loaded.problem }));
-      else if (store.loaded.skipped) node.warn(t('errors.profiles-skipped', { count: store.loaded.skipped }));
-      monitor = new BehaviourMonitor(model, store, {
-        enrolWindows,
-        maxSources: positiveInt(config.maxSources, 1000),
-        replayMemory: 65536,
-        autoEnrol: config.mode === 'enrol',
-        maxBatch: 64,
-        thresholdOverride,
+    const ready = loadModel(modelDir)
+      .then(model => {
+        modelId = model.id;
+        const { ProfileStore, BehaviourMonitor } = runtime();
+        store = new ProfileStore(
+          path.join(dataDir(RED, 'tinyml'), `profiles-${this.id}.json`),
+          model.id,
+          model.embeddingSize,
+        );
+        store.onSaveError = err => this.error(t('errors.profiles-save', { message: err.message }));
+        if (store.loaded.problem) this.warn(t('errors.profiles', { message: store.loaded.problem }));
+        else if (store.loaded.skipped) this.warn(t('errors.profiles-skipped', { count: store.loaded.skipped }));
+        monitor = new BehaviourMonitor(model, store, {
+          enrolWindows,
+          maxSources: positiveInt(config.maxSources, 1000),
+          replayMemory: 65536,
+          autoEnrol: config.mode === 'enrol',
+          maxBatch: 64,
+          thresholdOverride,
+        });
+        monitor.onEnrolled = source => {
+          enrolling = undefined;
+          this.log(t('log.enrolled', { source }));
+          refreshStatus();
+        };
+        showStatus();
+      })
+      .catch(err => {
+        // A model that does not load, or a profiles folder that cannot be used: messages then
+        // leave on output 2 as model_unavailable, never unrouted.
+        monitor = undefined;
+        failure = t('status.model-failed');
+        this.error(errorText(RED, 'm2m-tinyml-verify', err));
+        showStatus();
       });
-      monitor.onEnrolled = source => {
-        enrolling = undefined;
-        node.log(t('log.enrolled', { source }));
-        refreshStatus();
-      };
-      showStatus();
-    }).catch(err => {
-      // A model that does not load, or a profiles folder that cannot be used: messages then
-      // leave on output 2 as model_unavailable, never unrouted.
-      monitor = undefined;
-      failure = t('status.model-failed');
-      node.error(errorText(RED, 'm2m-tinyml-verify', err));
-      showStatus();
-    });
 
     const route = (item: Routed, trusted: boolean, tinyml: Record<string, unknown>) => {
       item.msg.m2m = { ...item.msg.m2m, tinyml: { ...tinyml, model: modelId } };
@@ -172,12 +194,19 @@ export = function (RED: NodeAPI) {
         route(item, verdict.trusted, tinyml);
         return;
       }
-      const tinyml = { source, score: null, trusted: false, reason: verdict.reason, ...('enrolled' in verdict ? { enrolled: verdict.enrolled } : {}) };
+      const tinyml = {
+        source,
+        score: null,
+        trusted: false,
+        reason: verdict.reason,
+        ...('enrolled' in verdict ? { enrolled: verdict.enrolled } : {}),
+      };
       if (verdict.status === 'rejected' || policy === 'reject') route(item, false, tinyml);
       else if (policy === 'pass') route(item, true, tinyml);
       else {
         const overflow = held.add(source, item);
-        if (overflow) route(overflow.item, false, { source: overflow.key, score: null, trusted: false, reason: 'hold_overflow' });
+        if (overflow)
+          route(overflow.item, false, { source: overflow.key, score: null, trusted: false, reason: 'hold_overflow' });
       }
       if (verdict.status === 'unverified' && verdict.reason === 'enrolling') {
         // The reading that completes an enrolment is still reported as enrolling.
@@ -193,40 +222,45 @@ export = function (RED: NodeAPI) {
       return trustStore.verify(signature, msg.payload);
     };
 
-    node.on('input', (msg: M2MMessage, send, done) => {
-      ready.then(() => {
-        const item: Routed = { msg, send, done };
-        const key = RED.util.getMessageProperty(msg, config.keyProperty || 'topic');
-        const source = key === undefined || key === null ? '' : String(key);
-        if (!monitor) {
-          route(item, false, { source, score: null, trusted: false, reason: 'model_unavailable' });
-          return;
-        }
-        const peer = peerCheck(msg);
-        if (peer) msg.m2m = { ...msg.m2m, peer };
-        if (peer && !peer.valid) {
-          route(item, false, { source, score: null, trusted: false, reason: peer.reason });
-          return;
-        }
-        if (msg.m2m?.enrol === true && config.enrolOnRequest) monitor.startEnrolment(source);
-        const value = RED.util.getMessageProperty(msg, config.valueProperty || 'payload');
-        const time = config.timeProperty ? RED.util.getMessageProperty(msg, config.timeProperty) : performance.timeOrigin + performance.now();
-        const verdict = monitor.observe(source, value, time);
-        if (verdict instanceof Promise) verdict.then(v => onVerdict(item, source, v), done);
-        else onVerdict(item, source, verdict);
-      }).catch(done);
+    this.on('input', (msg: M2MMessage, send, done) => {
+      ready
+        .then(() => {
+          const item: Routed = { msg, send, done };
+          const key = RED.util.getMessageProperty(msg, config.keyProperty || 'topic');
+          const source = key === undefined || key === null ? '' : String(key);
+          if (!monitor) {
+            route(item, false, { source, score: null, trusted: false, reason: 'model_unavailable' });
+            return;
+          }
+          const peer = peerCheck(msg);
+          if (peer) msg.m2m = { ...msg.m2m, peer };
+          if (peer && !peer.valid) {
+            route(item, false, { source, score: null, trusted: false, reason: peer.reason });
+            return;
+          }
+          if (msg.m2m?.enrol === true && config.enrolOnRequest) monitor.startEnrolment(source);
+          const value = RED.util.getMessageProperty(msg, config.valueProperty || 'payload');
+          const time = config.timeProperty
+            ? RED.util.getMessageProperty(msg, config.timeProperty)
+            : performance.timeOrigin + performance.now();
+          const verdict = monitor.observe(source, value, time);
+          if (verdict instanceof Promise) verdict.then(v => onVerdict(item, source, v), done);
+          else onVerdict(item, source, verdict);
+        })
+        .catch(done);
     });
 
-    node.on('close', (done: () => void) => {
+    this.on('close', (done: () => void) => {
       if (statusTimer) clearTimeout(statusTimer);
       monitor?.flush();
       try {
         store?.flush();
       } catch (err) {
-        node.error(t('errors.profiles-save', { message: (err as Error).message }));
+        this.error(t('errors.profiles-save', { message: (err as Error).message }));
       }
       // Held messages were never verified; they leave on output 2 rather than vanish.
-      for (const { key, item } of held.drain()) route(item, false, { source: key, score: null, trusted: false, reason: 'closed' });
+      for (const { key, item } of held.drain())
+        route(item, false, { source: key, score: null, trusted: false, reason: 'closed' });
       done();
     });
   }

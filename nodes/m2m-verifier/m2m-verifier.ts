@@ -28,7 +28,7 @@ function mountPath(configured: string): string {
   return trimmed === '/' ? '/m2m' : trimmed;
 }
 
-export = function (RED: NodeAPI) {
+export = (RED: NodeAPI) => {
   function M2MVerifier(this: Node<VerifierCredentials>, config: VerifierDef) {
     RED.nodes.createNode(this, config);
     const mountAt = mountPath(config.path);
@@ -36,23 +36,37 @@ export = function (RED: NodeAPI) {
 
     this.status(status.waiting(RED._('m2m-verifier.status.starting')));
     // Opening the store can fail (a path without permission): that becomes a red status, not a crash.
-    const ready = Promise.resolve().then(() => Verifier.create({
-      store: new SqliteStore(config.store?.trim() || path.join(dataDir(RED, 'verifier'), 'verifier.db')),
-      publicUrl,
-      adminKey: this.credentials.adminKey || undefined,
-      enrollmentToken: this.credentials.enrollmentToken || undefined,
-      manualApproval: !!config.manualApproval,
-      loopbackEnrollment: !!config.loopbackEnrollment,
-    }));
-    const listener = ready.then(verifier => createRequestListener(verifier, { onError: err => this.error(errorText(RED, 'm2m-verifier', err)) }));
+    const ready = Promise.resolve().then(() =>
+      Verifier.create({
+        store: new SqliteStore(config.store?.trim() || path.join(dataDir(RED, 'verifier'), 'verifier.db')),
+        publicUrl,
+        adminKey: this.credentials.adminKey || undefined,
+        enrollmentToken: this.credentials.enrollmentToken || undefined,
+        manualApproval: !!config.manualApproval,
+        loopbackEnrollment: !!config.loopbackEnrollment,
+      }),
+    );
+    const listener = ready.then(verifier =>
+      createRequestListener(verifier, { onError: err => this.error(errorText(RED, 'm2m-verifier', err)) }),
+    );
     listener.catch(() => undefined); // reported through `ready` below; requests get a 503
     // Requests that arrive while the store opens wait for it rather than failing.
     const handler: Handler = (req, res) => {
       listener
-        .then(listen => listen(req, res), () => sendProblem(res, new M2MError('verifier_unavailable', 'the verifier could not start; see the Node-RED log', 503)))
+        .then(
+          listen => listen(req, res),
+          () =>
+            sendProblem(
+              res,
+              new M2MError('verifier_unavailable', 'the verifier could not start; see the Node-RED log', 503),
+            ),
+        )
         .catch(err => sendProblem(res, err));
     };
-    const unmount = [mount(RED.httpNode as unknown as ExpressApp, mountAt, handler), answerParserErrors(RED, nodeUrlPath(RED, mountAt))];
+    const unmount = [
+      mount(RED.httpNode as unknown as ExpressApp, mountAt, handler),
+      answerParserErrors(RED, nodeUrlPath(RED, mountAt)),
+    ];
     ready.then(
       () => this.status(status.working(RED._('m2m-verifier.status.serving', { path: mountAt }))),
       err => {
@@ -63,14 +77,23 @@ export = function (RED: NodeAPI) {
 
     this.on('close', (done: () => void) => {
       for (const remove of unmount) remove();
-      ready.then(verifier => verifier.close(), () => undefined).then(() => done());
+      ready
+        .then(
+          verifier => verifier.close(),
+          () => undefined,
+        )
+        .then(() => done());
     });
   }
 
-  RED.nodes.registerType<Node<VerifierCredentials>, VerifierDef, object, VerifierCredentials>('m2m-verifier', M2MVerifier, {
-    credentials: {
-      adminKey: { type: 'password' },
-      enrollmentToken: { type: 'password' },
+  RED.nodes.registerType<Node<VerifierCredentials>, VerifierDef, object, VerifierCredentials>(
+    'm2m-verifier',
+    M2MVerifier,
+    {
+      credentials: {
+        adminKey: { type: 'password' },
+        enrollmentToken: { type: 'password' },
+      },
     },
-  });
+  );
 };

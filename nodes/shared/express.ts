@@ -10,7 +10,9 @@ import { sendProblem } from '../../lib/verifier/http';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
 type ErrorHandler = (err: unknown, req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
-interface ExpressLayer { handle: unknown }
+interface ExpressLayer {
+  handle: unknown;
+}
 export interface ExpressApp {
   use(path: string, handler: Handler): void;
   use(handler: ErrorHandler): void;
@@ -47,9 +49,16 @@ export function answerParserErrors(RED: NodeAPI, fullPath: string): () => void {
       return;
     }
     const type = (err as { type?: string }).type;
-    sendProblem(res, type === 'entity.too.large'
-      ? new M2MError('payload_too_large', 'body too large', 413)
-      : new M2MError('invalid_request', type === 'entity.parse.failed' ? 'body is not valid JSON' : 'the request body could not be read', 400));
+    sendProblem(
+      res,
+      type === 'entity.too.large'
+        ? new M2MError('payload_too_large', 'body too large', 413)
+        : new M2MError(
+            'invalid_request',
+            type === 'entity.parse.failed' ? 'body is not valid JSON' : 'the request body could not be read',
+            400,
+          ),
+    );
   };
   return mount(RED.httpAdmin as unknown as ExpressApp, fullPath, handler);
 }

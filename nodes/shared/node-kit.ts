@@ -38,7 +38,6 @@ export function dataDir(RED: NodeAPI, ...parts: string[]): string {
   return dir;
 }
 
-
 /**
  * The URL of an m2m-verifier node mounted at `mount` in this Node-RED, as devices on this machine
  * reach it: what an empty base URL in m2m-identity-api means, and the verifier's default public
@@ -47,6 +46,7 @@ export function dataDir(RED: NodeAPI, ...parts: string[]): string {
 export function localVerifierUrl(RED: NodeAPI, mount = '/m2m'): string {
   const settings = RED.settings as { uiPort?: number; uiHost?: string; httpNodeRoot?: string | false };
   const nodeRoot = typeof settings.httpNodeRoot === 'string' ? settings.httpNodeRoot.replace(/\/+$/, '') : '';
-  const host = !settings.uiHost || settings.uiHost === '0.0.0.0' || settings.uiHost === '::' ? '127.0.0.1' : settings.uiHost;
+  const host =
+    !settings.uiHost || settings.uiHost === '0.0.0.0' || settings.uiHost === '::' ? '127.0.0.1' : settings.uiHost;
   return `http://${host.includes(':') ? `[${host}]` : host}:${settings.uiPort ?? 1880}${nodeRoot}${mount}`;
 }

@@ -11,7 +11,20 @@ import { IdentityApiClient } from '../../lib/api-client';
 import { buildAttestation } from '../../lib/device';
 import { Keystore } from '../../lib/keystore';
 import { startCli } from '../helpers/verifier-cli';
-import { KEYSTORE_SECRET, catchNode, firstMessage, gatewayFlow, helper, keystoreFile, m2mNodes, newUserDir, nextMessage, removeDir } from '../nodes/harness';
+import {
+  KEYSTORE_SECRET,
+  catchNode,
+  firstMessage,
+  gatewayFlow,
+  helper,
+  keystoreFile,
+  m2mNodes,
+  newUserDir,
+  nextMessage,
+  removeDir,
+  startNodeRed,
+  stopNodeRed,
+} from '../nodes/harness';
 
 const ENROLLMENT_TOKEN = 'e2e-enrollment-token';
 const ADMIN_KEY = 'e2e-admin-key';
@@ -24,13 +37,15 @@ describe('end to end: nodes against the standalone m2m-verifier process', functi
 
   beforeEach(async () => {
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-e2e-'));
-    verifier = await startCli(['--port', '0', '--store', `sqlite:${path.join(dataDir, 'verifier.db')}`], { M2M_ENROLLMENT_TOKEN: ENROLLMENT_TOKEN, M2M_ADMIN_KEY: ADMIN_KEY });
+    verifier = await startCli(['--port', '0', '--store', `sqlite:${path.join(dataDir, 'verifier.db')}`], {
+      M2M_ENROLLMENT_TOKEN: ENROLLMENT_TOKEN,
+      M2M_ADMIN_KEY: ADMIN_KEY,
+    });
+    await startNodeRed();
+    userDir = newUserDir();
   });
-  beforeEach(function (done) { helper.startServer(done); });
-  beforeEach(() => { userDir = newUserDir(); });
   afterEach(async () => {
-    await helper.unload();
-    await new Promise<void>(resolve => helper.stopServer(() => resolve()));
+    await stopNodeRed();
     if (verifier.child.exitCode === null) {
       const exited = new Promise(resolve => verifier.child.once('exit', resolve));
       verifier.child.kill('SIGTERM');
@@ -66,9 +81,11 @@ describe('end to end: nodes against the standalone m2m-verifier process', functi
     assert.equal((await provision()).m2m.status, 'active');
     const { output, m2m } = await attest();
     assert.deepEqual([output, m2m.decision], [1, 'approved']);
-    const introspection = await fetch(`${verifier.url}/v1/tokens/introspect`, {
-      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': ADMIN_KEY }, body: JSON.stringify({ token: m2m.token }),
-    }).then(r => r.json()) as Record<string, unknown>;
+    const introspection = (await fetch(`${verifier.url}/v1/tokens/introspect`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': ADMIN_KEY },
+      body: JSON.stringify({ token: m2m.token }),
+    }).then(r => r.json())) as Record<string, unknown>;
     assert.deepEqual([introspection.active, introspection.sub], [true, 'press-7']);
   });
 
@@ -93,7 +110,9 @@ describe('end to end: nodes against the standalone m2m-verifier process', functi
     await load();
     await provision();
     const identity = new Keystore(path.join(userDir, 'm2m-identity', 'keys'), KEYSTORE_SECRET).load('press-7')!;
-    const rawComponents = (helper.getNode('device') as unknown as { components(): Record<string, string> }).components();
+    const rawComponents = (
+      helper.getNode('device') as unknown as { components(): Record<string, string> }
+    ).components();
     const client = new IdentityApiClient({ baseUrl: verifier.url });
     try {
       const { nonce } = await client.challenge('press-7');
@@ -101,7 +120,11 @@ describe('end to end: nodes against the standalone m2m-verifier process', functi
       assert.equal((await client.attest(jws)).decision, 'approved');
       assert.deepEqual((await client.attest(jws)).reasons, ['nonce_reused']);
       const second = await client.challenge('press-7');
-      const elsewhere = buildAttestation(identity, { audience: 'https://verifier.other-plant.example', nonce: second.nonce, rawComponents });
+      const elsewhere = buildAttestation(identity, {
+        audience: 'https://verifier.other-plant.example',
+        nonce: second.nonce,
+        rawComponents,
+      });
       assert.deepEqual((await client.attest(elsewhere)).reasons, ['wrong_aud']);
     } finally {
       client.close();

@@ -16,15 +16,20 @@ const CHROMIUM = process.env.M2M_CHROMIUM || '/usr/bin/chromium';
 const docs = path.join(packageRoot, 'docs');
 const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8'));
 const types = Object.keys(pkg['node-red'].nodes) as string[];
-const examples = fs.readdirSync(path.join(packageRoot, 'examples'), { recursive: true, encoding: 'utf8' })
-  .filter(file => file.endsWith('.json')).sort();
+const examples = fs
+  .readdirSync(path.join(packageRoot, 'examples'), { recursive: true, encoding: 'utf8' })
+  .filter(file => file.endsWith('.json'))
+  .sort();
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    }).on('error', reject);
+    const server = net
+      .createServer()
+      .listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as net.AddressInfo;
+        server.close(() => resolve(port));
+      })
+      .on('error', reject);
   });
 }
 
@@ -36,8 +41,14 @@ declare const $: any;
  * animation frames they wait for, so trays would slide and shades fade out forever.
  */
 async function editorReady(page: Page): Promise<void> {
-  await page.waitForFunction(() => typeof RED !== 'undefined' && RED.nodes && $('#red-ui-palette-base-category-m2m_identity').length > 0, undefined, { timeout: 60_000 });
-  await page.evaluate(() => { $.fx.off = true; });
+  await page.waitForFunction(
+    () => RED?.nodes && $('#red-ui-palette-base-category-m2m_identity').length > 0,
+    undefined,
+    { timeout: 60_000 },
+  );
+  await page.evaluate(() => {
+    $.fx.off = true;
+  });
 }
 
 describe('the editor in headless Chromium', function () {
@@ -50,7 +61,10 @@ describe('the editor in headless Chromium', function () {
   const pageErrors: string[] = [];
 
   before(async () => {
-    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)`);
+    assert.ok(
+      fs.existsSync(CHROMIUM),
+      `${CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)`,
+    );
     userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-editor-'));
     prepareUserDir(userDir);
     const port = await freePort();
@@ -67,7 +81,15 @@ describe('the editor in headless Chromium', function () {
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-quic', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--no-first-run',
+        '--disable-quic',
+        '--disable-sync',
+      ],
     });
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     page.on('pageerror', err => pageErrors.push(err.message));
@@ -91,7 +113,7 @@ describe('the editor in headless Chromium', function () {
   it('shows every node of ours in the "m2m identity" palette category, with its icon', async () => {
     let shown = 0;
     for (const type of types) {
-      if (await categoryOf(type) === 'config') continue;
+      if ((await categoryOf(type)) === 'config') continue;
       const entry = page.locator(`#red-ui-palette-base-category-m2m_identity [data-palette-type="${type}"]`);
       await entry.waitFor({ state: 'visible' });
       const image = await entry.locator('.red-ui-palette-icon').evaluate(el => getComputedStyle(el).backgroundImage);
@@ -105,18 +127,29 @@ describe('the editor in headless Chromium', function () {
       shown++;
     }
     assert.ok(shown >= 3, `only ${shown} of our nodes in the palette`);
-    await page.locator('#red-ui-palette-base-category-m2m_identity').screenshot({ path: path.join(docs, 'palette.png') });
+    await page
+      .locator('#red-ui-palette-base-category-m2m_identity')
+      .screenshot({ path: path.join(docs, 'palette.png') });
   });
 
-  interface Definition { category: string; defaults: Record<string, { type?: string }>; credentials: Record<string, string> }
-  const definitionOf = (type: string): Promise<Definition> => page.evaluate(t => {
-    const def = RED.nodes.getType(t);
-    return {
-      category: def.category,
-      defaults: Object.fromEntries(Object.entries(def.defaults).map(([k, v]: [string, any]) => [k, { type: v.type }])),
-      credentials: Object.fromEntries(Object.entries(def.credentials || {}).map(([k, v]: [string, any]) => [k, v.type])),
-    };
-  }, type);
+  interface Definition {
+    category: string;
+    defaults: Record<string, { type?: string }>;
+    credentials: Record<string, string>;
+  }
+  const definitionOf = (type: string): Promise<Definition> =>
+    page.evaluate(t => {
+      const def = RED.nodes.getType(t);
+      return {
+        category: def.category,
+        defaults: Object.fromEntries(
+          Object.entries(def.defaults).map(([k, v]: [string, any]) => [k, { type: v.type }]),
+        ),
+        credentials: Object.fromEntries(
+          Object.entries(def.credentials || {}).map(([k, v]: [string, any]) => [k, v.type]),
+        ),
+      };
+    }, type);
   const trayCount = () => page.evaluate(() => $('.red-ui-tray').length);
 
   /** Opens the dialog of `type` as a user would: a config node through the pencil-and-plus button of a node that uses it. */
@@ -150,7 +183,7 @@ describe('the editor in headless Chromium', function () {
   }
 
   async function closeDialogs(): Promise<void> {
-    for (let i = 0; i < 5 && await trayCount() > 0; i++) {
+    for (let i = 0; i < 5 && (await trayCount()) > 0; i++) {
       await page.evaluate(() => $('button[id$="dialog-cancel"]:visible').last().trigger('click'));
       await page.waitForTimeout(500);
     }
@@ -170,7 +203,8 @@ describe('the editor in headless Chromium', function () {
       for (const [name, kind] of Object.entries(definition.credentials)) {
         const input = field(name);
         assert.equal(await input.count(), 1, `${type}: no credential field ${name}`);
-        if (kind === 'password') assert.equal(await input.getAttribute('type'), 'password', `${type}.${name} is not a password input`);
+        if (kind === 'password')
+          assert.equal(await input.getAttribute('type'), 'password', `${type}.${name} is not a password input`);
       }
       if (type === 'm2m-attest') await page.screenshot({ path: path.join(docs, 'dialog.png') });
       await closeDialogs();
@@ -186,15 +220,20 @@ describe('the editor in headless Chromium', function () {
       const [folder, file] = [path.dirname(example), path.basename(example, '.json')];
       const before: string[] = await page.evaluate(() => {
         const ids: string[] = [];
-        RED.nodes.eachNode((n: any) => { ids.push(n.id); });
-        RED.nodes.eachConfig((n: any) => { ids.push(n.id); });
+        RED.nodes.eachNode((n: any) => {
+          ids.push(n.id);
+        });
+        RED.nodes.eachConfig((n: any) => {
+          ids.push(n.id);
+        });
         return ids;
       });
       // Menu > Import > Examples > our package > folder > flow, into a new flow tab.
       await page.locator('#red-ui-header-button-sidemenu').click();
       await page.locator('#menu-item-import').click();
       await page.locator('#red-ui-clipboard-dialog .red-ui-tab', { hasText: 'Examples' }).click();
-      const entry = (label: string) => page.locator('#red-ui-clipboard-dialog .red-ui-treeList-label', { hasText: label }).first();
+      const entry = (label: string) =>
+        page.locator('#red-ui-clipboard-dialog .red-ui-treeList-label', { hasText: label }).first();
       // The dialog remembers which folders were open; a click on an open one would close it.
       const trail = ['node-red-contrib-m2m-identity', folder, file];
       for (const [depth, label] of trail.entries()) {
@@ -202,7 +241,9 @@ describe('the editor in headless Chromium', function () {
         if (!next || !(await entry(next).isVisible())) await entry(label).click();
         if (next) await entry(next).waitFor({ state: 'visible', timeout: 5_000 });
       }
-      await page.waitForFunction(() => $('#red-ui-clipboard-dialog-ok').is(':enabled:not(.disabled)'), undefined, { timeout: 5_000 });
+      await page.waitForFunction(() => $('#red-ui-clipboard-dialog-ok').is(':enabled:not(.disabled)'), undefined, {
+        timeout: 5_000,
+      });
       await page.locator('#red-ui-clipboard-dialog-import-opt-new').click();
       await page.locator('#red-ui-clipboard-dialog-ok').click();
       await page.locator('#red-ui-clipboard-dialog').waitFor({ state: 'hidden', timeout: 5_000 });
@@ -210,7 +251,9 @@ describe('the editor in headless Chromium', function () {
       await page.locator('#red-ui-workspace-chart').click({ position: { x: 40, y: 40 } });
       const ours: string[] = await page.evaluate(old => {
         const ids: string[] = [];
-        RED.nodes.eachNode((n: any) => { if (/^m2m-/.test(n.type) && !old.includes(n.id)) ids.push(n.id); });
+        RED.nodes.eachNode((n: any) => {
+          if (/^m2m-/.test(n.type) && !old.includes(n.id)) ids.push(n.id);
+        });
         return ids;
       }, before);
       assert.ok(ours.length > 0, 'the example has none of our nodes');
@@ -220,29 +263,50 @@ describe('the editor in headless Chromium', function () {
       await page.evaluate(() => RED.sidebar.show('debug'));
       await page.evaluate(() => RED.actions.invoke('core:deploy-flows'));
       // Our nodes settle on a non-red status (green working, yellow waiting).
-      await page.waitForFunction(ids => ids.every((id: string) => {
-        const status = RED.nodes.node(id)?.status;
-        return status && status.fill && status.fill !== 'red' && !/…/.test(status.text || '');
-      }), ours, { timeout: 20_000 }).catch(async () => {
-        const statuses = await page.evaluate(ids => ids.map((id: string) => [RED.nodes.node(id).type, RED.nodes.node(id).status]), ours);
-        await page.screenshot({ path: path.join(os.tmpdir(), `m2m-editor-${file}.png`) });
-        throw new Error(`statuses did not settle: ${JSON.stringify(statuses)}`);
-      });
+      await page
+        .waitForFunction(
+          ids =>
+            ids.every((id: string) => {
+              const status = RED.nodes.node(id)?.status;
+              return status?.fill && status.fill !== 'red' && !/…/.test(status.text || '');
+            }),
+          ours,
+          { timeout: 20_000 },
+        )
+        .catch(async () => {
+          const statuses = await page.evaluate(
+            ids => ids.map((id: string) => [RED.nodes.node(id).type, RED.nodes.node(id).status]),
+            ours,
+          );
+          await page.screenshot({ path: path.join(os.tmpdir(), `m2m-editor-${file}.png`) });
+          throw new Error(`statuses did not settle: ${JSON.stringify(statuses)}`);
+        });
       if (file === 'quick-start') {
         await page.locator('.red-ui-debug-msg', { hasText: 'approved' }).first().waitFor({ timeout: 15_000 });
-        await page.evaluate(id => { RED.workspaces.show(RED.nodes.node(id).z); $('.red-ui-notification').remove(); }, ours[0]);
+        await page.evaluate(id => {
+          RED.workspaces.show(RED.nodes.node(id).z);
+          $('.red-ui-notification').remove();
+        }, ours[0]);
         await page.screenshot({ path: path.join(docs, 'quickstart-flow.png') });
       }
-      const named = (name: string) => page.evaluate(wanted => {
-        let id = '';
-        RED.nodes.eachNode((n: any) => { if (n.name === wanted) id = n.id; });
-        return id;
-      }, name);
-      const swapInImpostor = async () => assert.equal((await page.request.post(`${url}inject/${await named('swap in impostor')}`)).status(), 200);
+      const named = (name: string) =>
+        page.evaluate(wanted => {
+          let id = '';
+          RED.nodes.eachNode((n: any) => {
+            if (n.name === wanted) id = n.id;
+          });
+          return id;
+        }, name);
+      const swapInImpostor = async () =>
+        assert.equal((await page.request.post(`${url}inject/${await named('swap in impostor')}`)).status(), 200);
       // Node statuses show what a debug node last saw, whatever the sidebar's preview cuts off.
       const statusOf = async (name: string, pattern: RegExp) => {
         const id = await named(name);
-        await page.waitForFunction(([node, source]) => new RegExp(source).test(RED.nodes.node(node)?.status?.text ?? ''), [id, pattern.source], { timeout: 60_000 });
+        await page.waitForFunction(
+          ([node, source]) => new RegExp(source).test(RED.nodes.node(node)?.status?.text ?? ''),
+          [id, pattern.source],
+          { timeout: 60_000 },
+        );
       };
       if (file === 'attest-with-behaviour') {
         // Approved with the behaviour score as evidence once enrolled; declined on it once the
@@ -254,11 +318,15 @@ describe('the editor in headless Chromium', function () {
       if (file === 'genuine-vs-impostor') {
         // Enrolment takes 20 windows (~13 s of readings at 100 Hz); then the genuine sensor is
         // trusted, and the impostor, swapped in with the inject button, is not.
-        const debug = (text: string) => page.locator('.red-ui-debug-msg', { hasText: text }).first().waitFor({ timeout: 60_000 });
+        const debug = (text: string) =>
+          page.locator('.red-ui-debug-msg', { hasText: text }).first().waitFor({ timeout: 60_000 });
         await debug('trusted: true');
         await swapInImpostor();
         await debug('score_below_threshold');
-        await page.evaluate(id => { RED.workspaces.show(RED.nodes.node(id).z); $('.red-ui-notification').remove(); }, ours[0]);
+        await page.evaluate(id => {
+          RED.workspaces.show(RED.nodes.node(id).z);
+          $('.red-ui-notification').remove();
+        }, ours[0]);
         await page.screenshot({ path: path.join(docs, 'tinyml-flow.png') });
       }
       const errors = await page.locator('.red-ui-debug-msg-level-20').allInnerTexts();
@@ -266,7 +334,10 @@ describe('the editor in headless Chromium', function () {
 
       // Leave no trace for the next example: an empty deployment through the admin API, and a
       // freshly loaded editor.
-      const cleared = await page.request.post(`${url}flows`, { data: [], headers: { 'Node-RED-Deployment-Type': 'full' } });
+      const cleared = await page.request.post(`${url}flows`, {
+        data: [],
+        headers: { 'Node-RED-Deployment-Type': 'full' },
+      });
       assert.equal(cleared.status(), 204);
       page.once('dialog', dialog => dialog.accept());
       await page.reload();
@@ -283,7 +354,8 @@ describe('the editor in headless Chromium', function () {
       await headings.first().waitFor({ state: 'visible' });
       const titles = (await headings.allInnerTexts()).map(text => text.trim());
       const wanted = (await categoryOf(type)) === 'config' ? ['Details'] : ['Inputs', 'Outputs', 'Details'];
-      for (const title of wanted) assert.ok(titles.includes(title), `${type} help lacks ${title}: ${titles.join(', ')}`);
+      for (const title of wanted)
+        assert.ok(titles.includes(title), `${type} help lacks ${title}: ${titles.join(', ')}`);
     }
   });
 

@@ -12,7 +12,17 @@ import * as fc from 'fast-check';
 import { attestation, makeDevice, registration } from '../fixtures/device';
 import { rawRequest } from '../helpers/raw-http';
 import { ADMIN_KEY, ENROLLMENT_TOKEN, startHarness, type Harness } from '../verifier/harness';
-import { helper, identityFlow, m2mNodes, newUserDir, removeDir, serveHttpNode, type NodeHttp } from '../nodes/harness';
+import {
+  helper,
+  identityFlow,
+  m2mNodes,
+  newUserDir,
+  removeDir,
+  startNodeRed,
+  stopNodeRed,
+  serveHttpNode,
+  type NodeHttp,
+} from '../nodes/harness';
 
 const RUNS = Number(process.env.M2M_FUZZ_RUNS) || 600;
 const SEED = process.env.M2M_FUZZ_SEED === 'random' ? Date.now() : Number(process.env.M2M_FUZZ_SEED) || 20261125;
@@ -25,12 +35,20 @@ interface Target {
 }
 
 const ROUTES = [
-  '/v1/devices', '/v1/challenges', '/v1/attestations', '/v1/devices/{id}', '/v1/devices/{id}/revoke',
-  '/v1/devices/{id}/approve', '/v1/devices/{id}/reinstate', '/v1/tokens/introspect', '/.well-known/jwks.json', '/v1/health',
+  '/v1/devices',
+  '/v1/challenges',
+  '/v1/attestations',
+  '/v1/devices/{id}',
+  '/v1/devices/{id}/revoke',
+  '/v1/devices/{id}/approve',
+  '/v1/devices/{id}/reinstate',
+  '/v1/tokens/introspect',
+  '/.well-known/jwks.json',
+  '/v1/health',
 ];
 
 /** Printable ASCII without spaces: what survives in a request line or a header value. */
-const token = fc.string({ unit: fc.constantFrom(...'abcXYZ019-_.~%/:@[]?#=&+!$\'()*,;'.split('')), maxLength: 40 });
+const token = fc.string({ unit: fc.constantFrom(..."abcXYZ019-_.~%/:@[]?#=&+!$'()*,;".split('')), maxLength: 40 });
 
 const deviceId = fc.oneof(
   fc.constantFrom('press-7', '%ZZ', '%', '..', '.', 'a%2Fb', '%00', 'x'.repeat(200), ''),
@@ -38,31 +56,65 @@ const deviceId = fc.oneof(
 );
 
 const target = fc.oneof(
-  { weight: 6, arbitrary: fc.tuple(fc.constantFrom(...ROUTES), deviceId).map(([route, id]) => route.replace('{id}', id)) },
-  { weight: 2, arbitrary: fc.tuple(fc.constantFrom('/', '//', '///'), token).map(([prefix, rest]) => `${prefix}${rest}`) },
-  { weight: 1, arbitrary: fc.constantFrom('//', '///', '//%zz', '//[', '//a:b@', '/v1/devices/%ZZ', '/v1//devices', '/v1/health?x=%zz', '/*') },
+  {
+    weight: 6,
+    arbitrary: fc.tuple(fc.constantFrom(...ROUTES), deviceId).map(([route, id]) => route.replace('{id}', id)),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.tuple(fc.constantFrom('/', '//', '///'), token).map(([prefix, rest]) => `${prefix}${rest}`),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      '//',
+      '///',
+      '//%zz',
+      '//[',
+      '//a:b@',
+      '/v1/devices/%ZZ',
+      '/v1//devices',
+      '/v1/health?x=%zz',
+      '/*',
+    ),
+  },
 );
 
 /** A valid JWS with one of its segments, or the whole of it, damaged. */
 function mutatedJws(samples: string[]): fc.Arbitrary<string> {
   const damage = fc.oneof(
-    fc.tuple(fc.nat(), fc.constantFrom('.', '=', '%', 'A', '-', '_', '/', '+', '\u0000', 'é')).map(([at, char]) => (jws: string) => {
-      const i = at % Math.max(1, jws.length);
-      return jws.slice(0, i) + char + jws.slice(i + 1);
-    }),
+    fc
+      .tuple(fc.nat(), fc.constantFrom('.', '=', '%', 'A', '-', '_', '/', '+', '\u0000', 'é'))
+      .map(([at, char]) => (jws: string) => {
+        const i = at % Math.max(1, jws.length);
+        return jws.slice(0, i) + char + jws.slice(i + 1);
+      }),
     fc.nat().map(at => (jws: string) => jws.slice(0, at % Math.max(1, jws.length))),
-    fc.constantFrom(0, 1, 2).map(segment => (jws: string) => jws.split('.').map((part, i) => (i === segment ? part.slice(0, 1) : part)).join('.')),
+    fc.constantFrom(0, 1, 2).map(
+      segment => (jws: string) =>
+        jws
+          .split('.')
+          .map((part, i) => (i === segment ? part.slice(0, 1) : part))
+          .join('.'),
+    ),
     fc.jsonValue({ maxDepth: 3 }).map(value => (jws: string) => {
       const [header, , signature] = jws.split('.');
       return `${header}.${Buffer.from(JSON.stringify(value) ?? 'null').toString('base64url')}.${signature}`;
     }),
-    fc.record({ alg: fc.constantFrom('none', 'HS256', 'EdDSA', 'ES256', ''), typ: fc.constantFrom('m2m-attestation+jwt', 'm2m-registration+jwt', 'at+jwt', 'JWT') }).map(header => (jws: string) => {
-      const [, payload, signature] = jws.split('.');
-      return `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${payload}.${signature}`;
-    }),
+    fc
+      .record({
+        alg: fc.constantFrom('none', 'HS256', 'EdDSA', 'ES256', ''),
+        typ: fc.constantFrom('m2m-attestation+jwt', 'm2m-registration+jwt', 'at+jwt', 'JWT'),
+      })
+      .map(header => (jws: string) => {
+        const [, payload, signature] = jws.split('.');
+        return `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${payload}.${signature}`;
+      }),
     fc.constant((jws: string) => jws.split('.').reverse().join('.')),
   );
-  return fc.tuple(fc.constantFrom(...samples), fc.array(damage, { minLength: 1, maxLength: 3 })).map(([jws, steps]) => steps.reduce((acc, step) => step(acc), jws));
+  return fc
+    .tuple(fc.constantFrom(...samples), fc.array(damage, { minLength: 1, maxLength: 3 }))
+    .map(([jws, steps]) => steps.reduce((acc, step) => step(acc), jws));
 }
 
 function body(samples: string[]): fc.Arbitrary<string | undefined> {
@@ -81,12 +133,19 @@ function body(samples: string[]): fc.Arbitrary<string | undefined> {
 }
 
 const headers = fc.record({
-  contentType: fc.constantFrom(undefined, 'application/json', 'application/x-www-form-urlencoded', 'text/plain', 'application/json; charset=latin1', 'multipart/form-data'),
+  contentType: fc.constantFrom(
+    undefined,
+    'application/json',
+    'application/x-www-form-urlencoded',
+    'text/plain',
+    'application/json; charset=latin1',
+    'multipart/form-data',
+  ),
   apiKey: fc.constantFrom(undefined, ADMIN_KEY, 'guess', ''),
   authorization: fc.constantFrom(undefined, `Bearer ${ENROLLMENT_TOKEN}`, 'Bearer guess', 'Basic x', 'Bearer'),
 });
 
-export interface FuzzFigures {
+interface FuzzFigures {
   requests: number;
   statuses: Record<number, number>;
   ms: number;
@@ -94,23 +153,38 @@ export interface FuzzFigures {
 
 async function fuzz(t: Target, figures: FuzzFigures): Promise<void> {
   const started = Date.now();
-  const method = fc.oneof({ weight: 6, arbitrary: fc.constant('POST') }, { weight: 3, arbitrary: fc.constant('GET') }, fc.constantFrom('PUT', 'DELETE', 'PATCH', 'OPTIONS'));
+  const method = fc.oneof(
+    { weight: 6, arbitrary: fc.constant('POST') },
+    { weight: 3, arbitrary: fc.constant('GET') },
+    fc.constantFrom('PUT', 'DELETE', 'PATCH', 'OPTIONS'),
+  );
   const request = fc.record({ method, target, headers, body: body(t.samples) });
-  await fc.assert(fc.asyncProperty(request, async ({ method, target: path, headers: h, body: text }) => {
-    const lines = [`${method} ${new URL(t.base).pathname.replace(/\/$/, '')}${path} HTTP/1.1`, 'Host: verifier', 'Connection: close'];
-    if (h.contentType) lines.push(`Content-Type: ${h.contentType}`);
-    if (h.apiKey !== undefined) lines.push(`x-api-key: ${h.apiKey}`);
-    if (h.authorization) lines.push(`Authorization: ${h.authorization}`);
-    if (text !== undefined) lines.push(`Content-Length: ${Buffer.byteLength(text)}`);
-    const answer = await rawRequest(t.base, `${lines.join('\r\n')}\r\n\r\n${text ?? ''}`, 5000);
-    figures.requests++;
-    figures.statuses[answer.status] = (figures.statuses[answer.status] ?? 0) + 1;
-    assert.ok(answer.status >= 200 && answer.status < 500, `${method} ${path} → ${answer.status}\n${answer.body}`);
-    if (answer.status >= 400) {
-      assert.match(answer.headers, /content-type: application\/problem\+json/i, `${method} ${path} → ${answer.headers}`);
-      assert.equal(typeof JSON.parse(answer.body).code, 'string');
-    }
-  }), { numRuns: RUNS, seed: SEED, endOnFailure: true });
+  await fc.assert(
+    fc.asyncProperty(request, async ({ method, target: path, headers: h, body: text }) => {
+      const lines = [
+        `${method} ${new URL(t.base).pathname.replace(/\/$/, '')}${path} HTTP/1.1`,
+        'Host: verifier',
+        'Connection: close',
+      ];
+      if (h.contentType) lines.push(`Content-Type: ${h.contentType}`);
+      if (h.apiKey !== undefined) lines.push(`x-api-key: ${h.apiKey}`);
+      if (h.authorization) lines.push(`Authorization: ${h.authorization}`);
+      if (text !== undefined) lines.push(`Content-Length: ${Buffer.byteLength(text)}`);
+      const answer = await rawRequest(t.base, `${lines.join('\r\n')}\r\n\r\n${text ?? ''}`, 5000);
+      figures.requests++;
+      figures.statuses[answer.status] = (figures.statuses[answer.status] ?? 0) + 1;
+      assert.ok(answer.status >= 200 && answer.status < 500, `${method} ${path} → ${answer.status}\n${answer.body}`);
+      if (answer.status >= 400) {
+        assert.match(
+          answer.headers,
+          /content-type: application\/problem\+json/i,
+          `${method} ${path} → ${answer.headers}`,
+        );
+        assert.equal(typeof JSON.parse(answer.body).code, 'string');
+      }
+    }),
+    { numRuns: RUNS, seed: SEED, endOnFailure: true },
+  );
   figures.ms += Date.now() - started;
   const health = await fetch(`${t.base}/v1/health`);
   assert.equal(health.status, 200, 'still up');
@@ -124,7 +198,7 @@ async function samplesFor(base: string, register: (jws: string) => Promise<void>
   return [jws, attestation(device, base, nonce), attestation(makeDevice(), base, nonce)];
 }
 
-export const figures: Record<string, FuzzFigures> = {};
+const figures: Record<string, FuzzFigures> = {};
 
 describe(`fuzz: the verifier's HTTP edge (${RUNS} requests a target, seed ${SEED})`, function () {
   this.timeout(Math.max(60_000, RUNS * 100));
@@ -132,7 +206,9 @@ describe(`fuzz: the verifier's HTTP edge (${RUNS} requests a target, seed ${SEED
   after(() => {
     if (process.env.M2M_FUZZ_REPORT) {
       for (const [name, f] of Object.entries(figures)) {
-        console.log(`fuzz ${name}: ${f.requests} requests in ${(f.ms / 1000).toFixed(1)} s (${Math.round(f.requests / (f.ms / 1000))}/s), statuses ${JSON.stringify(f.statuses)}`);
+        console.log(
+          `fuzz ${name}: ${f.requests} requests in ${(f.ms / 1000).toFixed(1)} s (${Math.round(f.requests / (f.ms / 1000))}/s), statuses ${JSON.stringify(f.statuses)}`,
+        );
       }
       console.log(`fuzz seed ${SEED}, max RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`);
     }
@@ -140,20 +216,27 @@ describe(`fuzz: the verifier's HTTP edge (${RUNS} requests a target, seed ${SEED
 
   describe('standalone', () => {
     let v: Harness;
-    before(async () => { v = await startHarness({ adminKey: ADMIN_KEY, enrollmentToken: ENROLLMENT_TOKEN }); });
-    after(async () => { await v.stop(); });
+    before(async () => {
+      v = await startHarness({ adminKey: ADMIN_KEY, enrollmentToken: ENROLLMENT_TOKEN });
+    });
+    after(async () => {
+      await v.stop();
+    });
 
     it('stays up and answers every request below 500, errors as problem+json', async () => {
-      const samples = await samplesFor(v.url, async jws => { await v.post('/v1/devices', { registration: jws }, { authorization: `Bearer ${ENROLLMENT_TOKEN}` }); });
-      await fuzz({ base: v.url, samples }, (figures.standalone = { requests: 0, statuses: {}, ms: 0 }));
+      const samples = await samplesFor(v.url, async jws => {
+        await v.post('/v1/devices', { registration: jws }, { authorization: `Bearer ${ENROLLMENT_TOKEN}` });
+      });
+      figures.standalone = { requests: 0, statuses: {}, ms: 0 };
+      await fuzz({ base: v.url, samples }, figures.standalone);
     });
   });
 
   describe('mounted in Node-RED', () => {
     let http: NodeHttp;
     let userDir: string;
-    before(function (done) { helper.startServer(done); });
     before(async () => {
+      await startNodeRed();
       http = await serveHttpNode();
       userDir = newUserDir();
       const { flow, credentials } = identityFlow(http.url);
@@ -161,8 +244,7 @@ describe(`fuzz: the verifier's HTTP edge (${RUNS} requests a target, seed ${SEED
       await helper.load([http.capture, ...m2mNodes], flow, credentials);
     });
     after(async () => {
-      await helper.unload();
-      await new Promise<void>(resolve => helper.stopServer(() => resolve()));
+      await stopNodeRed();
       await http.close();
       removeDir(userDir);
     });
@@ -170,9 +252,14 @@ describe(`fuzz: the verifier's HTTP edge (${RUNS} requests a target, seed ${SEED
     it('stays up and answers every request below 500, errors as problem+json', async () => {
       const base = `${http.url}/m2m`;
       const samples = await samplesFor(base, async jws => {
-        await fetch(`${base}/v1/devices`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ENROLLMENT_TOKEN}` }, body: JSON.stringify({ registration: jws }) });
+        await fetch(`${base}/v1/devices`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${ENROLLMENT_TOKEN}` },
+          body: JSON.stringify({ registration: jws }),
+        });
       });
-      await fuzz({ base, samples }, (figures.nodeRed = { requests: 0, statuses: {}, ms: 0 }));
+      figures.nodeRed = { requests: 0, statuses: {}, ms: 0 };
+      await fuzz({ base, samples }, figures.nodeRed);
     });
   });
 });

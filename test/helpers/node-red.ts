@@ -12,9 +12,11 @@ export function nodeRedPath(): string {
 
 /** node-red-node-test-helper, from beside the node-red under test when that one has it. */
 export function loadHelper(): typeof import('node-red-node-test-helper') {
-  const helper = require(process.env.M2M_NODE_RED_PATH
-    ? require.resolve('node-red-node-test-helper', { paths: [path.dirname(nodeRedPath())] })
-    : 'node-red-node-test-helper');
+  const helper = require(
+    process.env.M2M_NODE_RED_PATH
+      ? require.resolve('node-red-node-test-helper', { paths: [path.dirname(nodeRedPath())] })
+      : 'node-red-node-test-helper',
+  );
   helper.init(nodeRedPath());
   return helper;
 }

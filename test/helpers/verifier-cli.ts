@@ -5,10 +5,18 @@ import * as path from 'node:path';
 export const VERIFIER_BIN = path.join(__dirname, '..', '..', 'bin', 'm2m-verifier.js');
 
 /** Starts the CLI and resolves with its URL once it prints `listening on`. */
-export function startCli(args: string[], env: Record<string, string> = {}): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
-  const child = spawn(process.execPath, [VERIFIER_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startCli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
+  const child = spawn(process.execPath, [VERIFIER_BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
-  child.stderr!.on('data', chunk => { stderr += chunk; });
+  child.stderr!.on('data', chunk => {
+    stderr += chunk;
+  });
   return new Promise((resolve, reject) => {
     let stdout = '';
     child.stdout!.on('data', chunk => {

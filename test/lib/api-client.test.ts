@@ -3,20 +3,31 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { IdentityApiClient } from '../../lib/api-client';
 
-type Route = (req: http.IncomingMessage, body: string) => { status: number; body?: unknown; type?: string; delayMs?: number };
+type Route = (
+  req: http.IncomingMessage,
+  body: string,
+) => { status: number; body?: unknown; type?: string; delayMs?: number };
 
 /** A scripted peer on a random loopback port, standing in for the verifier. */
-async function fakeVerifier(route: Route): Promise<{ url: string; seen: Array<{ url?: string; headers: http.IncomingHttpHeaders; body: string }>; close(): Promise<void> }> {
+async function fakeVerifier(route: Route): Promise<{
+  url: string;
+  seen: Array<{ url?: string; headers: http.IncomingHttpHeaders; body: string }>;
+  close(): Promise<void>;
+}> {
   const seen: Array<{ url?: string; headers: http.IncomingHttpHeaders; body: string }> = [];
   const server = http.createServer((req, res) => {
     let body = '';
-    req.on('data', chunk => { body += chunk; });
+    req.on('data', chunk => {
+      body += chunk;
+    });
     req.on('end', () => {
       seen.push({ url: req.url, headers: req.headers, body });
       const answer = route(req, body);
       setTimeout(() => {
         res.writeHead(answer.status, { 'content-type': answer.type ?? 'application/json' });
-        res.end(answer.body === undefined ? '' : typeof answer.body === 'string' ? answer.body : JSON.stringify(answer.body));
+        res.end(
+          answer.body === undefined ? '' : typeof answer.body === 'string' ? answer.body : JSON.stringify(answer.body),
+        );
       }, answer.delayMs ?? 0);
     });
   });
@@ -25,17 +36,28 @@ async function fakeVerifier(route: Route): Promise<{ url: string; seen: Array<{ 
   return {
     url: `http://127.0.0.1:${port}/api/`,
     seen,
-    close: () => new Promise(resolve => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise(resolve => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
 describe('lib/api-client', () => {
   let peer: Awaited<ReturnType<typeof fakeVerifier>> | undefined;
   let client: IdentityApiClient | undefined;
-  afterEach(async () => { client?.close(); await peer?.close(); peer = undefined; });
+  afterEach(async () => {
+    client?.close();
+    await peer?.close();
+    peer = undefined;
+  });
 
   it('attests for the normalised base URL and refuses what is not an http(s) URL', () => {
-    assert.equal(new IdentityApiClient({ baseUrl: 'http://Verifier.LOCAL:80/m2m/' }).audience, 'http://verifier.local/m2m');
+    assert.equal(
+      new IdentityApiClient({ baseUrl: 'http://Verifier.LOCAL:80/m2m/' }).audience,
+      'http://verifier.local/m2m',
+    );
     assert.throws(() => new IdentityApiClient({ baseUrl: 'ftp://x' }), { code: 'bad_url' });
     assert.throws(() => new IdentityApiClient({ baseUrl: 'not a url' }), { code: 'bad_url' });
   });
@@ -48,11 +70,17 @@ describe('lib/api-client', () => {
       assert.doesNotMatch(err.message, /s3cret-pass|operator/);
       return true;
     });
-    assert.throws(() => new IdentityApiClient({ baseUrl: 'ftp://operator:s3cret-pass@x' }), (err: Error) => !/s3cret-pass/.test(err.message));
+    assert.throws(
+      () => new IdentityApiClient({ baseUrl: 'ftp://operator:s3cret-pass@x' }),
+      (err: Error) => !/s3cret-pass/.test(err.message),
+    );
   });
 
   it('registers with the enrollment token as a bearer credential and tells created from known', async () => {
-    peer = await fakeVerifier(req => ({ status: req.headers.authorization === 'Bearer enrol-1' ? 201 : 401, body: { deviceId: 'press-7', status: 'active' } }));
+    peer = await fakeVerifier(req => ({
+      status: req.headers.authorization === 'Bearer enrol-1' ? 201 : 401,
+      body: { deviceId: 'press-7', status: 'active' },
+    }));
     client = new IdentityApiClient({ baseUrl: peer.url, enrollmentToken: 'enrol-1' });
     assert.deepEqual(await client.register('a.b.c'), { deviceId: 'press-7', status: 'active', created: true });
     assert.equal(peer.seen[0].url, '/api/v1/devices');
@@ -60,9 +88,24 @@ describe('lib/api-client', () => {
   });
 
   it('turns an RFC 9457 problem into an ApiError carrying the problem code and status', async () => {
-    peer = await fakeVerifier(() => ({ status: 409, type: 'application/problem+json', body: { type: 'about:blank', title: 'Conflict', status: 409, code: 'key_conflict', detail: 'another key is registered for press-7' } }));
+    peer = await fakeVerifier(() => ({
+      status: 409,
+      type: 'application/problem+json',
+      body: {
+        type: 'about:blank',
+        title: 'Conflict',
+        status: 409,
+        code: 'key_conflict',
+        detail: 'another key is registered for press-7',
+      },
+    }));
     client = new IdentityApiClient({ baseUrl: peer.url });
-    await assert.rejects(client.register('a.b.c'), { name: 'ApiError', code: 'key_conflict', status: 409, message: /another key is registered/ });
+    await assert.rejects(client.register('a.b.c'), {
+      name: 'ApiError',
+      code: 'key_conflict',
+      status: 409,
+      message: /another key is registered/,
+    });
   });
 
   it('names a plain HTTP failure by its status', async () => {
@@ -78,7 +121,11 @@ describe('lib/api-client', () => {
   });
 
   it('reports a verifier that does not answer in time', async () => {
-    peer = await fakeVerifier(() => ({ status: 201, body: { nonce: 'x'.repeat(43), expiresAt: 'soon' }, delayMs: 500 }));
+    peer = await fakeVerifier(() => ({
+      status: 201,
+      body: { nonce: 'x'.repeat(43), expiresAt: 'soon' },
+      delayMs: 500,
+    }));
     client = new IdentityApiClient({ baseUrl: peer.url, timeoutMs: 100 });
     await assert.rejects(client.challenge('press-7'), { code: 'verifier_timeout' });
   });

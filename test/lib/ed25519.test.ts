@@ -18,21 +18,24 @@ const vectors = [
     secret: '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60',
     publicKey: 'd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a',
     message: '',
-    signature: 'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
+    signature:
+      'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
   },
   {
     name: 'TEST 2 (one byte)',
     secret: '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb',
     publicKey: '3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c',
     message: '72',
-    signature: '92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00',
+    signature:
+      '92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00',
   },
   {
     name: 'TEST 3 (two bytes)',
     secret: 'c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7',
     publicKey: 'fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025',
     message: 'af82',
-    signature: '6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a',
+    signature:
+      '6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a',
   },
 ];
 
@@ -40,7 +43,7 @@ const vectors = [
 const L = (1n << 252n) + 27742317777372353535851937790883648493n;
 
 function withNonCanonicalS(signature: Uint8Array): Uint8Array {
-  const s = BigInt('0x' + Buffer.from(signature.subarray(32)).reverse().toString('hex')) + L;
+  const s = BigInt(`0x${Buffer.from(signature.subarray(32)).reverse().toString('hex')}`) + L;
   const sBytes = Buffer.from(s.toString(16).padStart(64, '0'), 'hex').reverse();
   return Uint8Array.from([...signature.subarray(0, 32), ...sBytes]);
 }
@@ -57,7 +60,10 @@ describe('lib/crypto/ed25519', () => {
           const key = Ed25519PrivateKey.fromSeed(hex(v.secret), engine);
           assert.equal(Buffer.from(key.publicKey.raw).toString('hex'), v.publicKey);
           assert.equal(Buffer.from(key.sign(hex(v.message))).toString('hex'), v.signature);
-          assert.equal(Ed25519PublicKey.fromRaw(hex(v.publicKey), engine).verify(hex(v.message), hex(v.signature)), true);
+          assert.equal(
+            Ed25519PublicKey.fromRaw(hex(v.publicKey), engine).verify(hex(v.message), hex(v.signature)),
+            true,
+          );
         });
       }
 
@@ -124,7 +130,8 @@ describe('lib/crypto/ed25519', () => {
       // What is left is mixed order (a prime-order point plus torsion): refused at registration.
       const mixed = edgeCases.points.filter(point => !refused.includes(point));
       assert.ok(refused.length >= 32, `${refused.length} refused`);
-      for (const point of mixed) assert.equal(Ed25519PublicKey.fromRaw(hex(point.pub)).isPrimeOrder(), false, point.name);
+      for (const point of mixed)
+        assert.equal(Ed25519PublicKey.fromRaw(hex(point.pub)).isPrimeOrder(), false, point.name);
     });
 
     it('refuses the identity key, under which node:crypto accepts one signature for every message', () => {
@@ -138,7 +145,11 @@ describe('lib/crypto/ed25519', () => {
           const key = registrable(v.pub, engine);
           return key ? key.verify(hex(v.msg), hex(v.sig)) : false;
         });
-        assert.deepEqual(answers, [v.strict && !!registrable(v.pub, 'node'), v.strict && !!registrable(v.pub, 'node')], v.name);
+        assert.deepEqual(
+          answers,
+          [v.strict && !!registrable(v.pub, 'node'), v.strict && !!registrable(v.pub, 'node')],
+          v.name,
+        );
         if (registrable(v.pub, 'node')) checked++;
       }
       assert.ok(checked >= 3, `${checked} vectors had a registrable key`);
@@ -156,7 +167,11 @@ describe('lib/crypto/ed25519', () => {
   });
 
   it('computes the RFC 7638 thumbprint of RFC 8037 appendix A.3', () => {
-    const publicKey = Ed25519PublicKey.fromJwk({ kty: 'OKP', crv: 'Ed25519', x: '11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo' });
+    const publicKey = Ed25519PublicKey.fromJwk({
+      kty: 'OKP',
+      crv: 'Ed25519',
+      x: '11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo',
+    });
     assert.equal(publicKey.thumbprint(), 'kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k');
   });
 
@@ -165,7 +180,8 @@ describe('lib/crypto/ed25519', () => {
     const key = Ed25519PrivateKey.generate();
     const seed = Buffer.from(key.exportSeed());
     for (const text of [JSON.stringify({ key }), util.inspect(key, { showHidden: true, depth: 5 })]) {
-      for (const encoding of ['hex', 'base64', 'base64url'] as const) assert.ok(!text.includes(seed.toString(encoding)), `${encoding} seed leaked`);
+      for (const encoding of ['hex', 'base64', 'base64url'] as const)
+        assert.ok(!text.includes(seed.toString(encoding)), `${encoding} seed leaked`);
     }
   });
 });

@@ -6,7 +6,9 @@ import { Keystore } from '../../lib/keystore';
 
 describe('lib/keystore', () => {
   let dir: string;
-  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-keystore-')); });
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-keystore-'));
+  });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('creates an identity once and loads the same key afterwards', () => {

@@ -3,7 +3,12 @@ import { normaliseUrl, redactUrl, requestPath } from '../../lib/url';
 
 describe('lib/url', () => {
   it('writes one URL one way: lower-case host, no default port, no trailing slash', () => {
-    for (const url of ['http://Gateway.local:80/m2m', 'http://gateway.local/m2m/', 'HTTP://GATEWAY.LOCAL/m2m//', ' http://gateway.local:80/m2m?x=1#top ']) {
+    for (const url of [
+      'http://Gateway.local:80/m2m',
+      'http://gateway.local/m2m/',
+      'HTTP://GATEWAY.LOCAL/m2m//',
+      ' http://gateway.local:80/m2m?x=1#top ',
+    ]) {
       assert.equal(normaliseUrl(url), 'http://gateway.local/m2m', url);
     }
     assert.equal(normaliseUrl('https://v.example:443/'), 'https://v.example');
@@ -15,7 +20,8 @@ describe('lib/url', () => {
   });
 
   it('answers undefined for what is not an http(s) URL', () => {
-    for (const url of ['', 'not a url', 'ftp://x/y', '//host/path', 'javascript:alert(1)']) assert.equal(normaliseUrl(url), undefined, url);
+    for (const url of ['', 'not a url', 'ftp://x/y', '//host/path', 'javascript:alert(1)'])
+      assert.equal(normaliseUrl(url), undefined, url);
   });
 
   it('redacts the user name and password of a URL for messages', () => {

@@ -6,12 +6,29 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { nodeRedPath } from '../helpers/node-red';
-import { helper, m2mNodes, removeDir, serveHttpNode, tempUserDirFor, type NodeHttp } from './harness';
+import {
+  helper,
+  m2mNodes,
+  removeDir,
+  startNodeRed,
+  stopNodeRed,
+  serveHttpNode,
+  tempUserDirFor,
+  type NodeHttp,
+} from './harness';
 
 const examplesDir = path.join(__dirname, '..', '..', '..', 'examples');
-const core = path.join(path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] })), 'core');
-const coreNodes = ['common/20-inject.js', 'function/10-function.js', 'function/89-delay.js', 'function/15-change.js', 'common/90-comment.js']
-  .map(file => require(path.join(core, file)));
+const core = path.join(
+  path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] })),
+  'core',
+);
+const coreNodes = [
+  'common/20-inject.js',
+  'function/10-function.js',
+  'function/89-delay.js',
+  'function/15-change.js',
+  'common/90-comment.js',
+].map(file => require(path.join(core, file)));
 
 type FlowNode = { id: string; type: string; [key: string]: unknown };
 
@@ -25,14 +42,13 @@ describe('examples', function () {
   let http: NodeHttp;
   let userDir: string;
 
-  beforeEach(function (done) { helper.startServer(done); });
   beforeEach(async () => {
+    await startNodeRed();
     http = await serveHttpNode();
     userDir = tempUserDirFor(http);
   });
   afterEach(async () => {
-    await helper.unload();
-    await new Promise<void>(resolve => helper.stopServer(() => resolve()));
+    await stopNodeRed();
     await http.close();
     removeDir(userDir);
   });
@@ -45,7 +61,9 @@ describe('examples', function () {
       await helper.load([http.capture, ...coreNodes, ...m2mNodes], flow());
       decisions.length = 0;
       for (const id of ['ab-debug-approved', 'ab-debug-declined']) {
-        helper.getNode(id).on('input', (msg: any) => decisions.push({ decision: msg.m2m.decision, reasons: msg.m2m.reasons }));
+        helper
+          .getNode(id)
+          .on('input', (msg: any) => decisions.push({ decision: msg.m2m.decision, reasons: msg.m2m.reasons }));
       }
     }
 
@@ -68,9 +86,16 @@ describe('examples', function () {
       await deploy();
       helper.getNode('ab-sensor').context().flow.set('impostor', true);
       await until(() => decisions.length >= 2, 25_000);
-      assert.deepEqual(decisions.filter(d => d.decision === 'approved'), [], JSON.stringify(decisions));
+      assert.deepEqual(
+        decisions.filter(d => d.decision === 'approved'),
+        [],
+        JSON.stringify(decisions),
+      );
       assert.ok(['in_review', 'declined'].includes(decisions[0].decision));
-      assert.ok(decisions.some(d => d.reasons.includes('tinyml_low')), JSON.stringify(decisions));
+      assert.ok(
+        decisions.some(d => d.reasons.includes('tinyml_low')),
+        JSON.stringify(decisions),
+      );
     });
   });
 });

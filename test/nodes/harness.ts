@@ -13,9 +13,19 @@ const dist = path.join(__dirname, '..', '..', 'nodes');
 const nodeModule = (type: string) => require(path.join(dist, type, `${type}.js`));
 
 export const helper = loadHelper();
-const coreNodes = path.join(path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] })), 'core');
+const coreNodes = path.join(
+  path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] })),
+  'core',
+);
 export const catchNode = require(path.join(coreNodes, 'common', '25-catch.js'));
-export const m2mNodes = ['m2m-identity-api', 'm2m-device', 'm2m-provision', 'm2m-tinyml-verify', 'm2m-attest', 'm2m-verifier'].map(nodeModule);
+export const m2mNodes = [
+  'm2m-identity-api',
+  'm2m-device',
+  'm2m-provision',
+  'm2m-tinyml-verify',
+  'm2m-attest',
+  'm2m-verifier',
+].map(nodeModule);
 
 export interface NodeHttp {
   url: string;
@@ -34,12 +44,16 @@ type App = (req: http.IncomingMessage, res: http.ServerResponse, next: (err?: un
 export async function serveHttpNode(): Promise<NodeHttp> {
   let apps: { admin: App; node: App } | undefined;
   const finalHandler = (res: http.ServerResponse) => (err?: unknown) => {
-    res.statusCode = err ? (err as { status?: number }).status ?? 500 : 404;
+    res.statusCode = err ? ((err as { status?: number }).status ?? 500) : 404;
     res.setHeader('content-type', 'text/html; charset=utf-8');
     res.end(`<!DOCTYPE html><pre>${err ? (err as Error).stack : 'Cannot GET'}</pre>`);
   };
   const server = http.createServer((req, res) => {
-    if (!apps) { res.statusCode = 503; res.end(); return; }
+    if (!apps) {
+      res.statusCode = 503;
+      res.end();
+      return;
+    }
     const { admin, node } = apps;
     admin(req, res, err => (err ? finalHandler(res)(err) : node(req, res, finalHandler(res))));
   });
@@ -47,8 +61,14 @@ export async function serveHttpNode(): Promise<NodeHttp> {
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
-    capture: RED => { apps = { admin: RED.httpAdmin as unknown as App, node: RED.httpNode as unknown as App }; },
-    close: () => new Promise(resolve => { server.closeAllConnections(); server.close(() => resolve()); }),
+    capture: RED => {
+      apps = { admin: RED.httpAdmin as unknown as App, node: RED.httpNode as unknown as App };
+    },
+    close: () =>
+      new Promise(resolve => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -62,11 +82,42 @@ export function gatewayFlow(apiUrl: string, credentials: { enrollmentToken: stri
     flow: [
       { id: 'tab', type: 'tab', label: 'test' },
       { id: 'api', type: 'm2m-identity-api', baseUrl: apiUrl, timeout: 2000 },
-      { id: 'device', type: 'm2m-device', deviceId: 'press-7', api: 'api', sources: 'machine-id,cpu', extra: '{"plc.serial":"S7-42"}', metadata: '{"line":"2"}' },
-      { id: 'provision', z: 'tab', x: 100, y: 100, type: 'm2m-provision', device: 'device', onDeploy: false, wires: [['provisioned']] },
-      { id: 'attest', z: 'tab', x: 100, y: 100, type: 'm2m-attest', device: 'device', wires: [['approved'], ['declined']] },
+      {
+        id: 'device',
+        type: 'm2m-device',
+        deviceId: 'press-7',
+        api: 'api',
+        sources: 'machine-id,cpu',
+        extra: '{"plc.serial":"S7-42"}',
+        metadata: '{"line":"2"}',
+      },
+      {
+        id: 'provision',
+        z: 'tab',
+        x: 100,
+        y: 100,
+        type: 'm2m-provision',
+        device: 'device',
+        onDeploy: false,
+        wires: [['provisioned']],
+      },
+      {
+        id: 'attest',
+        z: 'tab',
+        x: 100,
+        y: 100,
+        type: 'm2m-attest',
+        device: 'device',
+        wires: [['approved'], ['declined']],
+      },
       { id: 'catch', z: 'tab', x: 100, y: 100, type: 'catch', scope: null, uncaught: false, wires: [['caught']] },
-      ...['provisioned', 'approved', 'declined', 'caught'].map(id => ({ id, z: 'tab', x: 100, y: 100, type: 'helper' })),
+      ...['provisioned', 'approved', 'declined', 'caught'].map(id => ({
+        id,
+        z: 'tab',
+        x: 100,
+        y: 100,
+        type: 'helper',
+      })),
     ] as Array<{ id: string; type: string; [key: string]: unknown }>,
     credentials: {
       api: credentials,
@@ -77,8 +128,22 @@ export function gatewayFlow(apiUrl: string, credentials: { enrollmentToken: stri
 
 /** A gateway and a verifier in one Node-RED, as in the quick start. */
 export function identityFlow(baseUrl: string, overrides: { apiUrl?: string } = {}) {
-  const gateway = gatewayFlow(overrides.apiUrl ?? `${baseUrl}/m2m`, { enrollmentToken: ENROLLMENT_TOKEN, apiKey: ADMIN_KEY });
-  gateway.flow.push({ id: 'verifier', z: 'tab', x: 100, y: 100, type: 'm2m-verifier', path: '/m2m', publicUrl: `${baseUrl}/m2m`, store: '', loopbackEnrollment: false, manualApproval: false });
+  const gateway = gatewayFlow(overrides.apiUrl ?? `${baseUrl}/m2m`, {
+    enrollmentToken: ENROLLMENT_TOKEN,
+    apiKey: ADMIN_KEY,
+  });
+  gateway.flow.push({
+    id: 'verifier',
+    z: 'tab',
+    x: 100,
+    y: 100,
+    type: 'm2m-verifier',
+    path: '/m2m',
+    publicUrl: `${baseUrl}/m2m`,
+    store: '',
+    loopbackEnrollment: false,
+    manualApproval: false,
+  });
   gateway.credentials.verifier = { enrollmentToken: ENROLLMENT_TOKEN, adminKey: ADMIN_KEY };
   return gateway;
 }
@@ -86,11 +151,20 @@ export function identityFlow(baseUrl: string, overrides: { apiUrl?: string } = {
 /** Resolves with the first message any of the helper nodes receives, and which one got it. */
 export function firstMessage(nodeIds: string[], timeoutMs = 8000): Promise<{ nodeId: string; msg: any }> {
   const listeners = new Map<string, (msg: unknown) => void>();
-  const stop = () => { for (const [id, listener] of listeners) helper.getNode(id)?.removeListener('input', listener); };
+  const stop = () => {
+    for (const [id, listener] of listeners) helper.getNode(id)?.removeListener('input', listener);
+  };
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { stop(); reject(new Error(`no message reached ${nodeIds.join(' or ')} within ${timeoutMs} ms`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      stop();
+      reject(new Error(`no message reached ${nodeIds.join(' or ')} within ${timeoutMs} ms`));
+    }, timeoutMs);
     for (const nodeId of nodeIds) {
-      const listener = (msg: unknown) => { clearTimeout(timer); stop(); resolve({ nodeId, msg }); };
+      const listener = (msg: unknown) => {
+        clearTimeout(timer);
+        stop();
+        resolve({ nodeId, msg });
+      };
       listeners.set(nodeId, listener);
       helper.getNode(nodeId).on('input', listener);
     }
@@ -120,4 +194,12 @@ export function tempUserDirFor(http: NodeHttp): string {
   const dir = tempUserDir();
   helper.settings({ userDir: dir, uiHost: '127.0.0.1', uiPort: Number(new URL(http.url).port) });
   return dir;
+}
+
+/** The test helper's Node-RED, started and stopped with promises (its API takes callbacks). */
+export const startNodeRed = (): Promise<void> => new Promise(resolve => helper.startServer(resolve));
+
+export async function stopNodeRed(): Promise<void> {
+  await helper.unload();
+  await new Promise<void>(resolve => helper.stopServer(() => resolve()));
 }

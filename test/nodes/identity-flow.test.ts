@@ -2,23 +2,35 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Keystore } from '../../lib/keystore';
 import {
-  ADMIN_KEY, KEYSTORE_SECRET, catchNode, firstMessage, helper, identityFlow, keystoreFile, m2mNodes, newUserDir, nextMessage,
-  removeDir, serveHttpNode, type NodeHttp,
+  ADMIN_KEY,
+  KEYSTORE_SECRET,
+  catchNode,
+  firstMessage,
+  helper,
+  identityFlow,
+  keystoreFile,
+  m2mNodes,
+  newUserDir,
+  nextMessage,
+  removeDir,
+  startNodeRed,
+  stopNodeRed,
+  serveHttpNode,
+  type NodeHttp,
 } from './harness';
 import { rawRequest } from '../helpers/raw-http';
 
-describe('nodes: provision and attest against the m2m-verifier node', function () {
+describe('nodes: provision and attest against the m2m-verifier node', () => {
   let http: NodeHttp;
   let userDir: string;
 
-  beforeEach(function (done) { helper.startServer(done); });
   beforeEach(async () => {
+    await startNodeRed();
     http = await serveHttpNode();
     userDir = newUserDir();
   });
   afterEach(async () => {
-    await helper.unload();
-    await new Promise<void>(resolve => helper.stopServer(() => resolve()));
+    await stopNodeRed();
     await http.close();
     removeDir(userDir);
   });
@@ -57,9 +69,13 @@ describe('nodes: provision and attest against the m2m-verifier node', function (
     assert.equal((await fetch(`${http.url}/m2m/v1/health`)).status, 200);
   });
 
-  it('answers malformed JSON with problem+json, not the editor body parser\'s HTML page', async () => {
+  it("answers malformed JSON with problem+json, not the editor body parser's HTML page", async () => {
     await load();
-    const answer = await fetch(`${http.url}/m2m/v1/challenges`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{bad' });
+    const answer = await fetch(`${http.url}/m2m/v1/challenges`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{bad',
+    });
     assert.equal(answer.status, 400);
     assert.match(answer.headers.get('content-type') ?? '', /application\/problem\+json/);
     const body = await answer.text();
@@ -93,7 +109,10 @@ describe('nodes: provision and attest against the m2m-verifier node', function (
   it('sends a low TinyML score as evidence and routes the decline to output 2', async () => {
     await load();
     await provision();
-    const { output, msg } = await attest({ payload: 1, m2m: { tinyml: { score: 0.2, model: 'sensor-behaviour-v1', source: 'temp' } } });
+    const { output, msg } = await attest({
+      payload: 1,
+      m2m: { tinyml: { score: 0.2, model: 'sensor-behaviour-v1', source: 'temp' } },
+    });
     assert.equal(output, 2);
     assert.equal(msg.m2m.decision, 'declined');
     assert.deepEqual(msg.m2m.reasons, ['tinyml_low']);
@@ -104,9 +123,18 @@ describe('nodes: provision and attest against the m2m-verifier node', function (
   it('sends TinyML evidence that has no score (warming up) and routes the review to output 2 without a token', async () => {
     await load();
     await provision();
-    const tinyml = { source: 'press-1', score: null, trusted: false, reason: 'warming_up', model: 'sensor-behaviour-v1-stamped@x' };
+    const tinyml = {
+      source: 'press-1',
+      score: null,
+      trusted: false,
+      reason: 'warming_up',
+      model: 'sensor-behaviour-v1-stamped@x',
+    };
     const { output, msg } = await attest({ payload: 1, m2m: { tinyml } });
-    assert.deepEqual([output, msg.m2m.decision, msg.m2m.reasons, msg.m2m.token], [2, 'in_review', ['tinyml_unscored'], undefined]);
+    assert.deepEqual(
+      [output, msg.m2m.decision, msg.m2m.reasons, msg.m2m.token],
+      [2, 'in_review', ['tinyml_unscored'], undefined],
+    );
   });
 
   it('routes an attestation of an unregistered device to output 2 with device_unknown', async () => {
@@ -119,7 +147,10 @@ describe('nodes: provision and attest against the m2m-verifier node', function (
   it('routes a revoked device to output 2, and refuses to provision it again', async () => {
     await load();
     await provision();
-    const revoke = await fetch(`${http.url}/m2m/v1/devices/press-7/revoke`, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY } });
+    const revoke = await fetch(`${http.url}/m2m/v1/devices/press-7/revoke`, {
+      method: 'POST',
+      headers: { 'x-api-key': ADMIN_KEY },
+    });
     assert.equal(revoke.status, 200);
     const { output, msg } = await attest();
     assert.deepEqual([output, msg.m2m.reasons], [2, ['device_unknown']]);
@@ -157,7 +188,8 @@ describe('nodes: provision and attest against the m2m-verifier node', function (
     await helper.load([http.capture, catchNode, ...m2mNodes], flow, credentials);
     const verifier = helper.getNode('verifier');
     await new Promise(resolve => setTimeout(resolve, 200));
-    const last = (verifier.status as unknown as { lastCall: { args: Array<{ fill: string; text: string }> } }).lastCall.args[0];
+    const last = (verifier.status as unknown as { lastCall: { args: Array<{ fill: string; text: string }> } }).lastCall
+      .args[0];
     assert.deepEqual([last.fill, last.text], ['red', 'm2m-verifier.status.failed']);
     const health = await fetch(`${http.url}/m2m/v1/health`);
     assert.equal(health.status, 503);
@@ -174,19 +206,33 @@ describe('nodes: provision and attest against the m2m-verifier node', function (
   it('never lets the private key reach a msg, a log line or the exported flow', async () => {
     await load();
     const seen: unknown[] = [];
-    for (const id of ['provisioned', 'approved', 'declined', 'caught']) helper.getNode(id).on('input', (msg: unknown) => seen.push(msg));
+    for (const id of ['provisioned', 'approved', 'declined', 'caught'])
+      helper.getNode(id).on('input', (msg: unknown) => seen.push(msg));
     await provision();
     await attest();
     await attest({ payload: 0, m2m: { tinyml: { score: 0.1, model: 'm' } } });
 
-    const seed = Buffer.from(new Keystore(`${userDir}/m2m-identity/keys`, KEYSTORE_SECRET).load('press-7')!.privateKey.exportSeed());
+    const seed = Buffer.from(
+      new Keystore(`${userDir}/m2m-identity/keys`, KEYSTORE_SECRET).load('press-7')!.privateKey.exportSeed(),
+    );
     const forms = ['hex', 'base64', 'base64url'].map(encoding => seed.toString(encoding as BufferEncoding));
     // What the editor exports: the runtime's active flow configuration.
-    const flows = (helper as unknown as { _redNodes: { getFlows(): { flows: Array<{ id: string }> } } })._redNodes.getFlows();
+    const flows = (
+      helper as unknown as { _redNodes: { getFlows(): { flows: Array<{ id: string }> } } }
+    )._redNodes.getFlows();
     assert.ok(flows.flows.some(node => node.id === 'device'));
     const logLines = helper.log().args.map((args: unknown[]) => JSON.stringify(args));
-    const statuses = ['provision', 'attest', 'verifier'].flatMap(id => (helper.getNode(id).status as unknown as { args: unknown[][] }).args.map((args: unknown[]) => JSON.stringify(args)));
-    const haystacks = { msgs: JSON.stringify(seen), flows: JSON.stringify(flows), logs: logLines.join('\n'), statuses: statuses.join('\n') };
+    const statuses = ['provision', 'attest', 'verifier'].flatMap(id =>
+      (helper.getNode(id).status as unknown as { args: unknown[][] }).args.map((args: unknown[]) =>
+        JSON.stringify(args),
+      ),
+    );
+    const haystacks = {
+      msgs: JSON.stringify(seen),
+      flows: JSON.stringify(flows),
+      logs: logLines.join('\n'),
+      statuses: statuses.join('\n'),
+    };
     assert.equal(seen.length, 3);
     for (const [where, text] of Object.entries(haystacks)) {
       for (const form of forms) assert.ok(!text.includes(form), `private key found in ${where}`);

@@ -5,7 +5,7 @@ import { Ed25519PrivateKey } from '../../lib/crypto/ed25519';
 import { signPeerMessage } from '../../lib/peer-signature';
 import { WINDOW } from '../../lib/tinyml/features';
 import { plant, samples } from '../tinyml/fixtures';
-import { helper, m2mNodes, newUserDir, removeDir } from './harness';
+import { helper, m2mNodes, newUserDir, removeDir, startNodeRed, stopNodeRed } from './harness';
 
 const ENROL_WINDOWS = 10;
 
@@ -16,7 +16,16 @@ interface Outputs {
 
 function flow(config: Record<string, unknown> = {}) {
   return [
-    { id: 'verify', type: 'm2m-tinyml-verify', timeProperty: 'timestamp', enrolWindows: ENROL_WINDOWS, unverified: 'reject', enrolOnRequest: true, wires: [['trusted'], ['suspicious']], ...config },
+    {
+      id: 'verify',
+      type: 'm2m-tinyml-verify',
+      timeProperty: 'timestamp',
+      enrolWindows: ENROL_WINDOWS,
+      unverified: 'reject',
+      enrolOnRequest: true,
+      wires: [['trusted'], ['suspicious']],
+      ...config,
+    },
     { id: 'trusted', type: 'helper' },
     { id: 'suspicious', type: 'helper' },
   ];
@@ -27,11 +36,12 @@ describe('nodes: m2m-tinyml-verify', function () {
   let userDir: string;
   let out: Outputs;
 
-  beforeEach(function (done) { helper.startServer(done); });
-  beforeEach(() => { userDir = newUserDir(); });
+  beforeEach(async () => {
+    await startNodeRed();
+    userDir = newUserDir();
+  });
   afterEach(async () => {
-    await helper.unload();
-    await new Promise<void>(resolve => helper.stopServer(() => resolve()));
+    await stopNodeRed();
     removeDir(userDir);
   });
 
@@ -49,7 +59,8 @@ describe('nodes: m2m-tinyml-verify', function () {
     for (const msg of messages) node.receive(msg);
     const started = Date.now();
     while (out.trusted.length + out.suspicious.length < expected) {
-      if (Date.now() - started > 30_000) throw new Error(`only ${out.trusted.length + out.suspicious.length} of ${expected} messages came out`);
+      if (Date.now() - started > 30_000)
+        throw new Error(`only ${out.trusted.length + out.suspicious.length} of ${expected} messages came out`);
       await new Promise(resolve => setTimeout(resolve, 20));
     }
   }
@@ -65,10 +76,14 @@ describe('nodes: m2m-tinyml-verify', function () {
     return site;
   }
 
-  it('enrols a source on msg.m2m.enrol, then routes genuine readings to output 1 with the score', async function () {
+  it('enrols a source on msg.m2m.enrol, then routes genuine readings to output 1 with the score', async () => {
     await load();
     const site = await enrol();
-    assert.equal(out.suspicious.length, ENROL_WINDOWS * WINDOW, 'enrolment readings are unverified: output 2 under reject');
+    assert.equal(
+      out.suspicious.length,
+      ENROL_WINDOWS * WINDOW,
+      'enrolment readings are unverified: output 2 under reject',
+    );
     assert.ok(out.suspicious.every(m => m.m2m.tinyml.reason === 'enrolling'));
     out.suspicious.length = 0;
     const later = readings(site.genuine.record(1e6 + 3_600_000, 6 * WINDOW));
@@ -79,29 +94,43 @@ describe('nodes: m2m-tinyml-verify', function () {
     assert.match(tinyml.model, /^sensor-behaviour-v1-stamped@/);
     assert.ok(tinyml.score >= tinyml.threshold && tinyml.score <= 1);
     const sent = new Map(later.map(m => [m.timestamp, m.payload]));
-    assert.ok(out.trusted.every(m => sent.get(m.timestamp) === m.payload), 'payload passes unchanged');
+    assert.ok(
+      out.trusted.every(m => sent.get(m.timestamp) === m.payload),
+      'payload passes unchanged',
+    );
   });
 
-  it('shows enrolment progress, then the latest score, in its status', async function () {
+  it('shows enrolment progress, then the latest score, in its status', async () => {
     await load();
     const statuses: Array<{ fill?: string; text?: string }> = [];
     const node = helper.getNode('verify') as unknown as { status(s: object): void };
     const show = node.status.bind(node);
-    node.status = s => { statuses.push(s); show(s); };
+    node.status = s => {
+      statuses.push(s);
+      show(s);
+    };
     const site = plant(15);
     const messages = readings(site.genuine.record(1e6, ENROL_WINDOWS * WINDOW));
     (messages[0] as { m2m?: unknown }).m2m = { enrol: true };
     await send(messages.slice(0, 5 * WINDOW));
     await new Promise(resolve => setTimeout(resolve, 600));
     // The test helper loads no message catalogs: statuses read as their catalog keys here.
-    assert.deepEqual(statuses[statuses.length - 1], { fill: 'yellow', shape: 'ring', text: 'm2m-tinyml-verify.status.enrolling' });
+    assert.deepEqual(statuses[statuses.length - 1], {
+      fill: 'yellow',
+      shape: 'ring',
+      text: 'm2m-tinyml-verify.status.enrolling',
+    });
     await send(messages.slice(5 * WINDOW));
     await send(readings(site.genuine.record(1e6 + 3_600_000, 2 * WINDOW)));
     await new Promise(resolve => setTimeout(resolve, 600));
-    assert.deepEqual(statuses[statuses.length - 1], { fill: 'green', shape: 'dot', text: 'm2m-tinyml-verify.status.score' });
+    assert.deepEqual(statuses[statuses.length - 1], {
+      fill: 'green',
+      shape: 'dot',
+      text: 'm2m-tinyml-verify.status.score',
+    });
   });
 
-  it('routes a software simulator posing as the source to output 2', async function () {
+  it('routes a software simulator posing as the source to output 2', async () => {
     await load();
     const site = await enrol(12);
     out.suspicious.length = 0;
@@ -110,7 +139,7 @@ describe('nodes: m2m-tinyml-verify', function () {
     assert.ok(flagged.length > 0.9 * 4 * WINDOW, `${flagged.length} flagged`);
   });
 
-  it('ignores msg.m2m.enrol on an enrolled source unless the node accepts enrolment requests', async function () {
+  it('ignores msg.m2m.enrol on an enrolled source unless the node accepts enrolment requests', async () => {
     await load();
     const site = await enrol(16);
     await helper.unload();
@@ -124,7 +153,7 @@ describe('nodes: m2m-tinyml-verify', function () {
     assert.ok(out.suspicious.filter(m => m.m2m.tinyml.reason === 'score_below_threshold').length > 0.9 * 4 * WINDOW);
   });
 
-  it('persists profiles under the user dir and verifies with them after a redeploy', async function () {
+  it('persists profiles under the user dir and verifies with them after a redeploy', async () => {
     await load();
     const site = await enrol(13);
     await helper.unload();
@@ -136,44 +165,56 @@ describe('nodes: m2m-tinyml-verify', function () {
     assert.equal(out.suspicious.filter(m => m.m2m.tinyml.reason === 'not_enrolled').length, 0);
   });
 
-  describe('sources without a verdict', function () {
-    const unknown = [{ topic: 'stranger', payload: 1, timestamp: 5 }, { topic: 'stranger', payload: 2, timestamp: 15 }];
+  describe('sources without a verdict', () => {
+    const unknown = [
+      { topic: 'stranger', payload: 1, timestamp: 5 },
+      { topic: 'stranger', payload: 2, timestamp: 15 },
+    ];
 
-    it('pass: output 1, marked unverified', async function () {
+    it('pass: output 1, marked unverified', async () => {
       await load({ unverified: 'pass' });
       await send(unknown);
       assert.equal(out.trusted.length, 2);
-      assert.deepEqual({ ...out.trusted[0].m2m.tinyml, model: undefined }, { model: undefined, source: 'stranger', score: null, trusted: false, reason: 'not_enrolled' });
+      assert.deepEqual(
+        { ...out.trusted[0].m2m.tinyml, model: undefined },
+        { model: undefined, source: 'stranger', score: null, trusted: false, reason: 'not_enrolled' },
+      );
     });
 
-    it('reject: output 2', async function () {
+    it('reject: output 2', async () => {
       await load({ unverified: 'reject' });
       await send(unknown);
       assert.equal(out.suspicious.length, 2);
     });
 
-    it('hold: kept until the first verdict, then routed by it', async function () {
+    it('hold: kept until the first verdict, then routed by it', async () => {
       await load({ unverified: 'hold', mode: 'enrol' });
       const site = plant(14);
       await send(readings(site.genuine.record(1e6, (ENROL_WINDOWS + 1) * WINDOW)).slice(0, -WINDOW + 1));
       // The enrolment readings wait for the first scored reading, then all go where it goes.
       const all = [...out.trusted, ...out.suspicious];
       assert.equal(all.filter(m => m.m2m.tinyml.held).length, ENROL_WINDOWS * WINDOW);
-      assert.ok(out.trusted.length === all.length || out.suspicious.length === all.length, 'one verdict routes them all');
+      assert.ok(
+        out.trusted.length === all.length || out.suspicious.length === all.length,
+        'one verdict routes them all',
+      );
     });
   });
 
-  it('sends non-numeric readings and out-of-order times to output 2 with the reason', async function () {
+  it('sends non-numeric readings and out-of-order times to output 2 with the reason', async () => {
     await load({ unverified: 'pass' });
     await send([
       { topic: 'a', payload: 'on fire', timestamp: 10 },
       { topic: 'a', payload: { nested: 1 }, timestamp: 10 },
       { topic: 'a', payload: 3, timestamp: 'not a time' },
     ]);
-    assert.deepEqual(out.suspicious.map(m => m.m2m.tinyml.reason), ['invalid_value', 'invalid_value', 'invalid_time']);
+    assert.deepEqual(
+      out.suspicious.map(m => m.m2m.tinyml.reason),
+      ['invalid_value', 'invalid_value', 'invalid_time'],
+    );
   });
 
-  it('reports a missing model at deploy and never trusts a message', async function () {
+  it('reports a missing model at deploy and never trusts a message', async () => {
     await load({ model: path.join(userDir, 'no-such-model') });
     await send([{ topic: 'a', payload: 1, timestamp: 1 }]);
     assert.equal(out.suspicious[0].m2m.tinyml.reason, 'model_unavailable');
@@ -181,7 +222,7 @@ describe('nodes: m2m-tinyml-verify', function () {
     assert.ok(logged.length >= 1, 'the load error was logged');
   });
 
-  describe('peer signatures', function () {
+  describe('peer signatures', () => {
     const key = Ed25519PrivateKey.generate();
 
     async function loadWithTrust(config: Record<string, unknown> = {}) {
@@ -190,13 +231,15 @@ describe('nodes: m2m-tinyml-verify', function () {
       await load({ unverified: 'pass', trustStore, ...config });
     }
 
-    it('accepts a valid signature and records who signed', async function () {
+    it('accepts a valid signature and records who signed', async () => {
       await loadWithTrust();
-      await send([{ topic: 'plc-4', payload: 42.5, timestamp: 1, m2m: { signature: signPeerMessage(42.5, key, 'plc-4') } }]);
+      await send([
+        { topic: 'plc-4', payload: 42.5, timestamp: 1, m2m: { signature: signPeerMessage(42.5, key, 'plc-4') } },
+      ]);
       assert.deepEqual(out.trusted[0].m2m.peer, { valid: true, kid: 'plc-4' });
     });
 
-    it('sends tampered, unknown-key or missing signatures to output 2', async function () {
+    it('sends tampered, unknown-key or missing signatures to output 2', async () => {
       await loadWithTrust({ requireSignature: true });
       const other = Ed25519PrivateKey.generate();
       await send([
@@ -204,8 +247,14 @@ describe('nodes: m2m-tinyml-verify', function () {
         { topic: 'plc-4', payload: 42.5, timestamp: 2, m2m: { signature: signPeerMessage(42.5, other, 'plc-9') } },
         { topic: 'plc-4', payload: 42.5, timestamp: 3 },
       ]);
-      assert.deepEqual(out.suspicious.map(m => m.m2m.tinyml.reason), ['payload_mismatch', 'unknown_key', 'unsigned']);
-      assert.deepEqual(out.suspicious.map(m => m.m2m.peer.reason), ['payload_mismatch', 'unknown_key', 'unsigned']);
+      assert.deepEqual(
+        out.suspicious.map(m => m.m2m.tinyml.reason),
+        ['payload_mismatch', 'unknown_key', 'unsigned'],
+      );
+      assert.deepEqual(
+        out.suspicious.map(m => m.m2m.peer.reason),
+        ['payload_mismatch', 'unknown_key', 'unsigned'],
+      );
     });
   });
 });

@@ -12,19 +12,19 @@ const metrics = (variant: string) => JSON.parse(fs.readFileSync(path.join(family
 describe('tinyml model card', function () {
   this.timeout(120_000);
 
-  it('shows the figures of metrics.json', function () {
+  it('shows the figures of metrics.json', () => {
     const card = fs.readFileSync(path.join(family, 'README.md'), 'utf8');
     assert.ok(card.includes(metricsTable({ stamped: metrics('stamped').report, arrival: metrics('arrival').report })));
   });
 
-  it('meets the targets with stamped readings: EER ≤ 2 % same-model, ≤ 1 % simulator, replays ≥ 99 % caught', function () {
+  it('meets the targets with stamped readings: EER ≤ 2 % same-model, ≤ 1 % simulator, replays ≥ 99 % caught', () => {
     const { impostors } = metrics('stamped').report;
     assert.ok(impostors.same_model.eer <= 0.02, `same-model EER ${impostors.same_model.eer}`);
     assert.ok(impostors.simulator.eer <= 0.01, `simulator EER ${impostors.simulator.eer}`);
     assert.ok(impostors.replay.replayFlagged >= 0.99, `replays caught ${impostors.replay.replayFlagged}`);
   });
 
-  it('is reproduced by `npm run eval-model` from the shipped models', async function () {
+  it('is reproduced by `npm run eval-model` from the shipped models', async () => {
     const evalModel = path.join(__dirname, '..', '..', 'bin', 'eval-model.js');
     const { stdout } = await promisify(execFile)(process.execPath, [evalModel]);
     assert.match(stdout, /every figure of .* reproduced/);

@@ -6,7 +6,14 @@ import { useBackend } from '../../lib/tinyml/backend';
 import { shippedModelDir } from '../../lib/tinyml/catalog';
 import { BehaviourModel } from '../../lib/tinyml/model';
 import { SeededRandom } from '../../lib/tinyml/random';
-import { drawInstallation, drawUnit, SimulatedSensor, SoftwareImpostor, type Installation, type Recording } from '../../lib/tinyml/simulator';
+import {
+  drawInstallation,
+  drawUnit,
+  SimulatedSensor,
+  SoftwareImpostor,
+  type Installation,
+  type Recording,
+} from '../../lib/tinyml/simulator';
 
 /** The shipped model for sources that stamp their readings, as the fixtures' sensors do. */
 export const SHIPPED_MODEL = shippedModelDir('source');
@@ -48,6 +55,7 @@ export function tempDir(): string {
 /** A copy of the shipped model in a temp dir, to break in a test. */
 export function modelCopy(): string {
   const dir = tempDir();
-  for (const file of ['model.json', 'weights.bin']) fs.copyFileSync(path.join(SHIPPED_MODEL, file), path.join(dir, file));
+  for (const file of ['model.json', 'weights.bin'])
+    fs.copyFileSync(path.join(SHIPPED_MODEL, file), path.join(dir, file));
   return dir;
 }

@@ -13,7 +13,7 @@ function randomFeatures(rows: number, seed: number): Float32Array {
 describe('tinyml model', function () {
   this.timeout(60_000);
 
-  it('ships at most 32 KB of weights, described by its model.json', async function () {
+  it('ships at most 32 KB of weights, described by its model.json', async () => {
     const model = await shippedModel();
     const bytes = model.weights().reduce((sum, l) => sum + 4 * (l.kernel.length + l.bias.length), 0);
     assert.ok(bytes <= 32 * 1024, `${bytes} bytes`);
@@ -21,23 +21,26 @@ describe('tinyml model', function () {
     assert.match(model.id, /^sensor-behaviour-v1-stamped@[0-9a-f]{12}$/);
   });
 
-  it('computes what the layers model computes, as unit-length embeddings', async function () {
+  it('computes what the layers model computes, as unit-length embeddings', async () => {
     const model = await shippedModel();
     const layers = await tf.loadLayersModel(tf.io.fromMemory(readArtifacts()));
     const { featureMean, featureStd } = model.metadata;
     const rows = 5;
     const features = randomFeatures(rows, 1);
     const standardised = features.map((v, i) => (v - featureMean[i % FEATURE_COUNT]) / featureStd[i % FEATURE_COUNT]);
-    const reference = tf.tidy(() => (layers.predict(tf.tensor2d(standardised, [rows, FEATURE_COUNT])) as tf.Tensor).arraySync() as number[][]);
+    const reference = tf.tidy(
+      () => (layers.predict(tf.tensor2d(standardised, [rows, FEATURE_COUNT])) as tf.Tensor).arraySync() as number[][],
+    );
     layers.dispose();
     const embedded = model.embed(features, rows);
     for (let r = 0; r < rows; r++) {
       const norm = Math.hypot(...reference[r]);
-      reference[r].forEach((v, c) => assert.ok(Math.abs(v / norm - embedded[r * model.embeddingSize + c]) < 1e-4));
+      for (const [c, v] of reference[r].entries())
+        assert.ok(Math.abs(v / norm - embedded[r * model.embeddingSize + c]) < 1e-4);
     }
   });
 
-  it('leaks no tensors over 100k inferences, single and batched', async function () {
+  it('leaks no tensors over 100k inferences, single and batched', async () => {
     const model = await shippedModel();
     const single = randomFeatures(1, 2);
     const batch = randomFeatures(100, 3);
@@ -48,9 +51,11 @@ describe('tinyml model', function () {
     assert.equal(tf.memory().numTensors, before);
   });
 
-  describe('refuses a broken model with a clear error', function () {
+  describe('refuses a broken model with a clear error', () => {
     let dir: string;
-    beforeEach(() => { dir = modelCopy(); });
+    beforeEach(() => {
+      dir = modelCopy();
+    });
     afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
     const cases: Array<[string, (dir: string) => void, RegExp]> = [
@@ -58,16 +63,23 @@ describe('tinyml model', function () {
       ['a corrupt model.json', d => fs.writeFileSync(path.join(d, 'model.json'), '{"modelTop'), /model\.json: .*JSON/],
       ['missing weights', d => fs.rmSync(path.join(d, 'weights.bin')), /weights file missing/],
       ['truncated weights', d => fs.truncateSync(path.join(d, 'weights.bin'), 100), /weights are 100 bytes/],
-      ['another feature set', d => {
-        const json = JSON.parse(fs.readFileSync(path.join(d, 'model.json'), 'utf8'));
-        json.userDefinedMetadata.m2m.featureVersion = 99;
-        fs.writeFileSync(path.join(d, 'model.json'), JSON.stringify(json));
-      }, /feature set v99/],
+      [
+        'another feature set',
+        d => {
+          const json = JSON.parse(fs.readFileSync(path.join(d, 'model.json'), 'utf8'));
+          json.userDefinedMetadata.m2m.featureVersion = 99;
+          fs.writeFileSync(path.join(d, 'model.json'), JSON.stringify(json));
+        },
+        /feature set v99/,
+      ],
     ];
     for (const [what, breakIt, message] of cases) {
-      it(what, async function () {
+      it(what, async () => {
         breakIt(dir);
-        await assert.rejects(BehaviourModel.load(dir), (err: Error) => err instanceof ModelError && message.test(err.message));
+        await assert.rejects(
+          BehaviourModel.load(dir),
+          (err: Error) => err instanceof ModelError && message.test(err.message),
+        );
       });
     }
   });

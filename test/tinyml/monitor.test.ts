@@ -10,9 +10,19 @@ import { SeededRandom } from '../../lib/tinyml/random';
 import { plant, samples, shippedModel, tempDir } from './fixtures';
 
 const ENROL_WINDOWS = 20;
-const options: MonitorOptions = { enrolWindows: ENROL_WINDOWS, maxSources: 100, replayMemory: 65536, autoEnrol: false, maxBatch: 64 };
+const options: MonitorOptions = {
+  enrolWindows: ENROL_WINDOWS,
+  maxSources: 100,
+  replayMemory: 65536,
+  autoEnrol: false,
+  maxBatch: 64,
+};
 
-async function feed(monitor: BehaviourMonitor, source: string, stream: Array<{ value: number; time: number }>): Promise<Verdict[]> {
+async function feed(
+  monitor: BehaviourMonitor,
+  source: string,
+  stream: Array<{ value: number; time: number }>,
+): Promise<Verdict[]> {
   return Promise.all(stream.map(s => monitor.observe(source, s.value, s.time)));
 }
 
@@ -31,7 +41,9 @@ describe('tinyml behaviour monitor', function () {
   let dir: string;
   let store: ProfileStore;
 
-  before(async () => { model = await shippedModel(); });
+  before(async () => {
+    model = await shippedModel();
+  });
   beforeEach(() => {
     dir = tempDir();
     store = new ProfileStore(path.join(dir, 'profiles.json'), model.id, model.embeddingSize);
@@ -50,7 +62,7 @@ describe('tinyml behaviour monitor', function () {
     return { site, monitor, verdicts, enrolment };
   }
 
-  it('learns a profile from N windows, then trusts the genuine sensor', async function () {
+  it('learns a profile from N windows, then trusts the genuine sensor', async () => {
     const { site, monitor, verdicts } = await enrolled(101);
     assert.ok(verdicts.every(v => v.status === 'unverified' && v.reason === 'enrolling'));
     assert.ok(store.get('press-1'), 'profile stored');
@@ -59,7 +71,7 @@ describe('tinyml behaviour monitor', function () {
     assert.ok(scored(later).every(v => v.score >= 0 && v.score <= 1 && !v.replay));
   });
 
-  it('flags a software simulator posing as the sensor', async function () {
+  it('flags a software simulator posing as the sensor', async () => {
     const { site, monitor } = await enrolled(202);
     const faked = await feed(monitor, 'press-1', samples(site.simulator.record(1e6 + 3_600_000, 12 * WINDOW)));
     // The first windows still average in genuine scores; judge once the decision is all impostor.
@@ -67,7 +79,7 @@ describe('tinyml behaviour monitor', function () {
     assert.ok(settled.filter(v => !v.trusted).length / settled.length >= 0.95);
   });
 
-  it('scores replayed genuine data as 0 and marks it', async function () {
+  it('scores replayed genuine data as 0 and marks it', async () => {
     const { monitor, enrolment } = await enrolled(303);
     const played = replay(enrolment, 300, 3 * WINDOW, 7_200_000, new SeededRandom(1));
     const verdicts = scored(await feed(monitor, 'press-1', samples(played)));
@@ -77,7 +89,7 @@ describe('tinyml behaviour monitor', function () {
     assert.equal(last.trusted, false);
   });
 
-  it('scores windows that complete in the same tick in shared model calls (micro-batches)', async function () {
+  it('scores windows that complete in the same tick in shared model calls (micro-batches)', async () => {
     const { site, monitor } = await enrolled(909);
     const embed = model.embed.bind(model);
     const calls: number[] = [];
@@ -96,7 +108,7 @@ describe('tinyml behaviour monitor', function () {
     }
   });
 
-  it('warms up on the first window after a restart, verifying with the stored profile', async function () {
+  it('warms up on the first window after a restart, verifying with the stored profile', async () => {
     const { site } = await enrolled(404);
     const restarted = new BehaviourMonitor(model, store, options);
     const verdicts = await feed(restarted, 'press-1', samples(site.genuine.record(5e6, 2 * WINDOW)));
@@ -104,20 +116,21 @@ describe('tinyml behaviour monitor', function () {
     assert.ok(verdicts.slice(WINDOW - 1).every(v => v.status === 'scored'));
   });
 
-  it('keeps no state for unknown sources, however many ids arrive', async function () {
+  it('keeps no state for unknown sources, however many ids arrive', async () => {
     const monitor = new BehaviourMonitor(model, store, options);
-    for (let i = 0; i < 5000; i++) assert.deepEqual(monitor.observe(`sensor-${i}`, 1, i), { status: 'unverified', reason: 'not_enrolled' });
+    for (let i = 0; i < 5000; i++)
+      assert.deepEqual(monitor.observe(`sensor-${i}`, 1, i), { status: 'unverified', reason: 'not_enrolled' });
     assert.equal(monitor.liveSources, 0);
   });
 
-  it('bounds live sources with an LRU when enrolling many', async function () {
+  it('bounds live sources with an LRU when enrolling many', async () => {
     const monitor = new BehaviourMonitor(model, store, { ...options, autoEnrol: true, maxSources: 50 });
     for (let i = 0; i < 3000; i++) monitor.observe(`sensor-${i}`, i % 7, i);
     assert.equal(monitor.liveSources, 50);
     assert.equal(monitor.evicted, 2950);
   });
 
-  it('rejects non-numeric values and bad, out-of-order or duplicate times, without using them', async function () {
+  it('rejects non-numeric values and bad, out-of-order or duplicate times, without using them', async () => {
     const { monitor } = await enrolled(505);
     const t = 1e6 + 1e7;
     assert.deepEqual(monitor.observe('press-1', 'hot', t), { status: 'rejected', reason: 'invalid_value' });
@@ -129,8 +142,8 @@ describe('tinyml behaviour monitor', function () {
     assert.deepEqual(monitor.observe('press-1', 20, t), { status: 'rejected', reason: 'duplicate_time' });
   });
 
-  describe('profiles on disk', function () {
-    it('persist across a restart', async function () {
+  describe('profiles on disk', () => {
+    it('persist across a restart', async () => {
       await enrolled(606);
       store.flush();
       const reopened = new ProfileStore(path.join(dir, 'profiles.json'), model.id, model.embeddingSize);
@@ -138,16 +151,20 @@ describe('tinyml behaviour monitor', function () {
       assert.deepEqual(reopened.get('press-1'), store.get('press-1'));
     });
 
-    it('from another model version are skipped and counted, never used', async function () {
+    it('from another model version are skipped and counted, never used', async () => {
       await enrolled(707);
       store.flush();
-      const other = new ProfileStore(path.join(dir, 'profiles.json'), 'sensor-behaviour-v1@000000000000', model.embeddingSize);
+      const other = new ProfileStore(
+        path.join(dir, 'profiles.json'),
+        'sensor-behaviour-v1@000000000000',
+        model.embeddingSize,
+      );
       assert.equal(other.loaded.skipped, 1);
       assert.match(other.loaded.problem!, /re-enrol/);
       assert.equal(other.get('press-1'), undefined);
     });
 
-    it('moves a corrupt file aside and starts empty', function () {
+    it('moves a corrupt file aside and starts empty', () => {
       const file = path.join(dir, 'profiles.json');
       fs.writeFileSync(file, '{"model": 3');
       const reopened = new ProfileStore(file, model.id, model.embeddingSize);
@@ -156,7 +173,7 @@ describe('tinyml behaviour monitor', function () {
       assert.equal(fs.readdirSync(dir).filter(f => f.includes('.corrupt-')).length, 1);
     });
 
-    it('skips single malformed profiles and keeps the rest', async function () {
+    it('skips single malformed profiles and keeps the rest', async () => {
       await enrolled(808);
       store.flush();
       const file = path.join(dir, 'profiles.json');

@@ -7,8 +7,12 @@ import { admin, enrol, startHarness, type Harness } from './harness';
 
 describe('verifier: identity API v1 over HTTP', () => {
   let v: Harness;
-  beforeEach(async () => { v = await startHarness(); });
-  afterEach(async () => { await v.stop(); });
+  beforeEach(async () => {
+    v = await startHarness();
+  });
+  afterEach(async () => {
+    await v.stop();
+  });
 
   async function registered(device: DeviceIdentity = makeDevice()): Promise<DeviceIdentity> {
     const answer = await v.post('/v1/devices', { registration: registration(device, v.clock.now) }, enrol);
@@ -21,7 +25,9 @@ describe('verifier: identity API v1 over HTTP', () => {
     return answer.body.nonce;
   }
   async function attest(device: DeviceIdentity, nonce: string, extra: Parameters<typeof attestation>[3] = {}) {
-    return v.post('/v1/attestations', { attestation: attestation(device, v.url, nonce, { now: v.clock.now, ...extra }) });
+    return v.post('/v1/attestations', {
+      attestation: attestation(device, v.url, nonce, { now: v.clock.now, ...extra }),
+    });
   }
 
   describe('registration', () => {
@@ -47,7 +53,11 @@ describe('verifier: identity API v1 over HTTP', () => {
     it('answers 401 without an enrollment token and 403 with a wrong one', async () => {
       const device = makeDevice();
       const missing = await v.post('/v1/devices', { registration: registration(device, v.clock.now) });
-      const wrong = await v.post('/v1/devices', { registration: registration(device, v.clock.now) }, { authorization: 'Bearer guess' });
+      const wrong = await v.post(
+        '/v1/devices',
+        { registration: registration(device, v.clock.now) },
+        { authorization: 'Bearer guess' },
+      );
       assert.deepEqual([missing.status, wrong.status], [401, 403]);
       assert.match(missing.type, /^application\/problem\+json/);
     });
@@ -55,13 +65,26 @@ describe('verifier: identity API v1 over HTTP', () => {
     it('refuses a registration not signed by the key it carries (proof of possession)', async () => {
       const device = makeDevice();
       const other = Ed25519PrivateKey.generate();
-      const forged = signJws({ deviceId: device.deviceId, jwk: device.privateKey.publicKey.toJwk(), fingerprint: { salt: '00'.repeat(16), components: {} }, iat: Math.floor(v.clock.now / 1000) }, JWS_TYPES.registration, other);
+      const forged = signJws(
+        {
+          deviceId: device.deviceId,
+          jwk: device.privateKey.publicKey.toJwk(),
+          fingerprint: { salt: '00'.repeat(16), components: {} },
+          iat: Math.floor(v.clock.now / 1000),
+        },
+        JWS_TYPES.registration,
+        other,
+      );
       const answer = await v.post('/v1/devices', { registration: forged }, enrol);
       assert.deepEqual([answer.status, answer.body.code], [400, 'bad_signature']);
     });
 
     it('refuses a registration whose iat is more than 5 minutes off', async () => {
-      const answer = await v.post('/v1/devices', { registration: registration(makeDevice(), v.clock.now - 301_000) }, enrol);
+      const answer = await v.post(
+        '/v1/devices',
+        { registration: registration(makeDevice(), v.clock.now - 301_000) },
+        enrol,
+      );
       assert.deepEqual([answer.status, answer.body.code], [400, 'stale_iat']);
     });
 
@@ -81,12 +104,18 @@ describe('verifier: identity API v1 over HTTP', () => {
   describe('challenge and attestation', () => {
     it('approves a registered device and returns a token that jose verifies against the JWKS', async () => {
       const device = await registered();
-      const answer = await attest(device, await nonceFor(device), { tinyml: { score: 0.93, model: 'sensor-behaviour-v1' } });
+      const answer = await attest(device, await nonceFor(device), {
+        tinyml: { score: 0.93, model: 'sensor-behaviour-v1' },
+      });
       assert.equal(answer.status, 200);
       assert.equal(answer.body.decision, 'approved', JSON.stringify(answer.body));
       assert.deepEqual(answer.body.reasons, []);
       const jwks = jose.createLocalJWKSet((await v.get('/.well-known/jwks.json')).body);
-      const { payload, protectedHeader } = await jose.jwtVerify(answer.body.token, jwks, { issuer: v.url, audience: v.url, currentDate: new Date(v.clock.now) });
+      const { payload, protectedHeader } = await jose.jwtVerify(answer.body.token, jwks, {
+        issuer: v.url,
+        audience: v.url,
+        currentDate: new Date(v.clock.now),
+      });
       assert.equal(protectedHeader.alg, 'EdDSA');
       assert.equal(payload.sub, device.deviceId);
       assert.equal((payload.cnf as { jkt: string }).jkt, device.privateKey.publicKey.thumbprint());
@@ -114,7 +143,10 @@ describe('verifier: identity API v1 over HTTP', () => {
       const nonce = await nonceFor(device);
       assert.equal((await attest(device, nonce)).body.decision, 'approved');
       const replay = await attest(device, nonce);
-      assert.deepEqual([replay.body.decision, replay.body.reasons, replay.body.token], ['declined', ['nonce_reused'], undefined]);
+      assert.deepEqual(
+        [replay.body.decision, replay.body.reasons, replay.body.token],
+        ['declined', ['nonce_reused'], undefined],
+      );
     });
 
     it('declines an expired nonce', async () => {
@@ -147,13 +179,19 @@ describe('verifier: identity API v1 over HTTP', () => {
 
     it('declines an attestation meant for another verifier (aud)', async () => {
       const device = await registered();
-      const answer = await v.post('/v1/attestations', { attestation: attestation(device, 'https://other-verifier.example', await nonceFor(device), { now: v.clock.now }) });
+      const answer = await v.post('/v1/attestations', {
+        attestation: attestation(device, 'https://other-verifier.example', await nonceFor(device), {
+          now: v.clock.now,
+        }),
+      });
       assert.deepEqual(answer.body.reasons, ['wrong_aud']);
     });
 
     it('tolerates a trailing slash on aud', async () => {
       const device = await registered();
-      const answer = await v.post('/v1/attestations', { attestation: attestation(device, `${v.url}/`, await nonceFor(device), { now: v.clock.now }) });
+      const answer = await v.post('/v1/attestations', {
+        attestation: attestation(device, `${v.url}/`, await nonceFor(device), { now: v.clock.now }),
+      });
       assert.equal(answer.body.decision, 'approved');
     });
 
@@ -166,19 +204,36 @@ describe('verifier: identity API v1 over HTTP', () => {
 
     it('declines when fewer than 75 % of fingerprint components match, accepts 3 of 4', async () => {
       const device = await registered();
-      const swappedNic = { 'machine-id': 'a1b2c3', 'mac.eth0': 'new-nic', 'cpu.serial': '1000000012345678', 'disk.mmcblk0': 'cid-42' };
-      assert.equal((await attest(device, await nonceFor(device), { rawComponents: swappedNic })).body.decision, 'approved');
+      const swappedNic = {
+        'machine-id': 'a1b2c3',
+        'mac.eth0': 'new-nic',
+        'cpu.serial': '1000000012345678',
+        'disk.mmcblk0': 'cid-42',
+      };
+      assert.equal(
+        (await attest(device, await nonceFor(device), { rawComponents: swappedNic })).body.decision,
+        'approved',
+      );
       const otherBoard = { ...swappedNic, 'cpu.serial': 'other' };
-      assert.deepEqual((await attest(device, await nonceFor(device), { rawComponents: otherBoard })).body.reasons, ['fingerprint_mismatch']);
+      assert.deepEqual((await attest(device, await nonceFor(device), { rawComponents: otherBoard })).body.reasons, [
+        'fingerprint_mismatch',
+      ]);
     });
 
     it('declines fingerprint evidence under another salt, naming the reason once', async () => {
       const device = await registered();
       const nonce = await nonceFor(device);
-      const jws = signJws({
-        iss: device.deviceId, aud: v.url, nonce, iat: Math.floor(v.clock.now / 1000),
-        evidence: { fingerprint: { salt: 'ff'.repeat(16), components: { 'machine-id': '0'.repeat(64) } } },
-      }, JWS_TYPES.attestation, device.privateKey);
+      const jws = signJws(
+        {
+          iss: device.deviceId,
+          aud: v.url,
+          nonce,
+          iat: Math.floor(v.clock.now / 1000),
+          evidence: { fingerprint: { salt: 'ff'.repeat(16), components: { 'machine-id': '0'.repeat(64) } } },
+        },
+        JWS_TYPES.attestation,
+        device.privateKey,
+      );
       const answer = await v.post('/v1/attestations', { attestation: jws });
       assert.deepEqual([answer.body.decision, answer.body.reasons], ['declined', ['fingerprint_mismatch']]);
     });
@@ -194,7 +249,9 @@ describe('verifier: identity API v1 over HTTP', () => {
     it('approves exactly one of 20 concurrent submissions of one attestation', async () => {
       const device = await registered();
       const jws = attestation(device, v.url, await nonceFor(device), { now: v.clock.now });
-      const answers = await Promise.all(Array.from({ length: 20 }, () => v.post('/v1/attestations', { attestation: jws })));
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () => v.post('/v1/attestations', { attestation: jws })),
+      );
       const decisions = answers.map(a => a.body.decision);
       assert.equal(decisions.filter(d => d === 'approved').length, 1);
       assert.equal(answers.filter(a => a.body.reasons?.[0] === 'nonce_reused').length, 19);
@@ -202,7 +259,9 @@ describe('verifier: identity API v1 over HTTP', () => {
 
     it('declines an unknown device with a 200 answer', async () => {
       const ghost = makeDevice();
-      const answer = await v.post('/v1/attestations', { attestation: attestation(ghost, v.url, 'B'.repeat(43), { now: v.clock.now }) });
+      const answer = await v.post('/v1/attestations', {
+        attestation: attestation(ghost, v.url, 'B'.repeat(43), { now: v.clock.now }),
+      });
       assert.deepEqual([answer.status, answer.body.reasons], [200, ['device_unknown']]);
     });
   });
@@ -211,7 +270,9 @@ describe('verifier: identity API v1 over HTTP', () => {
     const payload = { iss: 'x', aud: 'y', nonce: 'A'.repeat(43), iat: 1 };
     for (const alg of ['none', 'HS256', 'ES256']) {
       it(`answers 400 for alg ${alg}`, async () => {
-        const answer = await v.post('/v1/attestations', { attestation: jwsWithHeader({ alg, typ: JWS_TYPES.attestation }, payload) });
+        const answer = await v.post('/v1/attestations', {
+          attestation: jwsWithHeader({ alg, typ: JWS_TYPES.attestation }, payload),
+        });
         assert.deepEqual([answer.status, answer.body.code], [400, 'unsupported_alg']);
       });
     }
@@ -229,12 +290,20 @@ describe('verifier: identity API v1 over HTTP', () => {
 
     it('answers 400 for a malformed JWS and for a payload missing fields', async () => {
       assert.equal((await v.post('/v1/attestations', { attestation: 'not-a-jws' })).body.code, 'malformed_jws');
-      const missingNonce = signJws({ iss: 'x', aud: v.url, iat: 1 }, JWS_TYPES.attestation, Ed25519PrivateKey.generate());
+      const missingNonce = signJws(
+        { iss: 'x', aud: v.url, iat: 1 },
+        JWS_TYPES.attestation,
+        Ed25519PrivateKey.generate(),
+      );
       assert.equal((await v.post('/v1/attestations', { attestation: missingNonce })).status, 400);
     });
 
     it('answers 413 for a body over 1 MiB', async () => {
-      const answer = await fetch(`${v.url}/v1/attestations`, { method: 'POST', body: 'x'.repeat(1024 * 1024 + 1), headers: { 'content-type': 'application/json' } }).catch(err => err);
+      const answer = await fetch(`${v.url}/v1/attestations`, {
+        method: 'POST',
+        body: 'x'.repeat(1024 * 1024 + 1),
+        headers: { 'content-type': 'application/json' },
+      }).catch(err => err);
       if (answer instanceof Error) return; // the server may close the connection before reading on
       assert.equal(answer.status, 413);
     });
@@ -268,11 +337,19 @@ describe('verifier: identity API v1 over HTTP', () => {
     it('introspects per RFC 7662, also form-encoded, and says inactive for expired or foreign tokens', async () => {
       const device = await registered();
       const { token } = (await attest(device, await nonceFor(device))).body;
-      const form = await fetch(`${v.url}/v1/tokens/introspect`, { method: 'POST', headers: { ...admin, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${token}` });
-      const claims = await form.json() as Record<string, unknown>;
+      const form = await fetch(`${v.url}/v1/tokens/introspect`, {
+        method: 'POST',
+        headers: { ...admin, 'content-type': 'application/x-www-form-urlencoded' },
+        body: `token=${token}`,
+      });
+      const claims = (await form.json()) as Record<string, unknown>;
       assert.deepEqual([claims.active, claims.sub], [true, device.deviceId]);
       for (const key of ['exp', 'iat', 'jti']) assert.ok(key in claims, key);
-      const foreign = signJws({ sub: device.deviceId, iss: v.url, aud: v.url, exp: 9e9 }, 'at+jwt', Ed25519PrivateKey.generate());
+      const foreign = signJws(
+        { sub: device.deviceId, iss: v.url, aud: v.url, exp: 9e9 },
+        'at+jwt',
+        Ed25519PrivateKey.generate(),
+      );
       assert.deepEqual((await v.post('/v1/tokens/introspect', { token: foreign }, admin)).body, { active: false });
       v.clock.now += 16 * 60_000;
       assert.deepEqual((await v.post('/v1/tokens/introspect', { token }, admin)).body, { active: false });
@@ -281,9 +358,15 @@ describe('verifier: identity API v1 over HTTP', () => {
     it('lists devices with public keys only', async () => {
       const device = await registered();
       const list = await v.get('/v1/devices', admin);
-      assert.deepEqual(list.body.devices.map((d: { deviceId: string }) => d.deviceId), [device.deviceId]);
+      assert.deepEqual(
+        list.body.devices.map((d: { deviceId: string }) => d.deviceId),
+        [device.deviceId],
+      );
       assert.ok(!('d' in list.body.devices[0].jwk));
-      assert.equal((await v.get(`/v1/devices/${device.deviceId}`, admin)).body.thumbprint, device.privateKey.publicKey.thumbprint());
+      assert.equal(
+        (await v.get(`/v1/devices/${device.deviceId}`, admin)).body.thumbprint,
+        device.privateKey.publicKey.thumbprint(),
+      );
       assert.equal((await v.get('/v1/devices/nobody', admin)).status, 404);
     });
 
@@ -301,11 +384,27 @@ describe('verifier: identity API v1 over HTTP', () => {
       await attest(device, await nonceFor(device));
       await v.post(`/v1/devices/${device.deviceId}/revoke`, {}, admin);
       const events = await (v.verifier as any).store.pendingEvents(10);
-      assert.deepEqual(events.map((e: { webhookType: string }) => e.webhookType), ['device.registered', 'status.updated', 'device.revoked']);
+      assert.deepEqual(
+        events.map((e: { webhookType: string }) => e.webhookType),
+        ['device.registered', 'status.updated', 'device.revoked'],
+      );
       const decision = events[1].payload;
       assert.equal(decision.status, 'Approved');
       assert.equal(decision.vendor_data, device.deviceId);
-      for (const key of ['event_id', 'webhook_type', 'timestamp', 'created_at', 'session_id', 'status', 'workflow_id', 'vendor_data', 'metadata', 'decision', 'device_id']) assert.ok(key in decision, key);
+      for (const key of [
+        'event_id',
+        'webhook_type',
+        'timestamp',
+        'created_at',
+        'session_id',
+        'status',
+        'workflow_id',
+        'vendor_data',
+        'metadata',
+        'decision',
+        'device_id',
+      ])
+        assert.ok(key in decision, key);
     });
   });
 });

@@ -15,11 +15,16 @@ function exitCode(child: ChildProcess): Promise<number | null> {
 
 describe('verifier: standalone command and embedding', () => {
   let dir: string;
-  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-cli-')); });
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-cli-'));
+  });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('prints `listening on`, serves the API and stops with exit 0 on SIGTERM', async () => {
-    const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`], { M2M_ADMIN_KEY: 'a', M2M_ENROLLMENT_TOKEN: 'e' });
+    const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`], {
+      M2M_ADMIN_KEY: 'a',
+      M2M_ENROLLMENT_TOKEN: 'e',
+    });
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
     const health = await fetch(`${url}/v1/health`).then(r => r.json());
     assert.deepEqual(health, { status: 'ok', store: 'ok' });
@@ -30,7 +35,10 @@ describe('verifier: standalone command and embedding', () => {
   });
 
   it('generates secrets it was not given and says so on stderr', async () => {
-    const { child, stderr } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`], { M2M_ADMIN_KEY: '', M2M_ENROLLMENT_TOKEN: '' });
+    const { child, stderr } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`], {
+      M2M_ADMIN_KEY: '',
+      M2M_ENROLLMENT_TOKEN: '',
+    });
     const exited = exitCode(child);
     child.kill('SIGTERM');
     await exited;
@@ -40,10 +48,18 @@ describe('verifier: standalone command and embedding', () => {
 
   it('applies a fleet workflow given with --workflow', async () => {
     const workflow = JSON.stringify([{ step: 'signature' }, { step: 'tinyml', minScore: 0.6, required: true }]);
-    const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`, '--workflow', workflow], { M2M_ADMIN_KEY: 'a', M2M_ENROLLMENT_TOKEN: 'e' });
+    const { child, url } = await startCli(
+      ['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`, '--workflow', workflow],
+      { M2M_ADMIN_KEY: 'a', M2M_ENROLLMENT_TOKEN: 'e' },
+    );
     try {
       const device = makeDevice();
-      const post = (pathname: string, body: unknown, headers: Record<string, string> = {}) => fetch(url + pathname, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) }).then(r => r.json() as Promise<any>);
+      const post = (pathname: string, body: unknown, headers: Record<string, string> = {}) =>
+        fetch(url + pathname, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...headers },
+          body: JSON.stringify(body),
+        }).then(r => r.json() as Promise<any>);
       await post('/v1/devices', { registration: registration(device) }, { authorization: 'Bearer e' });
       const { nonce } = await post('/v1/challenges', { deviceId: device.deviceId });
       const answer = await post('/v1/attestations', { attestation: attestation(device, url, nonce) });
@@ -56,17 +72,25 @@ describe('verifier: standalone command and embedding', () => {
   });
 
   it('refuses a malformed --workflow with exit 2', async () => {
-    const child = spawn(process.execPath, [BIN, '--port', '0', '--workflow', '[{"step":"guess"}]'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, '--port', '0', '--workflow', '[{"step":"guess"}]'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
-    child.stderr.on('data', chunk => { stderr += chunk; });
+    child.stderr.on('data', chunk => {
+      stderr += chunk;
+    });
     assert.equal(await exitCode(child), 2);
     assert.match(stderr, /--workflow: workflow\[0\]\.step/);
   });
 
   it('refuses a PostgreSQL URL clearly with exit 2', async () => {
-    const child = spawn(process.execPath, [BIN, '--port', '0', '--store', 'postgres://127.0.0.1/test'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, '--port', '0', '--store', 'postgres://127.0.0.1/test'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
-    child.stderr.on('data', chunk => { stderr += chunk; });
+    child.stderr.on('data', chunk => {
+      stderr += chunk;
+    });
     assert.equal(await exitCode(child), 2);
     assert.match(stderr, /PostgreSQL store is not available/);
   });
@@ -78,7 +102,11 @@ describe('verifier: standalone command and embedding', () => {
     } catch {
       this.skip(); // express comes with node-red; without it this embedding cannot be shown
     }
-    const verifier = await Verifier.create({ store: new SqliteStore(':memory:'), publicUrl: 'http://127.0.0.1/m2m', enrollmentToken: 'e' });
+    const verifier = await Verifier.create({
+      store: new SqliteStore(':memory:'),
+      publicUrl: 'http://127.0.0.1/m2m',
+      enrollmentToken: 'e',
+    });
     const app = express();
     app.use(express.json());
     app.use('/m2m', createRequestListener(verifier));

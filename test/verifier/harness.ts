@@ -10,7 +10,11 @@ export const ENROLLMENT_TOKEN = 'enrollment-token-for-tests';
 export interface Harness extends RunningVerifier {
   clock: { now: number };
   dir: string;
-  post(pathname: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; type: string; body: any }>;
+  post(
+    pathname: string,
+    body: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; type: string; body: any }>;
   get(pathname: string, headers?: Record<string, string>): Promise<{ status: number; type: string; body: any }>;
   stop(): Promise<void>;
 }
@@ -33,7 +37,11 @@ export async function startHarness(options: Partial<ServerOptions> = {}): Promis
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
     const text = await response.text();
-    return { status: response.status, type: response.headers.get('content-type') ?? '', body: text ? JSON.parse(text) : undefined };
+    return {
+      status: response.status,
+      type: response.headers.get('content-type') ?? '',
+      body: text ? JSON.parse(text) : undefined,
+    };
   };
   return {
     ...running,

@@ -26,15 +26,20 @@ function sessionsIn(v: Harness): { sessions: number; outbox: number; nonces: num
 
 describe('verifier: security and robustness', () => {
   let v: Harness;
-  beforeEach(async () => { v = await startHarness(); });
-  afterEach(async () => { await v.stop(); });
+  beforeEach(async () => {
+    v = await startHarness();
+  });
+  afterEach(async () => {
+    await v.stop();
+  });
 
   async function registered(device: DeviceIdentity = makeDevice()): Promise<DeviceIdentity> {
     const answer = await v.post('/v1/devices', { registration: registration(device, v.clock.now) }, enrol);
     assert.equal(answer.status, 201, JSON.stringify(answer.body));
     return device;
   }
-  const nonceFor = async (device: DeviceIdentity) => (await v.post('/v1/challenges', { deviceId: device.deviceId })).body.nonce as string;
+  const nonceFor = async (device: DeviceIdentity) =>
+    (await v.post('/v1/challenges', { deviceId: device.deviceId })).body.nonce as string;
 
   describe('request targets that are not URLs', () => {
     for (const target of ['//', '///', '//%zz', '//[', '//a:b@', '//v1/health', '/v1/devices/%ZZ/revoke']) {
@@ -73,9 +78,16 @@ describe('verifier: security and robustness', () => {
     it('refuses keys with a small-order component and non-canonical encodings at registration', async () => {
       const p = (1n << 255n) - 19n;
       // y = p + 1 encodes the identity again; y = 2^255 - 1 is no field element at all.
-      const encodings = [p + 1n, (1n << 255n) - 1n].map(y => Buffer.from(y.toString(16).padStart(64, '0'), 'hex').reverse().toString('base64url'));
+      const encodings = [p + 1n, (1n << 255n) - 1n].map(y =>
+        Buffer.from(y.toString(16).padStart(64, '0'), 'hex').reverse().toString('base64url'),
+      );
       for (const x of encodings) {
-        const payload = { deviceId: 'no-key-2', jwk: { kty: 'OKP', crv: 'Ed25519', x }, fingerprint: { salt: '00'.repeat(16), components: {} }, iat: Math.floor(v.clock.now / 1000) };
+        const payload = {
+          deviceId: 'no-key-2',
+          jwk: { kty: 'OKP', crv: 'Ed25519', x },
+          fingerprint: { salt: '00'.repeat(16), components: {} },
+          iat: Math.floor(v.clock.now / 1000),
+        };
         const answer = await v.post('/v1/devices', { registration: forge(payload, JWS_TYPES.registration) }, enrol);
         assert.deepEqual([answer.status, answer.body.code], [400, 'bad_key'], x);
       }
@@ -85,11 +97,19 @@ describe('verifier: security and robustness', () => {
   describe('tokens across a revocation', () => {
     it('keeps a token issued before a revocation inactive after the device is reinstated', async () => {
       const device = await registered();
-      const { token } = (await v.post('/v1/attestations', { attestation: attestation(device, v.url, await nonceFor(device), { now: v.clock.now }) })).body;
+      const { token } = (
+        await v.post('/v1/attestations', {
+          attestation: attestation(device, v.url, await nonceFor(device), { now: v.clock.now }),
+        })
+      ).body;
       await v.post(`/v1/devices/${device.deviceId}/revoke`, {}, admin);
       await v.post(`/v1/devices/${device.deviceId}/reinstate`, {}, admin);
       assert.deepEqual((await v.post('/v1/tokens/introspect', { token }, admin)).body, { active: false });
-      const fresh = (await v.post('/v1/attestations', { attestation: attestation(device, v.url, await nonceFor(device), { now: v.clock.now }) })).body;
+      const fresh = (
+        await v.post('/v1/attestations', {
+          attestation: attestation(device, v.url, await nonceFor(device), { now: v.clock.now }),
+        })
+      ).body;
       assert.equal((await v.post('/v1/tokens/introspect', { token: fresh.token }, admin)).body.active, true);
     });
   });
@@ -98,7 +118,9 @@ describe('verifier: security and robustness', () => {
     it('writes nothing for attestations from unknown devices', async () => {
       const before = sessionsIn(v);
       for (let i = 0; i < 50; i++) {
-        const answer = await v.post('/v1/attestations', { attestation: attestation(makeDevice(), v.url, 'B'.repeat(43), { now: v.clock.now }) });
+        const answer = await v.post('/v1/attestations', {
+          attestation: attestation(makeDevice(), v.url, 'B'.repeat(43), { now: v.clock.now }),
+        });
         assert.deepEqual(answer.body.reasons, ['device_unknown']);
       }
       assert.deepEqual(sessionsIn(v), before);
@@ -109,7 +131,9 @@ describe('verifier: security and robustness', () => {
       const forger = { ...device, privateKey: makeDevice().privateKey };
       const before = sessionsIn(v);
       for (let i = 0; i < 40; i++) {
-        const answer = await v.post('/v1/attestations', { attestation: attestation(forger, v.url, 'C'.repeat(43), { now: v.clock.now }) });
+        const answer = await v.post('/v1/attestations', {
+          attestation: attestation(forger, v.url, 'C'.repeat(43), { now: v.clock.now }),
+        });
         assert.deepEqual(answer.body.reasons, ['bad_signature']);
       }
       const after = sessionsIn(v);
@@ -124,7 +148,10 @@ describe('verifier: security and robustness', () => {
       const limited = answers.filter(a => a.status === 429);
       assert.equal(answers.filter(a => a.status === 201).length, 10);
       assert.equal(limited[0].body.code, 'rate_limited');
-      const raw = await fetch(`${v.url}/v1/challenges`, { method: 'POST', body: JSON.stringify({ deviceId: device.deviceId }) });
+      const raw = await fetch(`${v.url}/v1/challenges`, {
+        method: 'POST',
+        body: JSON.stringify({ deviceId: device.deviceId }),
+      });
       assert.equal(raw.status, 429);
       assert.ok(Number(raw.headers.get('retry-after')) >= 1);
       v.clock.now += 2000;
@@ -136,14 +163,17 @@ describe('verifier: security and robustness', () => {
       v = await startHarness({ limits: { challengesPerAddress: { burst: 3, perSecond: 1 } } });
       const devices = [await registered(), await registered(), await registered(), await registered()];
       const statuses = [];
-      for (const device of devices) statuses.push((await v.post('/v1/challenges', { deviceId: device.deviceId })).status);
+      for (const device of devices)
+        statuses.push((await v.post('/v1/challenges', { deviceId: device.deviceId })).status);
       assert.deepEqual(statuses, [201, 201, 201, 429]);
     });
 
     it('purges expired nonces and old sessions on schedule', async () => {
       const device = await registered();
       for (let i = 0; i < 5; i++) await nonceFor(device);
-      await v.post('/v1/attestations', { attestation: attestation(device, v.url, await nonceFor(device), { now: v.clock.now }) });
+      await v.post('/v1/attestations', {
+        attestation: attestation(device, v.url, await nonceFor(device), { now: v.clock.now }),
+      });
       v.clock.now += 12 * 60_000;
       assert.equal((await v.verifier.purge()).nonces, 6);
       v.clock.now += 31 * 86_400_000;
@@ -156,20 +186,32 @@ describe('verifier: security and robustness', () => {
   describe('connections', () => {
     async function openIdle(count: number): Promise<net.Socket[]> {
       const { port } = new URL(v.url);
-      return Promise.all(Array.from({ length: count }, () => new Promise<net.Socket>(resolve => {
-        const socket = net.connect(Number(port), '127.0.0.1', () => resolve(socket));
-        socket.on('error', () => undefined);
-      })));
+      return Promise.all(
+        Array.from(
+          { length: count },
+          () =>
+            new Promise<net.Socket>(resolve => {
+              const socket = net.connect(Number(port), '127.0.0.1', () => resolve(socket));
+              socket.on('error', () => undefined);
+            }),
+        ),
+      );
     }
-    const closedWithin = (socket: net.Socket, ms: number) => new Promise<boolean>(resolve => {
-      if (socket.destroyed || socket.readyState === 'closed') return resolve(true);
-      const timer = setTimeout(() => resolve(false), ms);
-      socket.once('close', () => { clearTimeout(timer); resolve(true); });
-    });
+    const closedWithin = (socket: net.Socket, ms: number) =>
+      new Promise<boolean>(resolve => {
+        if (socket.destroyed || socket.readyState === 'closed') return resolve(true);
+        const timer = setTimeout(() => resolve(false), ms);
+        socket.once('close', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
 
     it('closes connections past the per-address cap at once and idle ones after the timeout', async () => {
       await v.stop();
-      v = await startHarness({ connections: { maxConnectionsPerAddress: 4, idleTimeoutMs: 400, headersTimeoutMs: 300 } });
+      v = await startHarness({
+        connections: { maxConnectionsPerAddress: 4, idleTimeoutMs: 400, headersTimeoutMs: 300 },
+      });
       const sockets = await openIdle(8);
       const closedAtOnce = await Promise.all(sockets.map(socket => closedWithin(socket, 150)));
       assert.equal(closedAtOnce.filter(Boolean).length, 4, 'the four over the cap');
@@ -196,8 +238,16 @@ describe('verifier: security and robustness', () => {
     it('refuses metadata nested 5,000 deep with 400', async () => {
       const device = makeDevice();
       // Written as text: JSON.stringify itself cannot go this deep.
-      const registrationPayload = JSON.parse(Buffer.from(buildRegistration(device, { 'machine-id': 'x' }, {}, v.clock.now).split('.')[1], 'base64url').toString());
-      const text = JSON.stringify({ ...registrationPayload, metadata: 'DEEP' }).replace('"DEEP"', `${'{"m":'.repeat(5000)}{}${'}'.repeat(5000)}`);
+      const registrationPayload = JSON.parse(
+        Buffer.from(
+          buildRegistration(device, { 'machine-id': 'x' }, {}, v.clock.now).split('.')[1],
+          'base64url',
+        ).toString(),
+      );
+      const text = JSON.stringify({ ...registrationPayload, metadata: 'DEEP' }).replace(
+        '"DEEP"',
+        `${'{"m":'.repeat(5000)}{}${'}'.repeat(5000)}`,
+      );
       const signingInput = `${Buffer.from(JSON.stringify({ alg: 'EdDSA', typ: JWS_TYPES.registration })).toString('base64url')}.${Buffer.from(text).toString('base64url')}`;
       const jws = `${signingInput}.${Buffer.from(device.privateKey.sign(Buffer.from(signingInput))).toString('base64url')}`;
       const answer = await v.post('/v1/devices', { registration: jws }, enrol);
@@ -211,12 +261,18 @@ describe('verifier: security and robustness', () => {
     });
 
     it('answers 413 on a route that reads no body, for a declared and for a chunked body', async () => {
-      const declared = await rawRequest(v.url, `POST /v1/devices/x/revoke HTTP/1.1\r\nHost: v\r\nContent-Length: ${2 * 1024 * 1024}\r\n\r\n`);
+      const declared = await rawRequest(
+        v.url,
+        `POST /v1/devices/x/revoke HTTP/1.1\r\nHost: v\r\nContent-Length: ${2 * 1024 * 1024}\r\n\r\n`,
+      );
       assert.equal(declared.status, 413);
       assert.equal(JSON.parse(declared.body).code, 'payload_too_large');
       const chunk = 'x'.repeat(64 * 1024);
       const chunks = Array.from({ length: 20 }, () => `${chunk.length.toString(16)}\r\n${chunk}\r\n`).join('');
-      const chunked = await rawRequest(v.url, `GET /v1/health HTTP/1.1\r\nHost: v\r\nTransfer-Encoding: chunked\r\n\r\n${chunks}0\r\n\r\n`);
+      const chunked = await rawRequest(
+        v.url,
+        `GET /v1/health HTTP/1.1\r\nHost: v\r\nTransfer-Encoding: chunked\r\n\r\n${chunks}0\r\n\r\n`,
+      );
       assert.equal(chunked.status, 413);
       assert.ok(chunked.closed, 'the connection is closed rather than the body read on');
     });
@@ -228,10 +284,14 @@ describe('verifier: security and robustness', () => {
       v = await startHarness({ publicUrl: 'http://Gateway.local:80/m2m' });
       const device = await registered();
       for (const aud of ['http://gateway.local/m2m', 'http://GATEWAY.LOCAL:80/m2m/', 'http://Gateway.local:80/m2m']) {
-        const answer = await v.post('/v1/attestations', { attestation: attestation(device, aud, await nonceFor(device), { now: v.clock.now }) });
+        const answer = await v.post('/v1/attestations', {
+          attestation: attestation(device, aud, await nonceFor(device), { now: v.clock.now }),
+        });
         assert.equal(answer.body.decision, 'approved', `${aud}: ${answer.body.reasons}`);
       }
-      const other = await v.post('/v1/attestations', { attestation: attestation(device, 'http://gateway.local:8080/m2m', await nonceFor(device), { now: v.clock.now }) });
+      const other = await v.post('/v1/attestations', {
+        attestation: attestation(device, 'http://gateway.local:8080/m2m', await nonceFor(device), { now: v.clock.now }),
+      });
       assert.deepEqual(other.body.reasons, ['wrong_aud']);
     });
   });
@@ -240,15 +300,27 @@ describe('verifier: security and robustness', () => {
     async function attestWith(tinyml: Record<string, unknown>) {
       const device = await registered();
       const nonce = await nonceFor(device);
-      const jws = signJws({
-        iss: device.deviceId, aud: v.url, nonce, iat: Math.floor(v.clock.now / 1000),
-        evidence: { tinyml },
-      }, JWS_TYPES.attestation, device.privateKey);
+      const jws = signJws(
+        {
+          iss: device.deviceId,
+          aud: v.url,
+          nonce,
+          iat: Math.floor(v.clock.now / 1000),
+          evidence: { tinyml },
+        },
+        JWS_TYPES.attestation,
+        device.privateKey,
+      );
       return (await v.post('/v1/attestations', { attestation: jws })).body;
     }
 
     it('reviews, never approves, evidence the edge check could not score', async () => {
-      const answer = await attestWith({ score: null, model: 'sensor-behaviour-v1', trusted: false, reason: 'warming_up' });
+      const answer = await attestWith({
+        score: null,
+        model: 'sensor-behaviour-v1',
+        trusted: false,
+        reason: 'warming_up',
+      });
       assert.deepEqual([answer.decision, answer.reasons, answer.token], ['in_review', ['tinyml_unscored'], undefined]);
     });
 

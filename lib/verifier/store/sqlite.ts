@@ -71,8 +71,16 @@ function migrate(db: Database.Database): void {
 }
 
 interface DeviceRow {
-  device_id: string; jwk: string; thumbprint: string; fingerprint: string; metadata: string;
-  status: DeviceStatus; workflow: string | null; created_at: number; updated_at: number; generation: number;
+  device_id: string;
+  jwk: string;
+  thumbprint: string;
+  fingerprint: string;
+  metadata: string;
+  status: DeviceStatus;
+  workflow: string | null;
+  created_at: number;
+  updated_at: number;
+  generation: number;
 }
 
 function toDevice(row: DeviceRow): DeviceRecord {
@@ -109,21 +117,29 @@ export class SqliteStore implements VerifierStore {
     migrate(this.db);
     const db = this.db;
     this.statements = {
-      insertDevice: db.prepare(`INSERT INTO devices (device_id, jwk, thumbprint, fingerprint, metadata, status, workflow, created_at, updated_at)
+      insertDevice:
+        db.prepare(`INSERT INTO devices (device_id, jwk, thumbprint, fingerprint, metadata, status, workflow, created_at, updated_at)
         VALUES (@deviceId, @jwk, @thumbprint, @fingerprint, @metadata, @status, @workflow, @createdAt, @updatedAt) ON CONFLICT (device_id) DO NOTHING`),
       getDevice: db.prepare('SELECT * FROM devices WHERE device_id = ?'),
       listDevices: db.prepare('SELECT * FROM devices ORDER BY device_id'),
-      setStatus: db.prepare(`UPDATE devices SET status = @status, updated_at = @now, generation = generation + (@status = 'revoked')
+      setStatus:
+        db.prepare(`UPDATE devices SET status = @status, updated_at = @now, generation = generation + (@status = 'revoked')
         WHERE device_id = @deviceId AND status IN (SELECT value FROM json_each(@from))`),
       insertNonce: db.prepare('INSERT INTO nonces (nonce, device_id, expires_at) VALUES (?, ?, ?)'),
-      consumeNonce: db.prepare('UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND device_id = ? AND consumed_at IS NULL AND expires_at > ?'),
+      consumeNonce: db.prepare(
+        'UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND device_id = ? AND consumed_at IS NULL AND expires_at > ?',
+      ),
       getNonce: db.prepare('SELECT device_id, expires_at, consumed_at FROM nonces WHERE nonce = ?'),
       purgeNonces: db.prepare('DELETE FROM nonces WHERE expires_at < ?'),
       purgeSessions: db.prepare('DELETE FROM sessions WHERE created_at < ?'),
       purgeEvents: db.prepare('DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < ?'),
-      insertSession: db.prepare('INSERT INTO sessions (session_id, device_id, decision, reasons, score, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
+      insertSession: db.prepare(
+        'INSERT INTO sessions (session_id, device_id, decision, reasons, score, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+      ),
       insertEvent: db.prepare('INSERT INTO outbox (event_id, webhook_type, payload, created_at) VALUES (?, ?, ?, ?)'),
-      pendingEvents: db.prepare('SELECT event_id, webhook_type, payload, created_at FROM outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT ?'),
+      pendingEvents: db.prepare(
+        'SELECT event_id, webhook_type, payload, created_at FROM outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT ?',
+      ),
       getKey: db.prepare('SELECT kid, seed, created_at FROM signing_keys ORDER BY created_at DESC LIMIT 1'),
       insertKey: db.prepare('INSERT INTO signing_keys (kid, seed, created_at) VALUES (?, ?, ?)'),
       ping: db.prepare('SELECT 1'),
@@ -135,25 +151,34 @@ export class SqliteStore implements VerifierStore {
   }
 
   private writeSession(session: SessionRecord): void {
-    this.statements.insertSession.run(session.sessionId, session.deviceId, session.decision, JSON.stringify(session.reasons), session.score ?? null, session.createdAt);
+    this.statements.insertSession.run(
+      session.sessionId,
+      session.deviceId,
+      session.decision,
+      JSON.stringify(session.reasons),
+      session.score ?? null,
+      session.createdAt,
+    );
   }
 
   async insertDevice(device: DeviceRecord, event: OutboxEvent): Promise<boolean> {
-    return this.db.transaction(() => {
-      const { changes } = this.statements.insertDevice.run({
-        deviceId: device.deviceId,
-        jwk: JSON.stringify(device.jwk),
-        thumbprint: device.thumbprint,
-        fingerprint: JSON.stringify(device.fingerprint),
-        metadata: JSON.stringify(device.metadata ?? {}),
-        status: device.status,
-        workflow: device.workflow ? JSON.stringify(device.workflow) : null,
-        createdAt: device.createdAt,
-        updatedAt: device.updatedAt,
-      });
-      if (changes === 1) this.writeEvent(event);
-      return changes === 1;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const { changes } = this.statements.insertDevice.run({
+          deviceId: device.deviceId,
+          jwk: JSON.stringify(device.jwk),
+          thumbprint: device.thumbprint,
+          fingerprint: JSON.stringify(device.fingerprint),
+          metadata: JSON.stringify(device.metadata ?? {}),
+          status: device.status,
+          workflow: device.workflow ? JSON.stringify(device.workflow) : null,
+          createdAt: device.createdAt,
+          updatedAt: device.updatedAt,
+        });
+        if (changes === 1) this.writeEvent(event);
+        return changes === 1;
+      })
+      .immediate();
   }
 
   async getDevice(deviceId: string): Promise<DeviceRecord | undefined> {
@@ -165,12 +190,20 @@ export class SqliteStore implements VerifierStore {
     return (this.statements.listDevices.all() as DeviceRow[]).map(toDevice);
   }
 
-  async setDeviceStatus(deviceId: string, status: DeviceStatus, from: DeviceStatus[], event: OutboxEvent, now: number): Promise<boolean> {
-    return this.db.transaction(() => {
-      const { changes } = this.statements.setStatus.run({ status, now, deviceId, from: JSON.stringify(from) });
-      if (changes === 1) this.writeEvent(event);
-      return changes === 1;
-    }).immediate();
+  async setDeviceStatus(
+    deviceId: string,
+    status: DeviceStatus,
+    from: DeviceStatus[],
+    event: OutboxEvent,
+    now: number,
+  ): Promise<boolean> {
+    return this.db
+      .transaction(() => {
+        const { changes } = this.statements.setStatus.run({ status, now, deviceId, from: JSON.stringify(from) });
+        if (changes === 1) this.writeEvent(event);
+        return changes === 1;
+      })
+      .immediate();
   }
 
   async insertNonce(nonce: NonceRecord): Promise<void> {
@@ -178,11 +211,13 @@ export class SqliteStore implements VerifierStore {
   }
 
   async purge(before: PurgeBefore): Promise<PurgeCounts> {
-    return this.db.transaction(() => ({
-      nonces: this.statements.purgeNonces.run(before.noncesExpired).changes,
-      sessions: this.statements.purgeSessions.run(before.sessions).changes,
-      events: this.statements.purgeEvents.run(before.deliveredEvents).changes,
-    })).immediate();
+    return this.db
+      .transaction(() => ({
+        nonces: this.statements.purgeNonces.run(before.noncesExpired).changes,
+        sessions: this.statements.purgeSessions.run(before.sessions).changes,
+        events: this.statements.purgeEvents.run(before.deliveredEvents).changes,
+      }))
+      .immediate();
   }
 
   async consumeNonceAndRecord(
@@ -191,18 +226,22 @@ export class SqliteStore implements VerifierStore {
     now: number,
     decide: (outcome: NonceOutcome) => { session: SessionRecord; event: OutboxEvent },
   ): Promise<{ outcome: NonceOutcome; session: SessionRecord }> {
-    return this.db.transaction(() => {
-      const { changes } = this.statements.consumeNonce.run(now, nonce, deviceId, now);
-      const outcome = changes === 1 ? 'consumed' : this.whyNotConsumed(nonce, deviceId, now);
-      const { session, event } = decide(outcome);
-      this.writeSession(session);
-      this.writeEvent(event);
-      return { outcome, session };
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const { changes } = this.statements.consumeNonce.run(now, nonce, deviceId, now);
+        const outcome = changes === 1 ? 'consumed' : this.whyNotConsumed(nonce, deviceId, now);
+        const { session, event } = decide(outcome);
+        this.writeSession(session);
+        this.writeEvent(event);
+        return { outcome, session };
+      })
+      .immediate();
   }
 
   private whyNotConsumed(nonce: string, deviceId: string, now: number): NonceOutcome {
-    const row = this.statements.getNonce.get(nonce) as { device_id: string; expires_at: number; consumed_at: number | null } | undefined;
+    const row = this.statements.getNonce.get(nonce) as
+      | { device_id: string; expires_at: number; consumed_at: number | null }
+      | undefined;
     if (!row) return 'nonce_unknown';
     if (row.device_id !== deviceId) return 'nonce_other_device';
     if (row.consumed_at !== null) return 'nonce_reused';
@@ -210,25 +249,40 @@ export class SqliteStore implements VerifierStore {
   }
 
   async recordSession(session: SessionRecord, event: OutboxEvent): Promise<void> {
-    this.db.transaction(() => {
-      this.writeSession(session);
-      this.writeEvent(event);
-    }).immediate();
+    this.db
+      .transaction(() => {
+        this.writeSession(session);
+        this.writeEvent(event);
+      })
+      .immediate();
   }
 
   async getOrCreateSigningKey(create: () => SigningKeyRecord): Promise<SigningKeyRecord> {
-    return this.db.transaction(() => {
-      const row = this.statements.getKey.get() as { kid: string; seed: string; created_at: number } | undefined;
-      if (row) return { kid: row.kid, seed: row.seed, createdAt: row.created_at };
-      const key = create();
-      this.statements.insertKey.run(key.kid, key.seed, key.createdAt);
-      return key;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const row = this.statements.getKey.get() as { kid: string; seed: string; created_at: number } | undefined;
+        if (row) return { kid: row.kid, seed: row.seed, createdAt: row.created_at };
+        const key = create();
+        this.statements.insertKey.run(key.kid, key.seed, key.createdAt);
+        return key;
+      })
+      .immediate();
   }
 
   async pendingEvents(limit: number): Promise<OutboxEvent[]> {
-    return (this.statements.pendingEvents.all(limit) as Array<{ event_id: string; webhook_type: string; payload: string; created_at: number }>)
-      .map(row => ({ eventId: row.event_id, webhookType: row.webhook_type, payload: JSON.parse(row.payload), createdAt: row.created_at }));
+    return (
+      this.statements.pendingEvents.all(limit) as Array<{
+        event_id: string;
+        webhook_type: string;
+        payload: string;
+        created_at: number;
+      }>
+    ).map(row => ({
+      eventId: row.event_id,
+      webhookType: row.webhook_type,
+      payload: JSON.parse(row.payload),
+      createdAt: row.created_at,
+    }));
   }
 
   async ping(): Promise<void> {

@@ -32,7 +32,13 @@ export interface VerifierStore {
    * Sets the status when the current one is in `from`; false when the device is absent or in
    * another status. Setting `revoked` also bumps the device's generation.
    */
-  setDeviceStatus(deviceId: string, status: DeviceStatus, from: DeviceStatus[], event: OutboxEvent, now: number): Promise<boolean>;
+  setDeviceStatus(
+    deviceId: string,
+    status: DeviceStatus,
+    from: DeviceStatus[],
+    event: OutboxEvent,
+    now: number,
+  ): Promise<boolean>;
 
   insertNonce(nonce: NonceRecord): Promise<void>;
   /**
