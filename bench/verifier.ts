@@ -8,9 +8,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildAttestation, buildRegistration } from '../lib/device';
+import { buildAttestation, buildRegistration } from '../lib/edge/attestation';
 import { Ed25519PrivateKey } from '../lib/crypto/ed25519';
-import type { DeviceIdentity } from '../lib/keystore';
+import type { DeviceIdentity } from '../lib/edge/keystore';
 import { startCli } from '../test/helpers/verifier-cli';
 import { percentile, table } from './stats';
 

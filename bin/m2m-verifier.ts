@@ -97,9 +97,8 @@ async function main(): Promise<void> {
   const adminKey = process.env.M2M_ADMIN_KEY || generated('M2M_ADMIN_KEY');
   const enrollmentToken = process.env.M2M_ENROLLMENT_TOKEN || generated('M2M_ENROLLMENT_TOKEN');
 
-  const store = orFail(
-    () => openStore(values.store),
-    err => (err instanceof M2MError ? err.message : `cannot open store ${values.store}: ${err.message}`),
+  const store = await openStore(values.store).catch(err =>
+    fail(err instanceof M2MError ? err.message : `cannot open store ${values.store}: ${err.message}`),
   );
   const running = await startVerifierServer({
     host: values.host,

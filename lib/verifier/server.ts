@@ -4,21 +4,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { M2MError } from '../errors';
 import { createRequestListener, problem } from './http';
-import { SqliteStore } from './store/sqlite';
 import type { VerifierStore } from './store/types';
 import { Verifier, type VerifierOptions } from './verifier';
-
-/** `sqlite:PATH` (or a bare path) opens the embedded store; PostgreSQL comes with its own store. */
-export function openStore(spec: string): VerifierStore {
-  if (/^postgres(ql)?:\/\//.test(spec)) {
-    throw new M2MError(
-      'store_unsupported',
-      'the PostgreSQL store is not available in this version; use sqlite:PATH',
-      400,
-    );
-  }
-  return new SqliteStore(spec.replace(/^sqlite:/, ''));
-}
 
 /**
  * What one client can hold of the server. Without a cap, a thousand idle sockets exhaust the

@@ -1,6 +1,6 @@
 /** The verifier's data model, shared by its logic and its stores. */
 import type { OkpPublicJwk } from '../crypto/ed25519';
-import type { Fingerprint } from '../fingerprint';
+import type { Fingerprint } from '../edge/fingerprint';
 
 export type DeviceStatus = 'active' | 'pending' | 'revoked';
 export type Decision = 'approved' | 'declined' | 'in_review';

@@ -5,7 +5,7 @@
  * is low, fails), never passes. Any fail declines, else any review puts the session in review,
  * else it is approved.
  */
-import { matchRatio, type Fingerprint } from '../fingerprint';
+import { matchRatio, type Fingerprint } from '../edge/fingerprint';
 import * as s from '../schema';
 import type { Decision, WorkflowStep } from './types';
 

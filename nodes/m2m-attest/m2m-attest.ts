@@ -5,10 +5,11 @@
  * route on it; configuration and keystore failures are also reported to Catch nodes.
  */
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { ApiError } from '../../lib/api-client';
-import { attestDevice, type TinymlEvidence } from '../../lib/device';
+import { ApiError } from '../../lib/edge/api-client';
+import { attestDevice, type TinymlEvidence } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
-import { errorCode, errorText, status } from '../shared/node-kit';
+import { M2MError } from '../../lib/errors';
+import { errorCode, msgError, nodeError, status } from '../shared/node-kit';
 
 interface AttestDef extends NodeDef {
   device: string;
@@ -42,7 +43,7 @@ export = (RED: NodeAPI) => {
 
     this.on('input', (msg: M2MMessage, send, done) => {
       if (!device) {
-        done(new Error(RED._('m2m-attest.errors.no_device')));
+        done(nodeError(RED, 'm2m-attest', new M2MError('no_device', 'no m2m-device configured', 400)));
         return;
       }
       this.status(status.waiting(RED._('m2m-attest.status.attesting')));
@@ -69,7 +70,7 @@ export = (RED: NodeAPI) => {
           } else {
             const label = answer.decision === 'in_review' ? 'in-review' : 'declined';
             this.status(
-              (answer.decision === 'in_review' ? status.waiting : status.failed)(
+              (answer.decision === 'in_review' ? status.waiting : status.declined)(
                 RED._(`m2m-attest.status.${label}`, { reason: answer.reasons.join(', ') }),
               ),
             );
@@ -78,19 +79,18 @@ export = (RED: NodeAPI) => {
           done();
         })
         .catch(err => {
-          const message = errorText(RED, 'm2m-attest', err);
           msg.m2m = {
             ...msg.m2m,
             deviceId: device.deviceId,
             decision: 'error',
             reasons: [errorCode(err)],
-            error: message,
+            error: msgError(RED, 'm2m-attest', err),
           };
           this.status(status.failed(RED._('m2m-attest.status.error', { code: errorCode(err) })));
           send([null, msg]);
           // An unreachable or refusing verifier is a decision path the flow handles on output 2;
           // a broken keystore or configuration needs a person, so Catch nodes hear of it too.
-          done(err instanceof ApiError ? undefined : new Error(message));
+          done(err instanceof ApiError ? undefined : nodeError(RED, 'm2m-attest', err));
         });
     });
   }

@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NodeAPI, NodeDef } from 'node-red';
 import { M2MError } from '../../lib/errors';
-import { FINGERPRINT_SOURCES, collectComponents, type FingerprintSource } from '../../lib/fingerprint';
-import { Keystore, type DeviceIdentity } from '../../lib/keystore';
+import { FINGERPRINT_SOURCES, collectComponents, type FingerprintSource } from '../../lib/edge/fingerprint';
+import { Keystore, type DeviceIdentity } from '../../lib/edge/keystore';
 import { dataDir } from '../shared/node-kit';
 import type { DeviceCredentials, DeviceNode, IdentityApiNode } from '../shared/config-nodes';
 

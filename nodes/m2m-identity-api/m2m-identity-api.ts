@@ -4,7 +4,7 @@
  * it shares.
  */
 import type { NodeAPI, NodeDef } from 'node-red';
-import { IdentityApiClient } from '../../lib/api-client';
+import { IdentityApiClient } from '../../lib/edge/api-client';
 import type { IdentityApiCredentials, IdentityApiNode } from '../shared/config-nodes';
 import { localVerifierUrl } from '../shared/node-kit';
 

@@ -4,10 +4,11 @@
  * Registering again with the same key is harmless, so the node is idempotent.
  */
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { ApiError } from '../../lib/api-client';
-import { provisionDevice } from '../../lib/device';
+import { ApiError } from '../../lib/edge/api-client';
+import { provisionDevice } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
-import { errorCode, errorText, status } from '../shared/node-kit';
+import { M2MError } from '../../lib/errors';
+import { errorCode, errorText, nodeError, status } from '../shared/node-kit';
 
 interface ProvisionDef extends NodeDef {
   device: string;
@@ -26,7 +27,9 @@ export = (RED: NodeAPI) => {
 
     if (!device) {
       this.status(status.failed(RED._('m2m-provision.status.no-device')));
-      this.on('input', (_msg: NodeMessage, _send, done) => done(new Error(RED._('m2m-provision.errors.no_device'))));
+      this.on('input', (_msg: NodeMessage, _send, done) =>
+        done(nodeError(RED, 'm2m-provision', new M2MError('no_device', 'no m2m-device configured', 400))),
+      );
       return;
     }
 
@@ -44,8 +47,10 @@ export = (RED: NodeAPI) => {
     };
 
     const fail = (err: unknown) => {
-      this.status(status.failed(RED._('m2m-provision.status.failed', { code: errorCode(err) })));
-      return new Error(errorText(RED, 'm2m-provision', err));
+      // A revoked device is the verifier's decision, not a fault of this node.
+      const shown = errorCode(err) === 'device_revoked' ? status.declined : status.failed;
+      this.status(shown(RED._('m2m-provision.status.failed', { code: errorCode(err) })));
+      return nodeError(RED, 'm2m-provision', err);
     };
 
     const provisionOnDeploy = (attempt: number) => {
@@ -64,7 +69,7 @@ export = (RED: NodeAPI) => {
             );
             retryTimer = setTimeout(() => provisionOnDeploy(attempt + 1), delay);
           } else {
-            this.error(fail(err).message);
+            this.error(fail(err));
           }
         },
       );

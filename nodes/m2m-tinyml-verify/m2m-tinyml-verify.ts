@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { TrustStore, type PeerSignatureResult } from '../../lib/peer-signature';
+import { TrustStore, type PeerSignatureResult } from '../../lib/edge/peer-signature';
 import { HeldMessages } from '../../lib/held-messages';
 import type { BehaviourMonitor, Verdict } from '../../lib/tinyml/behaviour-monitor';
 import { shippedModelDir } from '../../lib/tinyml/catalog';

@@ -5,10 +5,10 @@
 import * as path from 'node:path';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { M2MError } from '../../lib/errors';
-import { SqliteStore, Verifier, createRequestListener } from '../../lib/verifier';
+import { Verifier, createRequestListener, openStore } from '../../lib/verifier';
 import { sendProblem } from '../../lib/verifier/http';
 import { answerParserErrors, mount, nodeUrlPath, type ExpressApp, type Handler } from '../shared/express';
-import { dataDir, errorText, localVerifierUrl, status } from '../shared/node-kit';
+import { dataDir, localVerifierUrl, nodeError, status } from '../shared/node-kit';
 
 interface VerifierDef extends NodeDef {
   path: string;
@@ -36,18 +36,22 @@ export = (RED: NodeAPI) => {
 
     this.status(status.waiting(RED._('m2m-verifier.status.starting')));
     // Opening the store can fail (a path without permission): that becomes a red status, not a crash.
-    const ready = Promise.resolve().then(() =>
-      Verifier.create({
-        store: new SqliteStore(config.store?.trim() || path.join(dataDir(RED, 'verifier'), 'verifier.db')),
+    const ready = Promise.resolve().then(async () => {
+      const store = await openStore(config.store?.trim() || path.join(dataDir(RED, 'verifier'), 'verifier.db'));
+      return Verifier.create({
+        store,
         publicUrl,
         adminKey: this.credentials.adminKey || undefined,
         enrollmentToken: this.credentials.enrollmentToken || undefined,
         manualApproval: !!config.manualApproval,
         loopbackEnrollment: !!config.loopbackEnrollment,
-      }),
-    );
+      }).catch(async err => {
+        await store.close();
+        throw err;
+      });
+    });
     const listener = ready.then(verifier =>
-      createRequestListener(verifier, { onError: err => this.error(errorText(RED, 'm2m-verifier', err)) }),
+      createRequestListener(verifier, { onError: err => this.error(nodeError(RED, 'm2m-verifier', err)) }),
     );
     listener.catch(() => undefined); // reported through `ready` below; requests get a 503
     // Requests that arrive while the store opens wait for it rather than failing.
@@ -71,7 +75,7 @@ export = (RED: NodeAPI) => {
       () => this.status(status.working(RED._('m2m-verifier.status.serving', { path: mountAt }))),
       err => {
         this.status(status.failed(RED._('m2m-verifier.status.failed')));
-        this.error(errorText(RED, 'm2m-verifier', err));
+        this.error(nodeError(RED, 'm2m-verifier', err));
       },
     );
 

@@ -1,7 +1,7 @@
 /** What the edge nodes may ask of the config nodes (types only: node files export their constructor). */
 import type { Node } from 'node-red';
-import type { IdentityApiClient } from '../../lib/api-client';
-import type { DeviceIdentity } from '../../lib/keystore';
+import type { IdentityApiClient } from '../../lib/edge/api-client';
+import type { DeviceIdentity } from '../../lib/edge/keystore';
 
 export interface IdentityApiCredentials {
   apiKey?: string;

@@ -7,10 +7,16 @@ import * as path from 'node:path';
 import type { NodeAPI, NodeStatus } from 'node-red';
 import { M2MError } from '../../lib/errors';
 
-/** green dot = working, yellow ring = waiting, red ring = failed, grey = idle. */
+/**
+ * The status vocabulary of Node-RED's core nodes, plus one shape of ours: a red *dot* is a
+ * decision against the device (declined, revoked) by a node that works, a red *ring* is a node
+ * that does not (configuration, keystore, model), so an operator tells them apart at a glance.
+ * green dot = working, yellow ring = waiting, grey ring = idle.
+ */
 export const status = {
   working: (text: string): NodeStatus => ({ fill: 'green', shape: 'dot', text }),
   waiting: (text: string): NodeStatus => ({ fill: 'yellow', shape: 'ring', text }),
+  declined: (text: string): NodeStatus => ({ fill: 'red', shape: 'dot', text }),
   failed: (text: string): NodeStatus => ({ fill: 'red', shape: 'ring', text }),
   idle: (text: string): NodeStatus => ({ fill: 'grey', shape: 'ring', text }),
 };
@@ -28,6 +34,22 @@ export function errorText(RED: NodeAPI, type: string, err: unknown): string {
   const key = `${type}.errors.${errorCode(err)}`;
   const text = RED._(key, { message });
   return text === key ? message : text;
+}
+
+/**
+ * The error a node hands to `done()` or `node.error()`: its text localised, its stable `code` an
+ * own property, so Node-RED puts it on `msg.error.code` for Catch flows to branch on, and no stack,
+ * which would otherwise fill the debug sidebar with the package's file paths.
+ */
+export function nodeError(RED: NodeAPI, type: string, err: unknown): Error & { code: string } {
+  const error = Object.assign(new Error(errorText(RED, type, err)), { code: errorCode(err) });
+  Reflect.deleteProperty(error, 'stack');
+  return error;
+}
+
+/** An error as it travels on a msg (`msg.m2m.error`): code and text, nothing else. */
+export function msgError(RED: NodeAPI, type: string, err: unknown): { code: string; message: string } {
+  return { code: errorCode(err), message: errorText(RED, type, err) };
 }
 
 /** The folder under Node-RED's user dir where this package keeps keys, profiles and databases. */

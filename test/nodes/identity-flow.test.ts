@@ -1,6 +1,6 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { Keystore } from '../../lib/keystore';
+import { Keystore } from '../../lib/edge/keystore';
 import {
   ADMIN_KEY,
   KEYSTORE_SECRET,
@@ -156,7 +156,9 @@ describe('nodes: provision and attest against the m2m-verifier node', () => {
     assert.deepEqual([output, msg.m2m.reasons], [2, ['device_unknown']]);
     const caught = nextMessage('caught');
     helper.getNode('provision').receive({ payload: 'again' });
-    assert.match((await caught).error.message, /revoked/);
+    const { error } = await caught;
+    assert.equal(error.code, 'device_revoked');
+    assert.equal(error.stack, undefined, 'no stack in the debug sidebar');
   });
 
   it('keeps running when the verifier is unreachable: output 2 with verifier_unreachable, twice', async () => {
@@ -174,10 +176,11 @@ describe('nodes: provision and attest against the m2m-verifier node', () => {
     await load();
     const caught = nextMessage('caught');
     helper.getNode('provision').receive({ payload: 'go' });
-    assert.match((await caught).error.message, /corrupt/);
+    assert.equal((await caught).error.code, 'keystore_corrupt');
     assert.equal(fs.readFileSync(file, 'utf8'), '{"format":"m2m-keystore-v1"');
     const { output, msg } = await attest();
-    assert.deepEqual([output, msg.m2m.reasons], [2, ['keystore_corrupt']]);
+    assert.deepEqual([output, msg.m2m.reasons, msg.m2m.error.code], [2, ['keystore_corrupt'], 'keystore_corrupt']);
+    assert.equal(typeof msg.m2m.error.message, 'string');
   });
 
   it('shows a red status, without crashing, when its database cannot be opened', async () => {

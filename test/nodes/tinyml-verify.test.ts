@@ -2,7 +2,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ed25519PrivateKey } from '../../lib/crypto/ed25519';
-import { signPeerMessage } from '../../lib/peer-signature';
+import { signPeerMessage } from '../../lib/edge/peer-signature';
 import { WINDOW } from '../../lib/tinyml/features';
 import { plant, samples } from '../tinyml/fixtures';
 import { helper, m2mNodes, newUserDir, removeDir, startNodeRed, stopNodeRed } from './harness';

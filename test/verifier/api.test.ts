@@ -1,7 +1,7 @@
 import * as assert from 'node:assert/strict';
 import * as jose from 'jose';
 import { Ed25519PrivateKey } from '../../lib/crypto/ed25519';
-import type { DeviceIdentity } from '../../lib/keystore';
+import type { DeviceIdentity } from '../../lib/edge/keystore';
 import { JWS_TYPES, attestation, jwsWithHeader, makeDevice, registration, signJws } from '../fixtures/device';
 import { admin, enrol, startHarness, type Harness } from './harness';
 

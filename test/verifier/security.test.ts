@@ -8,8 +8,8 @@ import { rawRequest } from '../helpers/raw-http';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { attestation, JWS_TYPES, makeDevice, registration, signJws } from '../fixtures/device';
-import { buildRegistration } from '../../lib/device';
-import type { DeviceIdentity } from '../../lib/keystore';
+import { buildRegistration } from '../../lib/edge/attestation';
+import type { DeviceIdentity } from '../../lib/edge/keystore';
 import { admin, enrol, startHarness, type Harness } from './harness';
 
 const get = (target: string) => `GET ${target} HTTP/1.1\r\nHost: verifier\r\nConnection: close\r\n\r\n`;

@@ -10,10 +10,10 @@
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import { type Ed25519PrivateKey, Ed25519PublicKey } from './crypto/ed25519';
-import { type DecodedJws, decodeJws, JWS_TYPES, signJws, verifyDecoded } from './crypto/jws';
-import { M2MError } from './errors';
-import { isPlainObject } from './schema';
+import { type Ed25519PrivateKey, Ed25519PublicKey } from '../crypto/ed25519';
+import { type DecodedJws, decodeJws, JWS_TYPES, signJws, verifyDecoded } from '../crypto/jws';
+import { M2MError } from '../errors';
+import { isPlainObject } from '../schema';
 
 /** How old a signature may be, and how far ahead of this clock. */
 const MAX_AGE_S = 300;

@@ -1,7 +1,7 @@
 import * as assert from 'node:assert/strict';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { IdentityApiClient } from '../../lib/api-client';
+import { IdentityApiClient } from '../../lib/edge/api-client';
 
 type Route = (
   req: http.IncomingMessage,
@@ -44,7 +44,7 @@ async function fakeVerifier(route: Route): Promise<{
   };
 }
 
-describe('lib/api-client', () => {
+describe('lib/edge/api-client', () => {
   let peer: Awaited<ReturnType<typeof fakeVerifier>> | undefined;
   let client: IdentityApiClient | undefined;
   afterEach(async () => {

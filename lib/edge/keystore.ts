@@ -7,9 +7,9 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { KeystoreError } from './errors';
-import { Ed25519PrivateKey } from './crypto/ed25519';
-import * as s from './schema';
+import { KeystoreError } from '../errors';
+import { Ed25519PrivateKey } from '../crypto/ed25519';
+import * as s from '../schema';
 
 export interface DeviceIdentity {
   deviceId: string;

@@ -2,9 +2,9 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Keystore } from '../../lib/keystore';
+import { Keystore } from '../../lib/edge/keystore';
 
-describe('lib/keystore', () => {
+describe('lib/edge/keystore', () => {
   let dir: string;
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-keystore-'));

@@ -7,9 +7,9 @@
 import axios, { type AxiosError, type AxiosInstance, type AxiosResponse } from 'axios';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { M2MError } from './errors';
-import * as s from './schema';
-import { normaliseUrl, redactUrl } from './url';
+import { M2MError } from '../errors';
+import * as s from '../schema';
+import { normaliseUrl, redactUrl } from '../url';
 
 export class ApiError extends M2MError {
   /** RFC 9457 problem document, when the server sent one. */

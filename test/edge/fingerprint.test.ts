@@ -3,7 +3,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { collectComponents, digestComponent, digestComponents, matchRatio } from '../../lib/fingerprint';
+import { collectComponents, digestComponent, digestComponents, matchRatio } from '../../lib/edge/fingerprint';
 
 function fixtureTree(files: Record<string, string>): string {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-fp-'));
@@ -23,7 +23,7 @@ const nic = (mac: string, internal = false): os.NetworkInterfaceInfo => ({
   cidr: null,
 });
 
-describe('lib/fingerprint', () => {
+describe('lib/edge/fingerprint', () => {
   let root: string;
   afterEach(() => root && fs.rmSync(root, { recursive: true, force: true }));
 

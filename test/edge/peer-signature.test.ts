@@ -3,8 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ed25519PrivateKey } from '../../lib/crypto/ed25519';
 import { signJws } from '../../lib/crypto/jws';
-import { signPeerMessage, TrustStore, TrustStoreError } from '../../lib/peer-signature';
-import { tempDir } from './fixtures';
+import { signPeerMessage, TrustStore, TrustStoreError } from '../../lib/edge/peer-signature';
+import { tempDir } from '../tinyml/fixtures';
 
 describe('peer message signatures', () => {
   const key = Ed25519PrivateKey.generate();

@@ -3,13 +3,13 @@
  * attestation, built from a keystore identity and a fingerprint. Framework-free, used by the
  * provision and attest nodes and by the end-to-end tests.
  */
-import { JWS_TYPES, signJws } from './crypto/jws';
-import type { TinymlEvidence } from './verifier/workflow';
+import { JWS_TYPES, signJws } from '../crypto/jws';
+import type { TinymlEvidence } from '../verifier/workflow';
 import type { AttestAnswer, IdentityApiClient, RegisterAnswer } from './api-client';
 import { digestComponents, type Fingerprint } from './fingerprint';
 import type { DeviceIdentity } from './keystore';
 
-export type { TinymlEvidence } from './verifier/workflow';
+export type { TinymlEvidence } from '../verifier/workflow';
 
 export function buildRegistration(
   identity: DeviceIdentity,
