@@ -37,9 +37,9 @@ describe('Flow Library scorecard on the packed package', function () {
     for (const file of [
       'examples/m2m-attest/quick-start.json',
       'examples/m2m-tinyml-verify/genuine-vs-impostor.json',
-      'models/sensor-behaviour-v1/stamped/model.json',
-      'models/sensor-behaviour-v1/arrival/weights.bin',
-      'models/sensor-behaviour-v1/README.md',
+      'models/sensor-behaviour-v2/stamped/model.json',
+      'models/sensor-behaviour-v2/arrival/weights.bin',
+      'models/sensor-behaviour-v2/README.md',
       'dist/nodes/m2m-attest/icons/m2m-attest.svg',
       'dist/nodes/m2m-attest/m2m-attest.html',
       'dist/nodes/m2m-attest/locales/en-US/m2m-attest.json',

@@ -1,20 +1,27 @@
 /**
  * The device-behaviour check behind m2m-tinyml-verify, free of Node-RED: per-source rolling
- * windows (live state bounded by an LRU), enrolment, replay memory, and scoring in micro-batches
- * (windows that complete in the same tick share one model call).
+ * windows (live state bounded by an LRU), enrolment (by windows, or by time for slow sources),
+ * replay memory (kept with the profiles across restarts), and scoring in micro-batches (windows
+ * that complete in the same tick share one model call).
  *
  * Only enrolled or enrolling sources get live state, so a flood of unknown ids costs nothing
  * but a Map lookup.
  */
-import { FEATURE_COUNT, FeatureExtractor, WINDOW } from './features';
+import { FEATURE_COUNT, FeatureExtractor, type FeatureName, WINDOW } from './features';
 import type { BehaviourModel } from './model';
-import { cosineTo, enrol, scoreOf } from './profile';
+import { OneClassScorer } from './one-class';
+import { cosineTo, enrol, reportedScore, scoreOf, type SourceProfile } from './profile';
 import type { ProfileStore } from './profile-store';
 import { DECISION_WINDOWS, SourceWindow } from './source-window';
 
 export interface MonitorOptions {
   /** Windows of genuine data a profile is learnt from. */
   enrolWindows: number;
+  /**
+   * Or enrolment ends after this long (ms of the source's time) once it has MIN_ENROL_WINDOWS:
+   * 20 windows of 64 readings take 21 minutes at 1 Hz and 3.6 hours at 0.1 Hz.
+   */
+  enrolMs?: number;
   /** Sources with live windows kept in memory; the least recently seen is dropped beyond. */
   maxSources: number;
   /** Samples per source the replay memory spans. */
@@ -27,17 +34,45 @@ export interface MonitorOptions {
   thresholdOverride?: number;
 }
 
+/** An enrolment by time still needs this many windows. */
+export const MIN_ENROL_WINDOWS = 4;
+/** Two enrolled sources closer than this (one-class distance per dimension) cannot be told apart. */
+export const SEPARATION_WARNING = 4;
+
 export type UnverifiedReason = 'not_enrolled' | 'enrolling' | 'warming_up';
 export type RejectedReason = 'invalid_value' | 'invalid_time' | 'out_of_order' | 'duplicate_time';
 
 export type Verdict =
-  | { status: 'scored'; score: number; threshold: number; trusted: boolean; replay: boolean }
+  | {
+      status: 'scored';
+      score: number;
+      threshold: number;
+      trusted: boolean;
+      replay: boolean;
+      /** Features outside the model's training range: scored by the one-class part only. */
+      outOfRange?: FeatureName[];
+      /** Another enrolled source this one cannot be told apart from. */
+      separation?: Separation;
+    }
   | { status: 'unverified'; reason: UnverifiedReason; enrolled?: number }
   | { status: 'rejected'; reason: RejectedReason };
+
+/** How close a newly enrolled source is to the nearest other one. */
+export interface Separation {
+  nearest: string;
+  distance: number;
+}
+
+export interface Enrolled {
+  source: string;
+  profile: SourceProfile;
+  separation?: Separation;
+}
 
 interface Enrolment {
   features: Float32Array;
   collected: number;
+  startedAt: number;
 }
 
 interface LiveSource {
@@ -72,6 +107,7 @@ export function timeValue(value: unknown): number | undefined {
 
 export class BehaviourMonitor {
   private readonly live = new Map<string, LiveSource>();
+  private readonly scorers = new Map<string, { profile: SourceProfile; scorer: OneClassScorer }>();
   private readonly extractor = new FeatureExtractor();
   private readonly batch: Float32Array;
   private pending: Pending[] = [];
@@ -79,7 +115,7 @@ export class BehaviourMonitor {
   /** Live sources dropped by the LRU since start. */
   evicted = 0;
   /** Called after a source's profile is learnt. */
-  onEnrolled: (source: string) => void = () => {};
+  onEnrolled: (enrolled: Enrolled) => void = () => {};
 
   constructor(
     private readonly model: BehaviourModel,
@@ -96,7 +132,11 @@ export class BehaviourMonitor {
   /** Starts (or restarts) learning `source`'s profile from its next windows. */
   startEnrolment(source: string): void {
     const state = this.touch(source);
-    state.enrolment = { features: new Float32Array(this.options.enrolWindows * FEATURE_COUNT), collected: 0 };
+    state.enrolment = {
+      features: new Float32Array(this.options.enrolWindows * FEATURE_COUNT),
+      collected: 0,
+      startedAt: Number.NaN,
+    };
   }
 
   /** Takes one sample of `source`; the verdict says how its message should be routed. */
@@ -115,41 +155,88 @@ export class BehaviourMonitor {
     const accepted = state.window.push(value, time);
     if (accepted !== 'accepted') return { status: 'rejected', reason: accepted };
 
-    if (state.enrolment) return this.collect(source, state, state.enrolment);
+    if (state.enrolment) return this.collect(source, state, state.enrolment, time);
     if (!profile) return { status: 'unverified', reason: 'not_enrolled' };
     if (!state.window.full) return { status: 'unverified', reason: 'warming_up' };
     return this.enqueue(source, state.window);
   }
 
+  /** Saves every live source's replay memory with its profile (on close, and now and then). */
+  saveReplayMemory(): void {
+    for (const [source, state] of this.live) {
+      if (this.profiles.get(source)) this.profiles.setReplayMemory(source, state.window.saveReplayMemory());
+    }
+  }
+
   private touch(source: string): LiveSource {
     let state = this.live.get(source);
     if (state) this.live.delete(source);
-    else state = { window: new SourceWindow(this.options.replayMemory) };
+    else {
+      state = { window: new SourceWindow(this.options.replayMemory) };
+      const saved = this.profiles.replayMemory(source);
+      if (saved) state.window.restoreReplayMemory(saved);
+    }
     this.live.set(source, state);
     while (this.live.size > this.options.maxSources) {
-      this.live.delete(this.live.keys().next().value!);
+      const [oldest, dropped] = this.live.entries().next().value!;
+      if (this.profiles.get(oldest)) this.profiles.setReplayMemory(oldest, dropped.window.saveReplayMemory());
+      this.live.delete(oldest);
       this.evicted++;
     }
     return state;
   }
 
-  private collect(source: string, state: LiveSource, enrolment: Enrolment): Verdict {
+  private collect(source: string, state: LiveSource, enrolment: Enrolment, time: number): Verdict {
+    if (Number.isNaN(enrolment.startedAt)) enrolment.startedAt = time;
     // Enrolment windows do not overlap: every WINDOW-th sample closes one.
     if (state.window.full && state.window.count % WINDOW === 0) {
       state.window.features(this.extractor, enrolment.features, enrolment.collected * FEATURE_COUNT);
       enrolment.collected++;
-      if (enrolment.collected === this.options.enrolWindows) {
-        const embeddings = this.model.embed(enrolment.features, enrolment.collected);
-        this.profiles.set(
-          source,
-          enrol(embeddings, enrolment.collected, this.model.embeddingSize, this.model.metadata, DECISION_WINDOWS),
-        );
-        state.enrolment = undefined;
-        state.window.resetDecisions();
-        this.onEnrolled(source);
-      }
+      const { enrolMs, enrolWindows } = this.options;
+      const longEnough =
+        enrolMs !== undefined && enrolment.collected >= MIN_ENROL_WINDOWS && time - enrolment.startedAt >= enrolMs;
+      if (enrolment.collected === enrolWindows || longEnough) this.finishEnrolment(source, state, enrolment);
     }
     return { status: 'unverified', reason: 'enrolling', enrolled: enrolment.collected };
+  }
+
+  private finishEnrolment(source: string, state: LiveSource, enrolment: Enrolment): void {
+    const rows = enrolment.collected;
+    const features = enrolment.features.subarray(0, rows * FEATURE_COUNT);
+    const profile = enrol(features, this.model.embed(features, rows), rows, this.model);
+    const separation = this.separation(source, profile);
+    if (separation) profile.separation = separation;
+    this.profiles.set(source, profile);
+    this.profiles.setReplayMemory(source, state.window.saveReplayMemory());
+    this.scorers.delete(source);
+    state.enrolment = undefined;
+    state.window.resetDecisions();
+    this.onEnrolled({ source, profile, separation });
+  }
+
+  /** The enrolled source nearest to `profile`, in one-class distance either way round. */
+  private separation(source: string, profile: SourceProfile): Separation | undefined {
+    let nearest: Separation | undefined;
+    const own = new OneClassScorer(profile.oneClass);
+    for (const other of this.profiles.sources()) {
+      const theirs = this.profiles.get(other);
+      if (other === source || !theirs) continue;
+      const distance = Math.min(
+        own.distance(theirs.oneClass.mean, 0, DECISION_WINDOWS),
+        this.scorerOf(other, theirs).distance(profile.oneClass.mean, 0, DECISION_WINDOWS),
+      );
+      if (!nearest || distance < nearest.distance) nearest = { nearest: other, distance };
+    }
+    return nearest;
+  }
+
+  private scorerOf(source: string, profile: SourceProfile): OneClassScorer {
+    let entry = this.scorers.get(source);
+    if (!entry || entry.profile !== profile) {
+      entry = { profile, scorer: new OneClassScorer(profile.oneClass) };
+      this.scorers.set(source, entry);
+    }
+    return entry.scorer;
   }
 
   private enqueue(source: string, window: SourceWindow): Promise<Verdict> {
@@ -176,9 +263,20 @@ export class BehaviourMonitor {
         return;
       }
       const threshold = this.options.thresholdOverride ?? profile.threshold;
-      const decision = scoreOf(item.window.decide(cosineTo(embeddings, row, profile.centroid)), this.model.metadata);
-      const score = item.replay ? 0 : decision;
-      item.resolve({ status: 'scored', score, threshold, trusted: score >= threshold, replay: item.replay });
+      const decision = item.window.decide(this.batch, row * FEATURE_COUNT, cosineTo(embeddings, row, profile.centroid));
+      const distance = this.scorerOf(item.source, profile).distance(decision.features, 0, decision.windows);
+      const score = item.replay ? 0 : scoreOf(distance, decision.cosine, profile, this.model.metadata);
+      item.resolve({
+        status: 'scored',
+        score: reportedScore(score, profile),
+        threshold,
+        trusted: score >= threshold,
+        replay: item.replay,
+        ...(profile.outOfRange.length ? { outOfRange: profile.outOfRange } : {}),
+        ...(profile.separation && profile.separation.distance < SEPARATION_WARNING
+          ? { separation: profile.separation }
+          : {}),
+      });
     });
   }
 }

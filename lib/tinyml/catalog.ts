@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import type { TimeSource } from './simulator';
 
 export const MODELS_DIR = path.resolve(__dirname, '..', '..', '..', 'models');
-export const MODEL_FAMILY = 'sensor-behaviour-v1';
+export const MODEL_FAMILY = 'sensor-behaviour-v2';
 
 export const MODEL_VARIANTS: Record<TimeSource, string> = { source: 'stamped', arrival: 'arrival' };
 

@@ -82,7 +82,7 @@ export function simulatedTraining(
   let installation = drawInstallation(rng);
   for (let u = 0; u < units; u++) {
     if (u % INSTALLATION_UNITS === 0) installation = drawInstallation(rng);
-    const sensor = new SimulatedSensor(installation, drawUnit(rng), rng.int(2 ** 31));
+    const sensor = new SimulatedSensor(installation, drawUnit(rng, installation), rng.int(2 ** 31));
     const startMs = rng.uniform(0, 86_400_000);
     for (let s = 0; s < sessions; s++) {
       const recording = sensor.record(startMs + s * 3 * 3_600_000, Math.ceil(windowsPerUnit / sessions) * WINDOW);

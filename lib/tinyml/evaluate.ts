@@ -1,12 +1,19 @@
 /**
  * The evaluation protocol behind the model card: units never seen in training are enrolled from
- * one session, then scored hours later (temperature has moved) against genuine windows and each
- * impostor kind, through the same window, replay memory, features and scoring the node uses.
+ * one session, then scored in a later one (hours on, temperature moved) against their own
+ * windows and each impostor kind, through the same window, replay memory, features and scoring
+ * the node uses. It runs on two sources of units: the training simulator's (held out) and the
+ * second generator's (./generator-b, written separately and never used for training or tuning).
+ *
+ * Besides the combined score it keeps each part's own statistic, so the card shows what the
+ * one-class part and the embedding contribute.
  */
 import type { RecordedSource } from './dataset';
 import { FEATURE_COUNT, FeatureExtractor, WINDOW } from './features';
+import { generateCases } from './generator-b';
 import { acceptedShare, errorRates, type ErrorRates } from './metrics';
 import type { BehaviourModel } from './model';
+import { OneClassScorer } from './one-class';
 import { cosineTo, enrol, scoreOf, type SourceProfile } from './profile';
 import { SeededRandom } from './random';
 import {
@@ -37,7 +44,7 @@ export const EVALUATION_PROTOCOL: ProtocolOptions = {
   units: 200,
   enrolWindows: 20,
   testWindows: 40,
-  replayMemory: 65536,
+  replayMemory: 32768,
 };
 
 export interface KindReport extends ErrorRates {
@@ -49,31 +56,41 @@ export interface KindReport extends ErrorRates {
   farAtThreshold: number;
   /** Share caught by the replay memory alone, before the model scores it. */
   replayFlagged: number;
+  /** Equal error rates of each part's statistic alone, and of the two combined before calibration. */
+  oneClassEer: number;
+  embeddingEer: number;
 }
 
 export interface ModeReport<K extends string = ImpostorKind> {
   genuineDecisions: number;
   frrAtThreshold: number;
   genuineReplayFlagged: number;
+  /** Enrolled sources whose features lay outside the training range (one-class part only). */
+  outOfRangeSources: number;
+  sources: number;
   impostors: Record<K, KindReport>;
 }
 
-interface ScoredWindows {
-  /** Decision scores (DECISION_WINDOWS windows each) and each one's source threshold. */
+/** What the protocol keeps of each decision: its score and each part's statistic (larger = worse). */
+interface Decisions {
   scores: number[];
-  /** Single-window scores, for the card's per-window column. */
-  windowScores: number[];
   thresholds: number[];
+  oneClass: number[];
+  embedding: number[];
+  windowScores: number[];
   flagged: number;
 }
 
-const HOUR = 3_600_000;
+function emptyDecisions(): Decisions {
+  return { scores: [], thresholds: [], oneClass: [], embedding: [], windowScores: [], flagged: 0 };
+}
 
 /** Scores windows of one source through its SourceWindow, as the node does. */
 class ScoredSource {
   private readonly window: SourceWindow;
   private readonly extractor = new FeatureExtractor();
   profile: SourceProfile | undefined;
+  private scorer: OneClassScorer | undefined;
 
   constructor(
     private readonly model: BehaviourModel,
@@ -82,8 +99,8 @@ class ScoredSource {
     this.window = new SourceWindow(replayMemory);
   }
 
-  /** Pushes a recording; returns the features and replay flags of each whole window in it. */
-  feed(values: ArrayLike<number>, times: ArrayLike<number>): { features: Float32Array; replayed: boolean[] } {
+  /** Pushes a stream; returns the features and replay flags of each whole window in it. */
+  private feed(values: ArrayLike<number>, times: ArrayLike<number>): { features: Float32Array; replayed: boolean[] } {
     const windows = Math.floor(values.length / WINDOW);
     const features = new Float32Array(windows * FEATURE_COUNT);
     const replayed: boolean[] = [];
@@ -97,29 +114,33 @@ class ScoredSource {
     return { features, replayed };
   }
 
-  enrol(recording: Recording, timeSource: TimeSource): void {
-    const { features, replayed } = this.feed(recording.values, timesOf(recording, timeSource));
-    const embeddings = this.model.embed(features, replayed.length);
-    this.profile = enrol(embeddings, replayed.length, this.model.embeddingSize, this.model.metadata, DECISION_WINDOWS);
+  enrol(values: ArrayLike<number>, times: ArrayLike<number>): void {
+    const { features, replayed } = this.feed(values, times);
+    this.profile = enrol(features, this.model.embed(features, replayed.length), replayed.length, this.model);
+    this.scorer = new OneClassScorer(this.profile.oneClass);
+    this.window.resetDecisions();
   }
 
-  /**
-   * Scores a run of windows. Every window gets a window score; from the DECISION_WINDOWS-th on,
-   * each also gets a decision (the score of the mean cosine of the run's last DECISION_WINDOWS
-   * windows, as SourceWindow.decide gives the node), so decisions never mix two kinds of data.
-   */
-  score(values: ArrayLike<number>, times: ArrayLike<number>, into: ScoredWindows): void {
+  /** Scores a run of windows; each window past the first DECISION_WINDOWS - 1 is a decision. */
+  score(values: ArrayLike<number>, times: ArrayLike<number>, into: Decisions): void {
+    const profile = this.profile!;
+    const scorer = this.scorer!;
     const { features, replayed } = this.feed(values, times);
     const embeddings = this.model.embed(features, replayed.length);
-    const run: number[] = [];
     const calibration = this.model.metadata;
+    this.window.resetDecisions();
     replayed.forEach((flag, row) => {
-      run.push(cosineTo(embeddings, row, this.profile!.centroid));
-      into.windowScores.push(flag ? 0 : scoreOf(run[row], calibration));
-      if (run.length < DECISION_WINDOWS) return;
-      const decision = scoreOf(run.slice(-DECISION_WINDOWS).reduce((a, b) => a + b, 0) / DECISION_WINDOWS, calibration);
-      into.scores.push(flag ? 0 : decision);
-      into.thresholds.push(this.profile!.threshold);
+      const cosine = cosineTo(embeddings, row, profile.centroid);
+      into.windowScores.push(
+        flag ? 0 : scoreOf(scorer.distance(features, row * FEATURE_COUNT, 1), cosine, profile, calibration),
+      );
+      const decision = this.window.decide(features, row * FEATURE_COUNT, cosine, 1);
+      if (decision.windows < DECISION_WINDOWS) return;
+      const distance = scorer.distance(decision.features, 0, decision.windows);
+      into.scores.push(flag ? 0 : scoreOf(distance, decision.cosine, profile, calibration));
+      into.thresholds.push(profile.threshold);
+      into.oneClass.push(Math.log1p(distance));
+      into.embedding.push(Math.log1p(Math.max(0, 1 - decision.cosine) / profile.spread));
       if (flag) into.flagged++;
     });
   }
@@ -129,42 +150,95 @@ class ScoredSource {
   }
 }
 
-function emptyScores(): ScoredWindows {
-  return { scores: [], windowScores: [], thresholds: [], flagged: 0 };
+/** One enrolled source's streams: enrolment, its later session and the impostors in its place. */
+interface Case {
+  enrol: Recording;
+  genuine: Recording;
+  impostors: { same_model: Recording; simulator: Recording };
 }
 
+/** Runs the protocol over `cases`, seen through `timeSource`. */
+function evaluateCases(
+  model: BehaviourModel,
+  cases: Iterable<Case>,
+  timeSource: TimeSource,
+  options: ProtocolOptions,
+): ModeReport {
+  const rng = new SeededRandom(options.seed ^ 0x5eed);
+  const genuine = emptyDecisions();
+  const impostors = Object.fromEntries(IMPOSTOR_KINDS.map(kind => [kind, emptyDecisions()])) as Record<
+    ImpostorKind,
+    Decisions
+  >;
+  let sources = 0;
+  let outOfRange = 0;
+  for (const c of cases) {
+    const source = new ScoredSource(model, options.replayMemory);
+    source.enrol(c.enrol.values, timesOf(c.enrol, timeSource));
+    sources++;
+    if (source.profile!.outOfRange.length) outOfRange++;
+    source.score(c.genuine.values, timesOf(c.genuine, timeSource), genuine);
+    for (const kind of ['same_model', 'simulator'] as const) {
+      const stream = c.impostors[kind];
+      source.score(stream.values, followOn(timesOf(stream, timeSource), source.lastTime), impostors[kind]);
+    }
+    replayRuns(source, [c.enrol, c.genuine], timeSource, options.testWindows, rng, impostors.replay);
+  }
+  return modeReport(genuine, impostors, sources, outOfRange);
+}
+
+/** Times moved to follow on from `after`: impostors take over a live stream, they do not go back in time. */
+function followOn(times: Float64Array, after: number): Float64Array {
+  const shift = Math.max(0, after + (times[1] - times[0]) - times[0]);
+  return shift > 0 ? times.map(t => t + shift) : times;
+}
+
+/** The training simulator's held-out units: each enrolled, then scored 3 hours later. */
 export function evaluateSimulated(
   model: BehaviourModel,
   timeSource: TimeSource,
   options: ProtocolOptions = EVALUATION_PROTOCOL,
 ): ModeReport {
-  const genuine = emptyScores();
-  const impostors = Object.fromEntries(IMPOSTOR_KINDS.map(kind => [kind, emptyScores()])) as Record<
-    ImpostorKind,
-    ScoredWindows
-  >;
-  const rng = new SeededRandom(options.seed);
-  for (let u = 0; u < options.units; u++) {
-    const installation = drawInstallation(rng);
-    const sensor = new SimulatedSensor(installation, drawUnit(rng), rng.int(2 ** 31));
-    const otherUnit = new SimulatedSensor(installation, drawUnit(rng), rng.int(2 ** 31));
-    const simulator = new SoftwareImpostor(installation, rng.int(2 ** 31));
-    const t0 = rng.uniform(0, 86_400_000);
-    const source = new ScoredSource(model, options.replayMemory);
-
-    const enrolment = sensor.record(t0, options.enrolWindows * WINDOW);
-    source.enrol(enrolment, timeSource);
-    const later = sensor.record(t0 + 3 * HOUR, options.testWindows * WINDOW);
-    source.score(later.values, timesOf(later, timeSource), genuine);
-
-    const swapped = otherUnit.record(t0 + 4 * HOUR, options.testWindows * WINDOW);
-    source.score(swapped.values, timesOf(swapped, timeSource), impostors.same_model);
-    const faked = simulator.record(t0 + 5 * HOUR, options.testWindows * WINDOW);
-    source.score(faked.values, timesOf(faked, timeSource), impostors.simulator);
-
-    replayRuns(source, [enrolment, later], timeSource, options.testWindows, rng, impostors.replay);
+  function* cases(): Generator<Case> {
+    const rng = new SeededRandom(options.seed);
+    for (let u = 0; u < options.units; u++) {
+      const installation = drawInstallation(rng);
+      const sensor = new SimulatedSensor(installation, drawUnit(rng, installation), rng.int(2 ** 31));
+      const otherUnit = new SimulatedSensor(installation, drawUnit(rng, installation), rng.int(2 ** 31));
+      const simulator = new SoftwareImpostor(installation, rng.int(2 ** 31));
+      const t0 = rng.uniform(0, 86_400_000);
+      const later = t0 + options.enrolWindows * WINDOW * installation.periodMs + 3 * 3_600_000;
+      yield {
+        enrol: sensor.record(t0, options.enrolWindows * WINDOW),
+        genuine: sensor.record(later, options.testWindows * WINDOW),
+        impostors: {
+          same_model: otherUnit.record(later, options.testWindows * WINDOW),
+          simulator: simulator.record(later, options.testWindows * WINDOW),
+        },
+      };
+    }
   }
-  return modeReport(genuine, impostors);
+  return evaluateCases(model, cases(), timeSource, options);
+}
+
+/** The second generator's units (never seen in training or tuning): enrolled, then scored an hour later, 7 K warmer. */
+export function evaluateSecondGenerator(
+  model: BehaviourModel,
+  timeSource: TimeSource,
+  options: ProtocolOptions = EVALUATION_PROTOCOL,
+): ModeReport {
+  const generated = generateCases({
+    seed: options.seed,
+    cases: options.units,
+    enrolSamples: options.enrolWindows * WINDOW,
+    testSamples: options.testWindows * WINDOW,
+  });
+  const cases = generated.map(c => ({
+    enrol: c.enrol,
+    genuine: c.genuine,
+    impostors: { same_model: c.sameModel, simulator: c.simulator },
+  }));
+  return evaluateCases(model, cases, timeSource, options);
 }
 
 /**
@@ -177,7 +251,7 @@ function replayRuns(
   timeSource: TimeSource,
   runs: number,
   rng: SeededRandom,
-  into: ScoredWindows,
+  into: Decisions,
 ): void {
   const length = DECISION_WINDOWS * WINDOW;
   for (let run = 0; run < runs; run++) {
@@ -190,13 +264,22 @@ function replayRuns(
   }
 }
 
-function modeReport<K extends string>(genuine: ScoredWindows, impostors: Record<K, ScoredWindows>): ModeReport<K> {
+const negate = (values: number[]) => values.map(v => -v);
+
+function modeReport<K extends string>(
+  genuine: Decisions,
+  impostors: Record<K, Decisions>,
+  sources: number,
+  outOfRangeSources: number,
+): ModeReport<K> {
   return {
     genuineDecisions: genuine.scores.length,
     frrAtThreshold: 1 - acceptedShare(genuine.scores, genuine.thresholds),
     genuineReplayFlagged: genuine.flagged / Math.max(1, genuine.scores.length),
+    outOfRangeSources,
+    sources,
     impostors: Object.fromEntries(
-      Object.entries<ScoredWindows>(impostors).map(([kind, scored]) => [
+      Object.entries<Decisions>(impostors).map(([kind, scored]) => [
         kind,
         {
           ...errorRates(genuine.scores, scored.scores),
@@ -204,10 +287,87 @@ function modeReport<K extends string>(genuine: ScoredWindows, impostors: Record<
           windowEer: errorRates(genuine.windowScores, scored.windowScores).eer,
           farAtThreshold: acceptedShare(scored.scores, scored.thresholds),
           replayFlagged: scored.flagged / Math.max(1, scored.scores.length),
+          oneClassEer: errorRates(negate(genuine.oneClass), negate(scored.oneClass)).eer,
+          embeddingEer: errorRates(negate(genuine.embedding), negate(scored.embedding)).eer,
         },
       ]),
     ) as Record<K, KindReport>,
   };
+}
+
+/** Each part's statistic of genuine and impostor decisions, for fitting the combination. */
+export interface PartStatistics {
+  genuine: { oneClass: number[]; embedding: number[] };
+  impostor: { oneClass: number[]; embedding: number[] };
+}
+
+/** The parts' statistics on the training simulator's units (validation, in training). */
+export function partStatistics(
+  model: BehaviourModel,
+  timeSource: TimeSource,
+  options: ProtocolOptions,
+): PartStatistics {
+  const genuine = emptyDecisions();
+  const impostor = emptyDecisions();
+  const rng = new SeededRandom(options.seed);
+  for (let u = 0; u < options.units; u++) {
+    const installation = drawInstallation(rng);
+    const sensor = new SimulatedSensor(installation, drawUnit(rng, installation), rng.int(2 ** 31));
+    const otherUnit = new SimulatedSensor(installation, drawUnit(rng, installation), rng.int(2 ** 31));
+    const simulator = new SoftwareImpostor(installation, rng.int(2 ** 31));
+    const t0 = rng.uniform(0, 86_400_000);
+    const later = t0 + options.enrolWindows * WINDOW * installation.periodMs + 3 * 3_600_000;
+    const source = new ScoredSource(model, options.replayMemory);
+    const enrolment = sensor.record(t0, options.enrolWindows * WINDOW);
+    source.enrol(enrolment.values, timesOf(enrolment, timeSource));
+    const own = sensor.record(later, options.testWindows * WINDOW);
+    source.score(own.values, timesOf(own, timeSource), genuine);
+    for (const other of [
+      otherUnit.record(later, options.testWindows * WINDOW),
+      simulator.record(later, options.testWindows * WINDOW),
+    ]) {
+      source.score(other.values, followOn(timesOf(other, timeSource), source.lastTime), impostor);
+    }
+  }
+  return {
+    genuine: { oneClass: genuine.oneClass, embedding: genuine.embedding },
+    impostor: { oneClass: impostor.oneClass, embedding: impostor.embedding },
+  };
+}
+
+/** Each held-out source enrolled from its first windows, scored on the rest and on the other sources. */
+function scoreRecordings(
+  model: BehaviourModel,
+  sources: RecordedSource[],
+  options: ProtocolOptions,
+  into: { genuine: Decisions; other: Decisions; replay?: Decisions },
+): number {
+  const rng = new SeededRandom(options.seed);
+  const enrolSamples = options.enrolWindows * WINDOW;
+  let outOfRange = 0;
+  sources.forEach((own, index) => {
+    const source = new ScoredSource(model, options.replayMemory);
+    const asRecording = (from: number, to?: number): Recording => {
+      const times = own.times.subarray(from, to);
+      return { values: own.values.subarray(from, to), sourceTimes: times, arrivalTimes: times };
+    };
+    const enrolment = asRecording(0, enrolSamples);
+    const rest = asRecording(enrolSamples);
+    source.enrol(enrolment.values, enrolment.sourceTimes);
+    if (source.profile!.outOfRange.length) outOfRange++;
+    source.score(rest.values, rest.sourceTimes, into.genuine);
+    sources.forEach((other, k) => {
+      if (k === index) return;
+      const samples = Math.min(other.values.length, options.testWindows * WINDOW);
+      source.score(
+        other.values.subarray(0, samples),
+        followOn(other.times.subarray(0, samples), source.lastTime),
+        into.other,
+      );
+    });
+    if (into.replay) replayRuns(source, [enrolment, rest], 'source', options.testWindows, rng, into.replay);
+  });
+  return outOfRange;
 }
 
 /**
@@ -220,35 +380,27 @@ export function evaluateRecordings(
   sources: RecordedSource[],
   options: ProtocolOptions,
 ): ModeReport<'other_source' | 'replay'> {
-  const rng = new SeededRandom(options.seed);
-  const genuine = emptyScores();
-  const impostors = { other_source: emptyScores(), replay: emptyScores() };
-  const enrolSamples = options.enrolWindows * WINDOW;
-  sources.forEach((own, index) => {
-    const source = new ScoredSource(model, options.replayMemory);
-    const enrolment = {
-      values: own.values.subarray(0, enrolSamples),
-      sourceTimes: own.times.subarray(0, enrolSamples),
-      arrivalTimes: own.times.subarray(0, enrolSamples),
-    };
-    source.enrol(enrolment, 'source');
-    const rest = {
-      values: own.values.subarray(enrolSamples),
-      sourceTimes: own.times.subarray(enrolSamples),
-      arrivalTimes: own.times.subarray(enrolSamples),
-    };
-    source.score(rest.values, rest.sourceTimes, genuine);
-    sources.forEach((other, k) => {
-      if (k === index) return;
-      const samples = Math.min(other.values.length, options.testWindows * WINDOW);
-      const shift = source.lastTime + 1 - other.times[0];
-      source.score(
-        other.values.subarray(0, samples),
-        other.times.subarray(0, samples).map(t => t + shift),
-        impostors.other_source,
-      );
-    });
-    replayRuns(source, [enrolment, rest], 'source', options.testWindows, rng, impostors.replay);
+  const genuine = emptyDecisions();
+  const impostors = { other_source: emptyDecisions(), replay: emptyDecisions() };
+  const outOfRange = scoreRecordings(model, sources, options, {
+    genuine,
+    other: impostors.other_source,
+    replay: impostors.replay,
   });
-  return modeReport(genuine, impostors);
+  return modeReport(genuine, impostors, sources.length, outOfRange);
+}
+
+/** The parts' statistics on recordings set aside for calibration (see partStatistics). */
+export function recordedPartStatistics(
+  model: BehaviourModel,
+  sources: RecordedSource[],
+  options: ProtocolOptions,
+): PartStatistics {
+  const genuine = emptyDecisions();
+  const impostor = emptyDecisions();
+  scoreRecordings(model, sources, options, { genuine, other: impostor });
+  return {
+    genuine: { oneClass: genuine.oneClass, embedding: genuine.embedding },
+    impostor: { oneClass: impostor.oneClass, embedding: impostor.embedding },
+  };
 }

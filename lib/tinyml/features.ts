@@ -1,56 +1,71 @@
 /**
- * The feature extractor: a window of (value, time) samples from one source → FEATURE_NAMES.
+ * The feature extractor: a window of WINDOW (value, time) samples from one source → FEATURE_NAMES.
  * The same code runs in training, evaluation and the node, so what the model learnt is what it
- * sees. Every feature is finite and clipped, whatever the input (flat windows, repeated times).
+ * sees. Every feature is finite and clipped, whatever the input (flat windows, repeated values,
+ * identical intervals, coarse clocks).
  *
- * Timing (from the source's own timestamps, or arrival times):
- *   clock_ppm         sample period vs the nearest 3-significant-digit period, in units of 50 ppm
- *   jitter_log        log10(1 + timing residual std in ppm of the period), after a quadratic fit
- *   jitter_tail       largest timing residual / residual std
- *   interval_autocorr lag-1 autocorrelation of the sample intervals
- *   clock_drift       change of the period across the window (crystal warming), units of 50 ppm
- * Values (after removing a quadratic trend, i.e. the process):
- *   step_log          log10 of the quantisation step (LSB × calibration gain, or firmware rounding)
- *   step_ppm          that step vs its nearest 3-significant-digit value, in units of 2000 ppm: the
- *                     unit's calibration gain, resolved far finer than step_log can show it
- *   lattice_fit       share of value gaps that are whole multiples of that step
- *   noise_lsb         log2 of the residual std in quantisation steps
- *   noise_log         log10 of the residual std
- *   noise_autocorr1/2 autocorrelation of the residual at lags 1 and 2
- *   band_1..band_5    share of residual energy in DFT bins 1-7, 8-15, 16-23, 24-27, 28-32 (bin 32 =
- *                     Nyquist: at 100 Hz sampling 50 Hz hum lands there, 60 Hz near bin 26)
- *   kurtosis          of the residual (hum and quantisation move it off the Gaussian 3)
+ * Feature set v2 means the same thing at any rate and any scale: nothing is rounded to a guessed
+ * nominal period or value, times are read in units of the window's own period and values in
+ * units of their own noise or quantisation step. Two features of each kind are absolute (the
+ * period, the step, the noise level, the clock's resolution): they carry a unit's identity (its
+ * crystal, its calibration gain) but only mean something against the same source's own
+ * enrolment, so only the per-source one-class check reads them (EMBEDDING_FEATURES leaves them
+ * out of the network). The model card documents the physics of each.
  */
 export const WINDOW = 64;
 
 export const FEATURE_NAMES = [
-  'clock_ppm',
-  'jitter_log',
-  'jitter_tail',
-  'interval_autocorr',
-  'clock_drift',
-  'step_log',
-  'step_ppm',
-  'lattice_fit',
-  'noise_lsb',
-  'noise_log',
-  'noise_autocorr1',
-  'noise_autocorr2',
-  'band_1',
-  'band_2',
+  // timing: the sampling clock, seen through the timestamps
+  'period_log', //         log10 of the period (ms) by least squares over the window: crystal offset
+  'period_span_log', //    log10 of (last − first) / 63: the same, unbiased when jitter accumulates
+  'jitter_grid_log', //    log10(1 + ppm of the period) of the residual after the straight-line fit
+  'jitter_step_log', //    log10(1 + ppm of the period) of the interval spread
+  'interval_autocorr', //  lag-1 autocorrelation of intervals: −0.5 stamped on a grid, ~0 a re-armed timer
+  'jitter_tail', //        largest interval deviation / their spread: scheduler hiccups
+  'clock_resolution_log', // log10 of the finest step between interval values (ms): the clock's tick
+  'interval_variety', //   share of distinct interval values: 1/63 for a timer that never wavers
+  'missing_share', //      share of periods without a reading (lost packets, missed polls)
+  // values: the converter and what the unit adds to the process
+  'step_log', //           log10 of the quantisation step (LSB × calibration gain, or firmware rounding)
+  'noise_log', //          log10 of the noise (from first differences, robust to the process's steps)
+  'lattice_fit', //        share of value gaps that are whole steps: ADC codes vs floats
+  'still_share', //        share of consecutive readings that are equal
+  'noise_in_steps', //     log2 of noise / step: the noise floor in LSB
+  'roughness', //          log10 of noise / residual after a quadratic detrend: noise vs process motion
+  'diff_autocorr1', //     autocorrelation of first differences, lag 1 (−0.5 for white noise)
+  'diff_autocorr2', //     lag 2
+  'diff_kurtosis', //      of first differences: spikes, quantisation
+  'band_1', //             shares of residual energy in DFT bins 1-3, 4-7, 8-15, 16-27, 28-32 of the window:
+  'band_2', //             at any rate, where mains pickup and its alias land, and how the process moves
   'band_3',
   'band_4',
   'band_5',
-  'kurtosis',
 ] as const;
 
+export type FeatureName = (typeof FEATURE_NAMES)[number];
 export const FEATURE_COUNT = FEATURE_NAMES.length;
 
-/** Bumped whenever a feature's definition changes: models and profiles name the version they fit. */
-export const FEATURE_VERSION = 1;
+/** Index of each feature in a row: rows are written and read by name. */
+export const FEATURE_INDEX = Object.fromEntries(FEATURE_NAMES.map((name, i) => [name, i])) as Record<
+  FeatureName,
+  number
+>;
 
-const BAND_EDGES = [1, 8, 16, 24, 28, 33];
+/** Absolute features: meaningful only against the same source's enrolment (see the header). */
+export const ABSOLUTE_FEATURES: readonly FeatureName[] = ['period_log', 'period_span_log', 'step_log', 'noise_log'];
+
+/** What the embedding network reads: every feature but the absolute ones, in FEATURE_NAMES order. */
+export const EMBEDDING_FEATURES: readonly FeatureName[] = FEATURE_NAMES.filter(
+  name => !ABSOLUTE_FEATURES.includes(name),
+);
+
+/** Bumped whenever a feature's definition changes: models and profiles name the version they fit. */
+export const FEATURE_VERSION = 2;
+
+const F = FEATURE_INDEX;
+const BAND_EDGES = [1, 4, 8, 16, 28, 33];
 const HALF = WINDOW / 2;
+const DIFFS = WINDOW - 1;
 
 // Orthogonal polynomial basis over the sample index: centred linear and quadratic terms, so the
 // trend fit is three dot products with no matrix to invert.
@@ -79,50 +94,64 @@ for (let k = 0; k <= HALF; k++) {
 }
 
 function clip(value: number, low: number, high: number): number {
-  if (Number.isNaN(value)) return 0;
+  if (Number.isNaN(value)) return low;
   return Math.min(high, Math.max(low, value));
 }
 
-/** Nearest value with three significant digits: the nominal period a sensor was configured for. */
-function nominal(value: number): number {
-  if (!(value > 0)) return 1;
-  const scale = 10 ** (Math.floor(Math.log10(value)) - 2);
-  return Math.round(value / scale) * scale;
+function mean(series: Float64Array, length: number): number {
+  let sum = 0;
+  for (let i = 0; i < length; i++) sum += series[i];
+  return sum / length;
+}
+
+function standardDeviation(series: Float64Array, length: number, centre = mean(series, length)): number {
+  let sum = 0;
+  for (let i = 0; i < length; i++) sum += (series[i] - centre) ** 2;
+  return Math.sqrt(sum / length);
 }
 
 function autocorrelation(series: Float64Array, length: number, lag: number): number {
-  let mean = 0;
-  for (let i = 0; i < length; i++) mean += series[i] / length;
+  const centre = mean(series, length);
   let num = 0;
   let den = 0;
   for (let i = 0; i < length; i++) {
-    const d = series[i] - mean;
+    const d = series[i] - centre;
     den += d * d;
-    if (i >= lag) num += d * (series[i - lag] - mean);
+    if (i >= lag) num += d * (series[i - lag] - centre);
   }
   return den > 0 ? num / den : 0;
 }
 
-/** Fits a + b·LINEAR + c·QUADRATIC to `series`, leaves the residual in `residual`, returns [b, c]. */
-function detrend(series: Float64Array, residual: Float64Array): [number, number] {
-  let mean = 0;
-  let b = 0;
-  let c = 0;
-  for (let i = 0; i < WINDOW; i++) {
-    mean += series[i] / WINDOW;
-    b += series[i] * LINEAR[i];
-    c += series[i] * QUADRATIC[i];
+/** The spacing of the lattice that `sorted` (ascending) sits on, and how well it fits. */
+function lattice(sorted: Float64Array, length: number, tolerance: number): { step: number; fit: number } {
+  let smallest = Infinity;
+  for (let i = 1; i < length; i++) {
+    const gap = sorted[i] - sorted[i - 1];
+    if (gap > tolerance && gap < smallest) smallest = gap;
   }
-  b /= linearNorm;
-  c /= quadraticNorm;
-  for (let i = 0; i < WINDOW; i++) residual[i] = series[i] - mean - b * LINEAR[i] - c * QUADRATIC[i];
-  return [b, c];
+  if (!Number.isFinite(smallest)) return { step: 0, fit: 0 };
+  let gaps = 0;
+  let onLattice = 0;
+  let gapSum = 0;
+  let multiples = 0;
+  for (let i = 1; i < length; i++) {
+    const gap = sorted[i] - sorted[i - 1];
+    if (gap <= tolerance) continue;
+    gaps++;
+    const ratio = gap / smallest;
+    const whole = Math.round(ratio);
+    if (Math.abs(ratio - whole) < 0.05) {
+      onLattice++;
+      gapSum += gap;
+      multiples += whole;
+    }
+  }
+  return { step: gapSum / multiples, fit: onLattice / gaps };
 }
 
-function standardDeviation(series: Float64Array): number {
-  let sum = 0;
-  for (let i = 0; i < WINDOW; i++) sum += series[i] * series[i];
-  return Math.sqrt(sum / WINDOW);
+/** The spacing of doubles near `magnitude`: finer differences are rounding, not signal. */
+function ulp(magnitude: number): number {
+  return Math.max(Math.abs(magnitude) * 2 ** -52, Number.MIN_VALUE);
 }
 
 /** Reusable scratch space: one extractor per caller keeps extraction allocation-free. */
@@ -130,98 +159,139 @@ export class FeatureExtractor {
   private readonly times = new Float64Array(WINDOW);
   private readonly values = new Float64Array(WINDOW);
   private readonly residual = new Float64Array(WINDOW);
+  private readonly intervals = new Float64Array(DIFFS);
+  private readonly steps = new Float64Array(WINDOW);
+  private readonly diffs = new Float64Array(DIFFS);
   private readonly sorted = new Float64Array(WINDOW);
-  private readonly intervals = new Float64Array(WINDOW - 1);
   private readonly energies = new Float64Array(BAND_EDGES.length - 1);
 
   /**
    * Writes FEATURE_COUNT features of the WINDOW samples starting at `start` of `values`/`times`
-   * (ring buffers are read modulo their length) into `out` at `outOffset`.
+   * (ring buffers are read modulo their length) into `out` at `outOffset`. Times are in ms.
    */
   extract(values: ArrayLike<number>, times: ArrayLike<number>, out: Float32Array, outOffset = 0, start = 0): void {
     const ring = values.length;
     const t0 = times[start % ring];
+    let largest = 0;
     for (let i = 0; i < WINDOW; i++) {
       const j = (start + i) % ring;
-      // Relative times keep the fit exact: epoch milliseconds in a double only resolve ~0.2 µs.
+      // Relative times keep the fits exact; the absolute time's rounding still bounds what a
+      // difference of two stamps can show (clockResolution's tolerance).
       this.times[i] = times[j] - t0;
       this.values[i] = values[j];
+      largest = Math.max(largest, Math.abs(values[j]));
     }
-    const o = outOffset;
-    this.timing(out, o);
-    this.valueFeatures(out, o + 5);
-  }
-
-  private timing(out: Float32Array, o: number): void {
-    const { times, residual, intervals } = this;
-    const [period, curvature] = detrend(times, residual);
-    const jitter = standardDeviation(residual);
-    let largest = 0;
-    for (let i = 0; i < WINDOW; i++) largest = Math.max(largest, Math.abs(residual[i]));
-    for (let i = 0; i < WINDOW - 1; i++) intervals[i] = times[i + 1] - times[i];
-    const safePeriod = Math.max(period, 1e-9);
-    out[o] = clip(((period / nominal(period) - 1) * 1e6) / 50, -20, 20);
-    out[o + 1] = clip(Math.log10(1 + (jitter / safePeriod) * 1e6), 0, 7);
-    out[o + 2] = jitter > 0 ? clip(largest / jitter, 0, 8) : 0;
-    out[o + 3] = clip(autocorrelation(intervals, WINDOW - 1, 1), -1, 1);
-    out[o + 4] = clip((((2 * curvature * (WINDOW - 1)) / safePeriod) * 1e6) / 50, -20, 20);
-  }
-
-  private valueFeatures(out: Float32Array, o: number): void {
-    const { values, residual, sorted } = this;
-    detrend(values, residual);
-    const noise = standardDeviation(residual);
-    const step = this.quantisationStep(sorted);
-
-    out[o] = clip(Math.log10(step.step + 1e-9), -9, 6);
-    out[o + 1] = step.step > 0 ? clip(((step.step / nominal(step.step) - 1) * 1e6) / 2000, -3, 3) : 0;
-    out[o + 2] = step.latticeFit;
-    out[o + 3] = clip(Math.log2((noise + 1e-12) / (step.step + 1e-12)), -10, 20);
-    out[o + 4] = clip(Math.log10(noise + 1e-9), -9, 6);
-    out[o + 5] = clip(autocorrelation(residual, WINDOW, 1), -1, 1);
-    out[o + 6] = clip(autocorrelation(residual, WINDOW, 2), -1, 1);
-    this.bands(out, o + 7);
-    let m2 = 0;
-    let m4 = 0;
-    for (let i = 0; i < WINDOW; i++) {
-      const sq = residual[i] * residual[i];
-      m2 += sq / WINDOW;
-      m4 += (sq * sq) / WINDOW;
-    }
-    out[o + 12] = m2 > 0 ? clip(m4 / (m2 * m2), 0, 20) : 0;
+    this.timing(out, outOffset, 2 * ulp(t0) + 1e-9);
+    this.valueFeatures(out, outOffset, 4 * ulp(largest));
   }
 
   /**
-   * The step of the lattice the values sit on: the smallest gap between distinct values,
-   * refined over every gap that is a whole multiple of it.
+   * Readings get lost (a dropped packet, a missed poll): every interval is read as the whole
+   * number of periods it spans, from the median interval, so one lost reading does not move the
+   * period by 1/63 (16 000 ppm). When jitter is too large for that (over half a period), the
+   * intervals are taken as one period each.
    */
-  private quantisationStep(sorted: Float64Array): { step: number; latticeFit: number } {
-    sorted.set(this.values);
-    sorted.sort();
-    const tolerance = 1e-6 * Math.max(1, Math.abs(sorted[0]), Math.abs(sorted[WINDOW - 1]));
-    let smallest = Infinity;
-    for (let i = 1; i < WINDOW; i++) {
-      const gap = sorted[i] - sorted[i - 1];
-      if (gap > tolerance && gap < smallest) smallest = gap;
-    }
-    if (!Number.isFinite(smallest)) return { step: 0, latticeFit: 0 };
-    let gaps = 0;
-    let onLattice = 0;
-    let gapSum = 0;
-    let multiples = 0;
-    for (let i = 1; i < WINDOW; i++) {
-      const gap = sorted[i] - sorted[i - 1];
-      if (gap <= tolerance) continue;
-      gaps++;
-      const ratio = gap / smallest;
-      const whole = Math.round(ratio);
-      if (Math.abs(ratio - whole) < 0.05) {
-        onLattice++;
-        gapSum += gap;
-        multiples += whole;
+  private timing(out: Float32Array, o: number, timeTolerance: number): void {
+    const { times, residual, intervals, sorted, steps } = this;
+    for (let i = 0; i < DIFFS; i++) intervals[i] = times[i + 1] - times[i];
+    sorted.set(intervals);
+    const ascending = sorted.subarray(0, DIFFS).sort();
+    const median = Math.max(ascending[DIFFS >> 1], 1e-9);
+    let distinct = 1;
+    let finest = Infinity;
+    for (let i = 1; i < DIFFS; i++) {
+      const gap = ascending[i] - ascending[i - 1];
+      if (gap > timeTolerance) {
+        distinct++;
+        finest = Math.min(finest, gap);
       }
     }
-    return { step: gapSum / multiples, latticeFit: onLattice / gaps };
+    let counted = true;
+    steps[0] = 0;
+    for (let i = 1; i < WINDOW; i++) {
+      const periods = Math.round(intervals[i - 1] / median);
+      if (periods < 1) counted = false;
+      steps[i] = steps[i - 1] + Math.max(1, periods);
+    }
+    if (!counted) for (let i = 0; i < WINDOW; i++) steps[i] = i;
+    const total = steps[WINDOW - 1];
+
+    // Least squares of time on the period count: the period, and what the line leaves (grid jitter).
+    const stepMean = mean(steps, WINDOW);
+    const timeMean = mean(times, WINDOW);
+    let sxy = 0;
+    let sxx = 0;
+    for (let i = 0; i < WINDOW; i++) {
+      sxy += (steps[i] - stepMean) * (times[i] - timeMean);
+      sxx += (steps[i] - stepMean) ** 2;
+    }
+    const period = Math.max(sxy / sxx, 1e-9);
+    for (let i = 0; i < WINDOW; i++) residual[i] = times[i] - timeMean - period * (steps[i] - stepMean);
+    const span = Math.max(times[WINDOW - 1] / total, 1e-9);
+    // Per-period intervals: an interval over two periods counts as two of half its length.
+    for (let i = 0; i < DIFFS; i++) intervals[i] /= steps[i + 1] - steps[i];
+    const intervalSpread = standardDeviation(intervals, DIFFS, span);
+    let worst = 0;
+    for (let i = 0; i < DIFFS; i++) worst = Math.max(worst, Math.abs(intervals[i] - span));
+
+    out[o + F.period_log] = clip(Math.log10(period), -3, 7);
+    out[o + F.period_span_log] = clip(Math.log10(span), -3, 7);
+    out[o + F.jitter_grid_log] = clip(Math.log10(1 + (standardDeviation(residual, WINDOW, 0) / period) * 1e6), 0, 7);
+    out[o + F.jitter_step_log] = clip(Math.log10(1 + (intervalSpread / span) * 1e6), 0, 7);
+    out[o + F.interval_autocorr] = clip(autocorrelation(intervals, DIFFS, 1), -1, 1);
+    out[o + F.jitter_tail] = intervalSpread > 0 ? clip(worst / intervalSpread, 0, 8) : 0;
+    // No two intervals differ: the clock's tick is at least the period (a timer that never wavers).
+    // Below 1 µs every clock looks continuous (epoch milliseconds in a double resolve ~0.24 µs).
+    out[o + F.clock_resolution_log] = clip(Math.log10(Number.isFinite(finest) ? finest : span), -3, 4);
+    out[o + F.interval_variety] = distinct / DIFFS;
+    out[o + F.missing_share] = (total - DIFFS) / total;
+  }
+
+  private valueFeatures(out: Float32Array, o: number, valueTolerance: number): void {
+    const { values, residual, diffs, sorted } = this;
+    let still = 0;
+    for (let i = 0; i < DIFFS; i++) {
+      diffs[i] = values[i + 1] - values[i];
+      if (Math.abs(diffs[i]) <= valueTolerance) still++;
+    }
+    // White noise of σ gives differences of σ√2; a slow process adds little, a step adds one outlier.
+    const diffSpread = standardDeviation(diffs, DIFFS);
+    const noise = diffSpread / Math.SQRT2;
+    let trendMean = 0;
+    let b = 0;
+    let c = 0;
+    for (let i = 0; i < WINDOW; i++) {
+      trendMean += values[i] / WINDOW;
+      b += values[i] * LINEAR[i];
+      c += values[i] * QUADRATIC[i];
+    }
+    b /= linearNorm;
+    c /= quadraticNorm;
+    for (let i = 0; i < WINDOW; i++) residual[i] = values[i] - trendMean - b * LINEAR[i] - c * QUADRATIC[i];
+    const residualSpread = standardDeviation(residual, WINDOW, 0);
+
+    sorted.set(values);
+    sorted.sort();
+    const { step, fit } = lattice(sorted, WINDOW, valueTolerance);
+
+    out[o + F.step_log] = step > 0 ? clip(Math.log10(step), -12, 9) : -12;
+    out[o + F.noise_log] = noise > 0 ? clip(Math.log10(noise), -12, 9) : -12;
+    out[o + F.lattice_fit] = fit;
+    out[o + F.still_share] = still / DIFFS;
+    out[o + F.noise_in_steps] = step > 0 ? clip(Math.log2(noise / step + 1e-6), -20, 20) : 20;
+    out[o + F.roughness] = residualSpread > 0 ? clip(Math.log10(noise / residualSpread + 1e-6), -6, 2) : 0;
+    out[o + F.diff_autocorr1] = clip(autocorrelation(diffs, DIFFS, 1), -1, 1);
+    out[o + F.diff_autocorr2] = clip(autocorrelation(diffs, DIFFS, 2), -1, 1);
+    let m2 = 0;
+    let m4 = 0;
+    const diffMean = mean(diffs, DIFFS);
+    for (let i = 0; i < DIFFS; i++) {
+      const sq = (diffs[i] - diffMean) ** 2;
+      m2 += sq / DIFFS;
+      m4 += (sq * sq) / DIFFS;
+    }
+    out[o + F.diff_kurtosis] = m2 > 0 ? clip(Math.log(m4 / (m2 * m2)), -2, 5) : 0;
+    this.bands(out, o);
   }
 
   private bands(out: Float32Array, o: number): void {
@@ -242,6 +312,7 @@ export class FeatureExtractor {
       energies[band] += energy;
       total += energy;
     }
-    for (let b = 0; b < energies.length; b++) out[o + b] = total > 0 ? energies[b] / total : 1 / energies.length;
+    const names = ['band_1', 'band_2', 'band_3', 'band_4', 'band_5'] as const;
+    for (let b = 0; b < names.length; b++) out[o + F[names[b]]] = total > 0 ? energies[b] / total : 1 / names.length;
   }
 }

@@ -2,11 +2,25 @@
  * Replay detection: genuine sensor noise makes every run of GRAM consecutive values unique, so a
  * run seen before means recorded data played back, whatever its timestamps say (a duplicate or
  * a time-shifted window). Runs are remembered in two rotating Bloom filters: bounded memory
- * (8 bits per remembered sample) and no false negatives within `memory` samples. A filter
- * answers "seen" falsely for at most ~5 % of fresh runs; a window needs half its runs seen.
- * Runs of one repeated value carry no entropy and are neither flagged nor remembered.
+ * (8 bits per remembered run, two runs a reading) and no false negatives within half of `memory`
+ * readings. The filters answer "seen" falsely for up to ~10 % of fresh runs when full; a window
+ * needs half of its informative runs seen.
+ *
+ * Only runs that carry MIN_BITS of change count (changes × log2 of the distinct values): a slow
+ * signal behind coarse rounding repeats its runs by itself (0.1, 0.1, 0.2, 0.1, ...), and no
+ * memory can tell its replay from the live stream. Such runs are neither flagged nor remembered.
+ *
+ * Each run is also remembered with the intervals between its readings. A genuine sensor's timing
+ * jitter makes those runs unique even where its values are not (a coarse value behind a
+ * µs-stamping clock), so played-back recordings with their own timestamps are caught too; an
+ * attacker who re-stamps them is still caught by the values wherever they carry information.
+ *
+ * The filters can be saved and restored (`save`, `restore`), so a redeploy or a restart does not
+ * forget what the source sent: a replay of its enrolment data is caught after it too.
  */
 export const GRAM = 16;
+/** Bits a run must carry (changes × log2 of distinct values) to be told from chance repeats. */
+const MIN_BITS = 16;
 const PROBES = 4;
 const BITS_PER_ENTRY = 8;
 
@@ -18,8 +32,18 @@ function mix(hash: number, word: number): number {
   return hash ^ (hash >>> 15);
 }
 
+export type RunVerdict = 'seen' | 'new' | 'uninformative';
+
+export interface SavedReplayMemory {
+  current: string;
+  previous: string;
+  inserted: number;
+}
+
 export class ReplayDetector {
-  private readonly recent = new Float64Array(GRAM);
+  private readonly values = new Float64Array(GRAM);
+  private readonly intervals = new Float64Array(GRAM);
+  private readonly sorted = new Float64Array(GRAM);
   private filled = 0;
   private current: Uint32Array;
   private previous: Uint32Array;
@@ -28,7 +52,8 @@ export class ReplayDetector {
   private readonly mask: number;
 
   constructor(memory = 65536) {
-    this.capacity = Math.max(64, Math.ceil(memory / 2));
+    // Two runs remembered per reading (values, and values with intervals).
+    this.capacity = Math.max(64, memory);
     const bits = 2 ** Math.ceil(Math.log2(this.capacity * BITS_PER_ENTRY));
     this.mask = bits - 1;
     this.current = new Uint32Array(bits / 32);
@@ -41,25 +66,56 @@ export class ReplayDetector {
   }
 
   /**
-   * Takes the next value of the stream; true when the run of GRAM values ending at it was seen
-   * before. The run is remembered either way.
+   * Takes the next reading of the stream (its value, and the interval since the one before, NaN
+   * when unknown) and says whether the run of GRAM readings ending at it was seen before, is new
+   * (it is remembered either way), or carries too little change to tell.
    */
-  observe(value: number): boolean {
-    this.recent[this.filled % GRAM] = value;
+  observe(value: number, interval = Number.NaN): RunVerdict {
+    const slot = this.filled % GRAM;
+    this.values[slot] = value;
+    this.intervals[slot] = interval;
     this.filled++;
-    if (this.filled < GRAM) return false;
-    let h1 = 0x9747b28c;
-    let h2 = 0x85ebca6b;
-    let varied = false;
-    const first = this.recent[this.filled % GRAM];
+    if (this.filled < GRAM) return 'uninformative';
+    let valueHash = 0x9747b28c;
+    let valueHash2 = 0x85ebca6b;
+    let timedHash = 0x3c6ef372;
+    let timedHash2 = 0xa54ff53a;
+    let valueChanges = 0;
+    let intervalChanges = 0;
     for (let i = 0; i < GRAM; i++) {
-      const v = this.recent[(this.filled + i) % GRAM];
-      if (v !== first) varied = true;
-      float[0] = v;
-      h1 = mix(mix(h1, words[0]), words[1]);
-      h2 = mix(mix(h2, words[1]), words[0]);
+      const j = (this.filled + i) % GRAM;
+      if (i > 0) {
+        const before = (j + GRAM - 1) % GRAM;
+        if (this.values[j] !== this.values[before]) valueChanges++;
+        if (this.intervals[j] !== this.intervals[before] && Number.isFinite(this.intervals[j])) intervalChanges++;
+      }
+      float[0] = this.values[j];
+      valueHash = mix(mix(valueHash, words[0]), words[1]);
+      valueHash2 = mix(mix(valueHash2, words[1]), words[0]);
+      timedHash = mix(mix(timedHash, words[0]), words[1]);
+      timedHash2 = mix(mix(timedHash2, words[1]), words[0]);
+      float[0] = this.intervals[j];
+      timedHash = mix(mix(timedHash, words[0]), words[1]);
+      timedHash2 = mix(mix(timedHash2, words[1]), words[0]);
     }
-    if (!varied) return false;
+    const valueBits = valueChanges * Math.log2(Math.max(2, this.distinct(this.values)));
+    const timingBits = intervalChanges * Math.log2(Math.max(2, this.distinct(this.intervals)));
+    const byValue = valueBits >= MIN_BITS ? this.remember(valueHash, valueHash2) : undefined;
+    const byTiming = valueBits + timingBits >= MIN_BITS ? this.remember(timedHash, timedHash2) : undefined;
+    if (byValue === undefined && byTiming === undefined) return 'uninformative';
+    return byValue || byTiming ? 'seen' : 'new';
+  }
+
+  private distinct(series: Float64Array): number {
+    this.sorted.set(series);
+    this.sorted.sort();
+    let count = 1;
+    for (let i = 1; i < GRAM; i++) if (this.sorted[i] !== this.sorted[i - 1]) count++;
+    return count;
+  }
+
+  /** Whether the run of these hashes was seen; remembers it either way. */
+  private remember(h1: number, h2: number): boolean {
     h2 |= 1;
     let seen = true;
     for (let p = 0; p < PROBES; p++) {
@@ -79,5 +135,32 @@ export class ReplayDetector {
     this.previous = this.current;
     this.current = recycled;
     this.inserted = 0;
+  }
+
+  /** The filters, for saving beside the profile. */
+  save(): SavedReplayMemory {
+    return {
+      current: Buffer.from(this.current.buffer, this.current.byteOffset, this.current.byteLength).toString('base64'),
+      previous: Buffer.from(this.previous.buffer, this.previous.byteOffset, this.previous.byteLength).toString(
+        'base64',
+      ),
+      inserted: this.inserted,
+    };
+  }
+
+  /** Takes back saved filters; false (and nothing changed) when they were saved for another size. */
+  restore(saved: SavedReplayMemory): boolean {
+    const current = Buffer.from(saved.current, 'base64');
+    const previous = Buffer.from(saved.previous, 'base64');
+    if (current.byteLength !== this.current.byteLength || previous.byteLength !== this.previous.byteLength)
+      return false;
+    this.current.set(
+      new Uint32Array(current.buffer.slice(current.byteOffset, current.byteOffset + current.byteLength)),
+    );
+    this.previous.set(
+      new Uint32Array(previous.buffer.slice(previous.byteOffset, previous.byteOffset + previous.byteLength)),
+    );
+    this.inserted = Math.min(Math.max(0, Math.floor(saved.inserted)), this.capacity - 1);
+    return true;
   }
 }

@@ -4,6 +4,6 @@
  * package installed but no behaviour check in its flows.
  */
 export { useBackend } from './backend';
-export { BehaviourMonitor } from './behaviour-monitor';
+export { BehaviourMonitor, SEPARATION_WARNING } from './behaviour-monitor';
 export { BehaviourModel } from './model';
 export { ProfileStore } from './profile-store';

@@ -1,52 +1,90 @@
 /**
- * A simulator of industrial sensors whose identity lives in their physics, used to train and
- * evaluate the device-behaviour model (the model card in models/ documents the same figures).
+ * The training simulator ("A"): industrial sensors whose identity lives in their physics,
+ * randomised far wider than any one plant, so that the model learns what a unit leaves in its
+ * data rather than one sensor's numbers. The model card documents the same ranges. A second
+ * generator, written separately (./generator-b), is used only to evaluate.
  *
- * A genuine unit samples on its own crystal (offset ±50 ppm, drifting with temperature, plus
- * sampling jitter), digitises with a 12-bit ADC (noise floor, quantisation), applies its factory
- * calibration (gain/offset: the reported values sit on a lattice of step LSB·gain unless the
- * firmware rounds them), and picks up mains hum (50/60 Hz, its own amplitude). Impostors are
- * another unit of the same model at the same site, a software simulator emitting plausible
- * values on a timer, and a replay of recorded genuine data.
+ * An installation fixes what a unit and anything put in its place share: the sampling rate
+ * (0.1-1000 Hz), the converter (10-24 bits over its range), the firmware (raw calibrated values,
+ * decimal rounding or float32), the mains (50/60 Hz) and the process (flat, drifting, stepping
+ * between machine states, cycling). A unit draws its own crystal (±100 ppm; quartz, MEMS or RC
+ * temperature behaviour), its stamping clock (disciplined, so its stamps show the crystal; or its
+ * own, so they show the nominal period), jitter (1 µs to 20 ms, white on a grid or accumulating
+ * in a re-armed timer), stamp resolution, lost readings, ADC noise, calibration gain and offset
+ * with their tempcos, mains pickup (attenuated by the ADC's integration time) and transport to
+ * the gateway. Impostors: another unit of the installation, a software simulator, a replay.
  *
- * Times are milliseconds on the simulated clock; `sourceTimes` are the unit's own timestamps of
- * its samples, `arrivalTimes` when the gateway received them (what a sensor that does not stamp
- * its readings leaves the model).
+ * Times are milliseconds on the simulated clock; `sourceTimes` are the unit's own stamps,
+ * `arrivalTimes` when the gateway received them.
  */
 import { SeededRandom } from './random';
 
-export interface SensorModel {
-  periodMs: number;
-  adcBits: number;
-  rangeLow: number;
-  rangeHigh: number;
-}
+export type ProcessKind = 'flat' | 'drifting' | 'stepping' | 'cycling';
 
-export const SENSOR_MODEL: SensorModel = { periodMs: 10, adcBits: 12, rangeLow: 0, rangeHigh: 100 };
-
-/** What the sensor measures; shared by a genuine unit and anything that takes its place. */
+/** What the sensor measures, in its range's units; shared by a genuine unit and anything in its place. */
 export interface ProcessParams {
+  kind: ProcessKind;
   level: number;
+  /** Size of the drift, the steps or the cycle. */
   swing: number;
-  swingPeriodMs: number;
+  /** Drift period, mean dwell between steps, or cycle period. */
+  timescaleMs: number;
   wanderStd: number;
   wanderTauMs: number;
 }
 
 /** Where a unit is mounted and what firmware it runs: an impostor of the same model shares it. */
 export interface Installation {
+  periodMs: number;
+  adcBits: number;
+  rangeLow: number;
+  rangeHigh: number;
   mainsHz: 50 | 60;
-  /** Firmware rounding of reported values (e.g. 0.01), or null when calibrated values are sent as is. */
-  firmwareStep: number | null;
+  /** Firmware rounding of reported values (e.g. 0.01), 'float32', or null for calibrated values as is. */
+  firmware: number | 'float32' | null;
+  /** Time the ADC integrates over (ms), 0 for an instantaneous sample-and-hold. */
+  integrationMs: number;
   process: ProcessParams;
+  /** The sensor model's design, which every unit of it shares up to manufacturing spread. */
+  design: SensorDesign;
 }
+
+/** What a datasheet fixes for every unit of a model (and a site for every unit on it). */
+export interface SensorDesign {
+  oscillator: Oscillator;
+  /** Crystal tolerance of the model (ppm): units spread within it. */
+  clockTolerancePpm: number;
+  disciplinedStamps: boolean;
+  accumulatingJitter: boolean;
+  jitterUs: number;
+  stampResolutionMs: number;
+  noiseLsb: number;
+  gainTempcoPpmPerK: number;
+  /** Mains pickup of the site's wiring, in LSB. */
+  mainsAmpLsb: number;
+  lossRate: number;
+  latencyMs: number;
+  latencyJitterMs: number;
+  /** The gateway takes readings in batches every so many ms (a polling loop), 0 when pushed. */
+  batchMs: number;
+}
+
+export type Oscillator = 'quartz' | 'mems' | 'rc';
 
 /** One physical unit's parameters. */
 export interface UnitParams {
   clockPpm: number;
-  /** Tuning-fork crystals lose frequency with the square of the distance from 25 °C. */
-  clockTempcoPpmPerK2: number;
+  oscillator: Oscillator;
+  /** Quartz: ppm/K² from its turnover; MEMS and RC: ppm/K. */
+  clockTempco: number;
+  turnoverC: number;
+  /** Stamps from a disciplined clock (true time) or from the unit's own oscillator. */
+  disciplinedStamps: boolean;
   jitterUs: number;
+  /** The timer is re-armed from the last tick, so jitter accumulates. */
+  accumulatingJitter: boolean;
+  stampResolutionMs: number;
+  lossRate: number;
   noiseLsb: number;
   gain: number;
   offset: number;
@@ -77,52 +115,143 @@ function roundTo(value: number, step: number): number {
   return Math.round(value / step) * step;
 }
 
-export function drawInstallation(rng: SeededRandom): Installation {
+function logUniform(rng: SeededRandom, low: number, high: number): number {
+  return Math.exp(rng.uniform(Math.log(low), Math.log(high)));
+}
+
+function pick<T>(rng: SeededRandom, items: readonly T[]): T {
+  return items[rng.int(items.length)];
+}
+
+export interface InstallationOptions {
+  /** Pin the sampling rate (Hz) instead of drawing it. */
+  rateHz?: number;
+}
+
+export function drawInstallation(rng: SeededRandom, options: InstallationOptions = {}): Installation {
+  const periodMs = 1000 / (options.rateHz ?? logUniform(rng, 0.1, 1000));
+  const adcBits = 10 + rng.int(15);
+  const span = logUniform(rng, 1, 10_000);
+  const rangeLow = rng.next() < 0.5 ? 0 : -span / 2;
+  const lsb = span / 2 ** adcBits;
+  const firmwareDraw = rng.next();
+  const firmware =
+    firmwareDraw < 0.4
+      ? 10 ** Math.round(Math.log10(lsb * logUniform(rng, 0.3, 30)))
+      : firmwareDraw < 0.5
+        ? ('float32' as const)
+        : null;
+  const integrationDraw = rng.next();
+  const integrationMs =
+    integrationDraw < 0.5 ? 0 : integrationDraw < 0.7 ? 20 : integrationDraw < 0.8 ? 1000 / 60 : periodMs / 2;
+  const kind = pick(rng, ['flat', 'drifting', 'stepping', 'cycling'] as const);
+  const oscillator = pick(rng, ['quartz', 'quartz', 'quartz', 'mems', 'mems', 'rc'] as const);
+  const jitterCeilingUs = Math.min(20_000, (periodMs * 1000) / 8);
   return {
+    periodMs,
+    adcBits,
+    rangeLow,
+    rangeHigh: rangeLow + span,
     mainsHz: rng.next() < 0.7 ? 50 : 60,
-    firmwareStep: rng.next() < 0.5 ? 0.01 : null,
+    firmware,
+    integrationMs,
     process: {
-      level: rng.uniform(15, 85),
-      swing: rng.uniform(0, 5),
-      swingPeriodMs: rng.uniform(30_000, 600_000),
-      wanderStd: rng.uniform(0.05, 0.3),
-      wanderTauMs: rng.uniform(5_000, 60_000),
+      kind,
+      level: rangeLow + span * rng.uniform(0.2, 0.8),
+      swing: span * logUniform(rng, 0.001, 0.2),
+      timescaleMs: logUniform(rng, 5_000, 3_600_000),
+      wanderStd: span * logUniform(rng, 1e-5, 0.01),
+      wanderTauMs: logUniform(rng, 1_000, 600_000),
+    },
+    design: {
+      oscillator,
+      clockTolerancePpm: oscillator === 'rc' ? pick(rng, [500, 1000, 2000]) : pick(rng, [20, 50, 100]),
+      disciplinedStamps: rng.next() < 0.6,
+      accumulatingJitter: rng.next() < 0.3,
+      jitterUs: logUniform(rng, 1, Math.max(1.5, jitterCeilingUs)),
+      stampResolutionMs: pick(rng, [MICROSECOND, MICROSECOND, 0.01, 0.1, 1, 1]),
+      noiseLsb: logUniform(rng, 0.3, adcBits > 18 ? 300 : 5),
+      gainTempcoPpmPerK: rng.uniform(5, 50),
+      mainsAmpLsb: rng.next() < 0.2 ? 0 : rng.logNormal(1, 1),
+      lossRate: rng.next() < 0.3 ? 0 : logUniform(rng, 1e-4, 0.02),
+      latencyMs: logUniform(rng, 0.5, 50),
+      latencyJitterMs: logUniform(rng, 0.05, 20),
+      batchMs: rng.next() < 0.3 ? logUniform(rng, 1, 1000) : 0,
     },
   };
 }
 
-export function drawUnit(rng: SeededRandom): UnitParams {
+/**
+ * One unit of the installation's model: its own crystal within the model's tolerance, and the
+ * manufacturing spread of everything else (noise ±15 %, jitter ±20 %, gain ±0.15 %, ...).
+ */
+export function drawUnit(rng: SeededRandom, installation: Installation): UnitParams {
+  const { design } = installation;
+  const spread = (sigma: number) => rng.logNormal(1, sigma);
   return {
-    clockPpm: rng.uniform(-50, 50),
-    clockTempcoPpmPerK2: -0.034 * rng.logNormal(1, 0.1),
-    jitterUs: rng.logNormal(3, 0.5),
-    noiseLsb: rng.logNormal(1.5, 0.4),
-    gain: 1 + 0.004 * rng.gaussian(),
-    offset: 0.1 * rng.gaussian(),
-    gainTempcoPpmPerK: rng.uniform(10, 50),
-    mainsAmpLsb: rng.logNormal(1, 0.6),
-    thermalOffsetK: rng.uniform(0, 8),
-    latencyMs: rng.uniform(0.5, 5),
-    latencyJitterMs: rng.logNormal(0.3, 0.5),
+    clockPpm: Math.max(-1, Math.min(1, rng.gaussian() / 3)) * design.clockTolerancePpm,
+    oscillator: design.oscillator,
+    clockTempco:
+      design.oscillator === 'quartz'
+        ? -0.034 * spread(0.15)
+        : (rng.next() < 0.5 ? -1 : 1) *
+          (design.oscillator === 'mems' ? logUniform(rng, 0.2, 3) : logUniform(rng, 5, 50)),
+    turnoverC: rng.uniform(20, 30),
+    disciplinedStamps: design.disciplinedStamps,
+    jitterUs: design.jitterUs * spread(0.2),
+    accumulatingJitter: design.accumulatingJitter,
+    stampResolutionMs: design.stampResolutionMs,
+    lossRate: design.lossRate,
+    noiseLsb: design.noiseLsb * spread(0.15),
+    gain: 1 + 0.0015 * rng.gaussian(),
+    offset: (installation.rangeHigh - installation.rangeLow) * 0.0005 * rng.gaussian(),
+    gainTempcoPpmPerK: design.gainTempcoPpmPerK * spread(0.2),
+    mainsAmpLsb: design.mainsAmpLsb * spread(0.3),
+    thermalOffsetK: rng.uniform(0, 10),
+    latencyMs: design.latencyMs,
+    latencyJitterMs: design.latencyJitterMs,
   };
 }
 
-/** The measured process, an Ornstein-Uhlenbeck wander around a slow swing, stepped per sample. */
+/** The measured process, stepped per sample: a shape by its kind plus an Ornstein-Uhlenbeck wander. */
 class ProcessSignal {
   private wander: number;
+  private state = 0;
+  private nextStepMs = -Infinity;
+  private settled: number;
 
   constructor(
     private readonly params: ProcessParams,
     private readonly rng: SeededRandom,
   ) {
     this.wander = params.wanderStd * rng.gaussian();
+    this.settled = params.level;
   }
 
   at(timeMs: number, stepMs: number): number {
-    const { level, swing, swingPeriodMs, wanderStd, wanderTauMs } = this.params;
+    const { kind, level, swing, timescaleMs, wanderStd, wanderTauMs } = this.params;
     const decay = Math.exp(-stepMs / wanderTauMs);
     this.wander = this.wander * decay + wanderStd * Math.sqrt(1 - decay * decay) * this.rng.gaussian();
-    return level + swing * Math.sin((2 * Math.PI * timeMs) / swingPeriodMs) + this.wander;
+    switch (kind) {
+      case 'flat':
+        return level + this.wander;
+      case 'drifting':
+        return level + swing * Math.sin((2 * Math.PI * timeMs) / timescaleMs) + this.wander;
+      case 'cycling': {
+        const phase = (timeMs / timescaleMs) % 1;
+        return level + swing * (phase < 0.5 ? 4 * phase - 1 : 3 - 4 * phase) + this.wander;
+      }
+      case 'stepping': {
+        if (timeMs >= this.nextStepMs) {
+          // A machine changes state: the reading moves to a new level, through a short lag.
+          this.state = this.rng.int(4);
+          this.nextStepMs = timeMs + this.rng.exponential(timescaleMs);
+        }
+        const target = level + swing * (this.state - 1.5);
+        this.settled += (target - this.settled) * (1 - Math.exp(-stepMs / 2000));
+        return this.settled + this.wander;
+      }
+    }
   }
 }
 
@@ -130,7 +259,9 @@ interface Source {
   record(startMs: number, count: number): Recording;
 }
 
-/** A genuine unit of SENSOR_MODEL, or another unit of it put in its place. */
+const float32 = new Float32Array(1);
+
+/** A genuine unit, or another unit of its model put in its place. */
 export class SimulatedSensor implements Source {
   private readonly rng: SeededRandom;
 
@@ -138,54 +269,84 @@ export class SimulatedSensor implements Source {
     readonly installation: Installation,
     readonly unit: UnitParams,
     seed: number,
-    readonly model: SensorModel = SENSOR_MODEL,
   ) {
     this.rng = new SeededRandom(seed);
   }
 
+  /** The hall's temperature in this recording, beyond its daily swing: weather, a door, a furnace. */
+  private ambientK = 0;
+
   private temperature(timeMs: number): number {
-    return 25 + this.unit.thermalOffsetK + 2 * Math.sin((2 * Math.PI * timeMs) / DAY_MS);
+    return 25 + this.ambientK + this.unit.thermalOffsetK + 3 * Math.sin((2 * Math.PI * timeMs) / DAY_MS);
+  }
+
+  private clockPpm(temperature: number): number {
+    const { unit } = this;
+    const dT = temperature - unit.turnoverC;
+    return unit.clockPpm + (unit.oscillator === 'quartz' ? unit.clockTempco * dT * dT : unit.clockTempco * dT);
   }
 
   record(startMs: number, count: number): Recording {
-    const { unit, installation, model, rng } = this;
-    const lsb = (model.rangeHigh - model.rangeLow) / 2 ** model.adcBits;
-    const maxCode = 2 ** model.adcBits - 1;
+    const { unit, installation, rng } = this;
+    this.ambientK = 4 * rng.gaussian();
+    const span = installation.rangeHigh - installation.rangeLow;
+    const lsb = span / 2 ** installation.adcBits;
+    const maxCode = 2 ** installation.adcBits - 1;
     const process = new ProcessSignal(installation.process, rng);
     // The grid is never exactly at its nominal frequency, so the hum's phase against the samples
     // is new in every recording: its amplitude carries identity, its phase does not.
     const mainsHz = installation.mainsHz + 0.02 * rng.gaussian();
     const mainsPhase = rng.uniform(0, 2 * Math.PI);
+    // An ADC integrating over T passes mains of frequency f at |sinc(f T)|.
+    const x = (mainsHz * installation.integrationMs) / 1000;
+    const pickup = x === 0 ? 1 : Math.abs(Math.sin(Math.PI * x) / (Math.PI * x));
     const recording: Recording = {
       values: new Float64Array(count),
       sourceTimes: new Float64Array(count),
       arrivalTimes: new Float64Array(count),
     };
+    const period = installation.periodMs;
     let tick = startMs;
-    for (let i = 0; i < count; i++) {
+    let ownClock = startMs;
+    let arrivedAt = -Infinity;
+    let i = 0;
+    while (i < count) {
       const temperature = this.temperature(tick);
-      const dT = temperature - 25;
-      const ppm = unit.clockPpm + unit.clockTempcoPpmPerK2 * dT * dT;
-      const sampledAt = tick + unit.jitterUs * MICROSECOND * rng.gaussian();
-      tick += model.periodMs * (1 + ppm * 1e-6);
+      const ppm = this.clockPpm(temperature);
+      const jitter = unit.jitterUs * MICROSECOND * rng.gaussian();
+      const sampledAt = unit.accumulatingJitter ? tick : tick + jitter;
+      const ownStamp = unit.accumulatingJitter ? ownClock : ownClock + jitter;
+      // True time of the next tick; the unit's own clock counts nominal periods.
+      tick += period * (1 + ppm * 1e-6) + (unit.accumulatingJitter ? jitter : 0);
+      ownClock += period + (unit.accumulatingJitter ? jitter : 0);
+      if (rng.next() < unit.lossRate) continue;
 
       const analog =
-        process.at(sampledAt, model.periodMs) +
+        process.at(sampledAt, period) +
         unit.noiseLsb * lsb * rng.gaussian() +
-        unit.mainsAmpLsb * lsb * Math.sin((2 * Math.PI * mainsHz * sampledAt) / 1000 + mainsPhase);
-      const code = Math.min(maxCode, Math.max(0, Math.round((analog - model.rangeLow) / lsb)));
+        pickup * unit.mainsAmpLsb * lsb * Math.sin((2 * Math.PI * mainsHz * sampledAt) / 1000 + mainsPhase);
+      const code = Math.min(maxCode, Math.max(0, Math.round((analog - installation.rangeLow) / lsb)));
       // The firmware compensates with its own temperature reading, in 0.1 K steps.
-      const measuredDT = Math.round(dT * 10) / 10;
+      const measuredDT = Math.round((temperature - 25) * 10) / 10;
       const gain = unit.gain * (1 + unit.gainTempcoPpmPerK * 1e-6 * measuredDT);
-      let value = model.rangeLow + code * lsb * gain + unit.offset + 0.002 * measuredDT;
-      if (installation.firmwareStep !== null) value = roundTo(value, installation.firmwareStep);
+      let value = installation.rangeLow + code * lsb * gain + unit.offset + 2e-5 * span * measuredDT;
+      if (installation.firmware === 'float32') {
+        float32[0] = value;
+        value = float32[0];
+      } else if (installation.firmware !== null) value = roundTo(value, installation.firmware);
 
+      const stamp = unit.disciplinedStamps ? sampledAt : ownStamp;
       recording.values[i] = value;
-      recording.sourceTimes[i] = roundTo(sampledAt, MICROSECOND);
-      recording.arrivalTimes[i] = roundTo(
-        sampledAt + unit.latencyMs + rng.exponential(unit.latencyJitterMs),
-        MICROSECOND,
-      );
+      recording.sourceTimes[i] = Math.floor(stamp / unit.stampResolutionMs) * unit.stampResolutionMs;
+      // Delivery keeps order: a reading never arrives before the one sent ahead of it. A polling
+      // gateway picks readings up at its next poll.
+      let delivered = sampledAt + unit.latencyMs + rng.exponential(unit.latencyJitterMs);
+      if (installation.design.batchMs > 0)
+        delivered =
+          Math.ceil(delivered / installation.design.batchMs) * installation.design.batchMs + 0.05 * rng.next();
+      arrivedAt = Math.max(arrivedAt + MICROSECOND * rng.uniform(0.1, 1), delivered);
+      recording.arrivalTimes[i] = arrivedAt;
+      i++;
     }
     return recording;
   }
@@ -204,18 +365,17 @@ export class SoftwareImpostor implements Source {
   constructor(
     readonly installation: Installation,
     seed: number,
-    readonly model: SensorModel = SENSOR_MODEL,
   ) {
     this.rng = new SeededRandom(seed);
-    const lsb = (model.rangeHigh - model.rangeLow) / 2 ** model.adcBits;
-    this.timerJitterMs = this.rng.logNormal(0.3, 0.8);
-    this.noise = this.rng.logNormal(1.5, 0.4) * lsb;
-    this.decimals = this.rng.next() < 0.5 ? 2 : null;
+    const lsb = (installation.rangeHigh - installation.rangeLow) / 2 ** installation.adcBits;
+    this.timerJitterMs = this.rng.logNormal(0.3, 1);
+    this.noise = this.rng.logNormal(1.5, 0.6) * lsb;
+    this.decimals = this.rng.next() < 0.5 ? Math.max(0, Math.round(-Math.log10(lsb))) : null;
   }
 
   record(startMs: number, count: number): Recording {
-    const { rng, model } = this;
-    const process = new ProcessSignal(this.installation.process, rng);
+    const { rng, installation } = this;
+    const process = new ProcessSignal(installation.process, rng);
     const recording: Recording = {
       values: new Float64Array(count),
       sourceTimes: new Float64Array(count),
@@ -223,8 +383,8 @@ export class SoftwareImpostor implements Source {
     };
     for (let i = 0; i < count; i++) {
       const spike = rng.next() < 0.01 ? rng.uniform(2, 10) : 0;
-      const firedAt = startMs + i * model.periodMs + Math.abs(this.timerJitterMs * rng.gaussian()) + spike;
-      const value = process.at(firedAt, model.periodMs) + this.noise * rng.gaussian();
+      const firedAt = startMs + i * installation.periodMs + Math.abs(this.timerJitterMs * rng.gaussian()) + spike;
+      const value = process.at(firedAt, installation.periodMs) + this.noise * rng.gaussian();
       recording.values[i] = this.decimals === null ? value : roundTo(value, 10 ** -this.decimals);
       recording.sourceTimes[i] = Math.floor(firedAt);
       recording.arrivalTimes[i] = roundTo(firedAt + 1 + rng.exponential(0.3), MICROSECOND);

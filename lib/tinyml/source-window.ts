@@ -1,36 +1,48 @@
 /**
  * One source's rolling window: the last WINDOW (value, time) samples, the replay memory of its
- * value stream, and which samples of the window repeated a run seen before.
+ * value stream, which runs of the window repeated a run seen before, and the features and
+ * embedding cosines of the windows a decision weighs.
  */
-import { type FeatureExtractor, WINDOW } from './features';
-import { GRAM, ReplayDetector } from './replay';
+import { FEATURE_COUNT, type FeatureExtractor, WINDOW } from './features';
+import { ReplayDetector, type SavedReplayMemory } from './replay';
 
 export type SampleVerdict = 'accepted' | 'out_of_order' | 'duplicate_time';
 
 /**
- * A decision weighs the source's last DECISION_WINDOWS disjoint windows (2.56 s at 100 Hz):
- * one 64-sample window carries too little of a unit's physics to tell two units of one model
- * apart reliably, four do.
+ * A decision weighs the source's last DECISION_WINDOWS disjoint windows (256 readings: 2.56 s at
+ * 100 Hz, 4.3 min at 1 Hz): one 64-reading window carries too little of a unit's physics.
  */
 export const DECISION_WINDOWS = 4;
 
 /** A pause this many typical intervals long starts a fresh window (the sensor restarted). */
 const GAP_RESET = 50;
 
-/** Runs in a window that must have been seen before for the window to count as a replay. */
+/** Of the runs ending in a window, this share of the informative ones seen before makes it a replay. */
 const REPLAY_SHARE = 0.5;
-const RUNS_PER_WINDOW = WINDOW - GRAM + 1;
+/** Fewer informative runs than this in a window and it cannot be called a replay (nor cleared). */
+const MIN_INFORMATIVE_RUNS = 8;
+
+/** What a decision is computed from: the mean features and the mean cosine of its windows. */
+export interface DecisionInput {
+  features: Float64Array;
+  cosine: number;
+  windows: number;
+}
 
 export class SourceWindow {
   private readonly values = new Float64Array(WINDOW);
   private readonly times = new Float64Array(WINDOW);
-  private readonly repeated = new Uint8Array(WINDOW);
-  /** Window cosines of the last DECISION_WINDOWS × WINDOW samples, by sample. */
-  private readonly scores = new Float32Array(DECISION_WINDOWS * WINDOW);
+  /** Per sample of the window: 2 = its run was seen before, 1 = new, 0 = uninformative. */
+  private readonly runs = new Uint8Array(WINDOW);
+  private seenRuns = 0;
+  private informativeRuns = 0;
+  /** Features and cosines of the windows ending at each of the last DECISION_WINDOWS × WINDOW samples. */
+  private readonly pastFeatures = new Float32Array(DECISION_WINDOWS * WINDOW * FEATURE_COUNT);
+  private readonly pastCosines = new Float32Array(DECISION_WINDOWS * WINDOW);
   private scored = 0;
+  private readonly decision: DecisionInput = { features: new Float64Array(FEATURE_COUNT), cosine: 0, windows: 0 };
   private readonly replay: ReplayDetector;
   private next = 0;
-  private repeatedCount = 0;
   /** Samples accepted since the window was last reset. */
   count = 0;
   lastTime = -Infinity;
@@ -44,9 +56,9 @@ export class SourceWindow {
     return this.count >= WINDOW;
   }
 
-  /** True when at least half the value runs ending in the current window were seen before. */
+  /** True when at least half the informative value runs ending in the current window were seen before. */
   get replayed(): boolean {
-    return this.repeatedCount >= REPLAY_SHARE * RUNS_PER_WINDOW;
+    return this.informativeRuns >= MIN_INFORMATIVE_RUNS && this.seenRuns >= REPLAY_SHARE * this.informativeRuns;
   }
 
   push(value: number, time: number): SampleVerdict {
@@ -58,9 +70,13 @@ export class SourceWindow {
       this.typicalInterval = this.count === 1 ? interval : 0.9 * this.typicalInterval + 0.1 * interval;
     this.lastTime = time;
     const slot = this.next;
-    this.repeatedCount -= this.repeated[slot];
-    this.repeated[slot] = this.replay.observe(value) ? 1 : 0;
-    this.repeatedCount += this.repeated[slot];
+    this.forgetRun(this.runs[slot]);
+    // Intervals in whole µs: the same stamps shifted in time must give the same run, and a
+    // difference of epoch milliseconds carries ~0.2 µs of rounding.
+    const run = this.replay.observe(value, this.count >= 1 ? Math.round(interval * 1000) : Number.NaN);
+    this.runs[slot] = run === 'seen' ? 2 : run === 'new' ? 1 : 0;
+    if (this.runs[slot] === 2) this.seenRuns++;
+    if (this.runs[slot] > 0) this.informativeRuns++;
     this.values[slot] = value;
     this.times[slot] = time;
     this.next = (slot + 1) % WINDOW;
@@ -68,30 +84,53 @@ export class SourceWindow {
     return 'accepted';
   }
 
-  /**
-   * Records the cosine of the window ending at the latest sample and returns the decision's: the
-   * mean of it and those of the up to DECISION_WINDOWS - 1 disjoint windows before it.
-   */
-  decide(windowCosine: number): number {
-    const ring = this.scores.length;
-    this.scores[this.scored % ring] = windowCosine;
-    this.scored++;
-    let sum = 0;
-    let used = 0;
-    for (let back = 0; back < DECISION_WINDOWS && back * WINDOW < this.scored; back++) {
-      sum += this.scores[(this.scored - 1 - back * WINDOW) % ring];
-      used++;
-    }
-    return sum / used;
-  }
-
-  /** Forgets past scores (a new profile makes them meaningless). */
-  resetDecisions(): void {
-    this.scored = 0;
+  private forgetRun(run: number): void {
+    if (run === 2) this.seenRuns--;
+    if (run > 0) this.informativeRuns--;
   }
 
   /** Writes the current window's features (oldest sample first) into `out` at `offset`. */
   features(extractor: FeatureExtractor, out: Float32Array, offset: number): void {
     extractor.extract(this.values, this.times, out, offset, this.next);
+  }
+
+  /**
+   * Records the features and cosine of the window ending at the latest sample and returns what
+   * the decision is made of: their means with those of the up to DECISION_WINDOWS - 1 disjoint
+   * windows before it. `stride` is how many calls apart two disjoint windows are: WINDOW when
+   * every sample is scored (the node), 1 when only whole windows are (the evaluation).
+   */
+  decide(features: Float32Array, offset: number, cosine: number, stride = WINDOW): DecisionInput {
+    const slots = this.pastCosines.length;
+    const slot = this.scored % slots;
+    this.pastFeatures.set(features.subarray(offset, offset + FEATURE_COUNT), slot * FEATURE_COUNT);
+    this.pastCosines[slot] = cosine;
+    this.scored++;
+    const { decision } = this;
+    decision.features.fill(0);
+    decision.cosine = 0;
+    decision.windows = 0;
+    for (let back = 0; back < DECISION_WINDOWS && back * stride < this.scored; back++) {
+      const past = (this.scored - 1 - back * stride) % slots;
+      for (let f = 0; f < FEATURE_COUNT; f++) decision.features[f] += this.pastFeatures[past * FEATURE_COUNT + f];
+      decision.cosine += this.pastCosines[past];
+      decision.windows++;
+    }
+    for (let f = 0; f < FEATURE_COUNT; f++) decision.features[f] /= decision.windows;
+    decision.cosine /= decision.windows;
+    return decision;
+  }
+
+  /** Forgets past windows (a new profile makes them meaningless). */
+  resetDecisions(): void {
+    this.scored = 0;
+  }
+
+  saveReplayMemory(): SavedReplayMemory {
+    return this.replay.save();
+  }
+
+  restoreReplayMemory(saved: SavedReplayMemory): boolean {
+    return this.replay.restore(saved);
   }
 }

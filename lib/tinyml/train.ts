@@ -2,12 +2,21 @@
  * Trains the embedding network: dense layers whose output, L2-normalised, puts the windows of
  * one source in a tight cone, so that verification by cosine to an enrolled centroid works for
  * sources never seen. Seeded throughout (weights, episode sampling), so the same data and seed
- * give the same model.
+ * give the same model. The network reads EMBEDDING_FEATURES only (the scale-free ones).
+ *
+ * Training needs the full @tensorflow/tfjs (layers, optimisers): a development dependency,
+ * required only here; the node loads the result with tfjs-core (./model).
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { FEATURE_COUNT } from './features';
 import type { LabelledWindows } from './dataset';
+import { EMBEDDING_FEATURES, FEATURE_COUNT, FEATURE_INDEX } from './features';
+import type { ModelMetadata } from './model';
 import { SeededRandom } from './random';
+
+/** Width of the network's input. */
+const INPUTS = EMBEDDING_FEATURES.length;
 
 export interface TrainOptions {
   seed: number;
@@ -36,15 +45,44 @@ export const DEFAULT_TRAINING: TrainOptions = {
   margin: 0.1,
 };
 
-export function featureStatistics(data: LabelledWindows): { mean: number[]; std: number[] } {
-  const mean = new Array<number>(FEATURE_COUNT).fill(0);
-  const std = new Array<number>(FEATURE_COUNT).fill(0);
+/** The network's inputs of every window: EMBEDDING_FEATURES columns of the full feature rows. */
+export function embeddingInputs(data: LabelledWindows): LabelledWindows {
+  const features = new Float32Array(data.count * INPUTS);
   for (let r = 0; r < data.count; r++)
-    for (let f = 0; f < FEATURE_COUNT; f++) mean[f] += data.features[r * FEATURE_COUNT + f] / data.count;
-  for (let r = 0; r < data.count; r++)
-    for (let f = 0; f < FEATURE_COUNT; f++)
-      std[f] += (data.features[r * FEATURE_COUNT + f] - mean[f]) ** 2 / data.count;
+    EMBEDDING_FEATURES.forEach((name, i) => {
+      features[r * INPUTS + i] = data.features[r * FEATURE_COUNT + FEATURE_INDEX[name]];
+    });
+  return { ...data, features };
+}
+
+/** Mean and standard deviation of each input (rows of INPUTS). */
+export function featureStatistics(inputs: LabelledWindows): { mean: number[]; std: number[] } {
+  const mean = new Array<number>(INPUTS).fill(0);
+  const std = new Array<number>(INPUTS).fill(0);
+  for (let r = 0; r < inputs.count; r++)
+    for (let f = 0; f < INPUTS; f++) mean[f] += inputs.features[r * INPUTS + f] / inputs.count;
+  for (let r = 0; r < inputs.count; r++)
+    for (let f = 0; f < INPUTS; f++) std[f] += (inputs.features[r * INPUTS + f] - mean[f]) ** 2 / inputs.count;
   return { mean, std: std.map(v => Math.sqrt(v)) };
+}
+
+/**
+ * Per feature of the full set, the 0.1 % and 99.9 % points over the training windows, widened by
+ * 5 % of their distance: what the network has seen, with a little room.
+ */
+export function trainingRange(data: LabelledWindows): { low: number[]; high: number[] } {
+  const column = new Float64Array(data.count);
+  const low: number[] = [];
+  const high: number[] = [];
+  for (let f = 0; f < FEATURE_COUNT; f++) {
+    for (let r = 0; r < data.count; r++) column[r] = data.features[r * FEATURE_COUNT + f];
+    column.sort();
+    const from = column[Math.floor(0.001 * (data.count - 1))];
+    const to = column[Math.ceil(0.999 * (data.count - 1))];
+    low.push(from - 0.05 * (to - from));
+    high.push(to + 0.05 * (to - from));
+  }
+  return { low, high };
 }
 
 /**
@@ -53,7 +91,7 @@ export function featureStatistics(data: LabelledWindows): { mean: number[]; std:
  * every direction. Starting the network there means it starts from what separates sources.
  */
 export function whitening(data: LabelledWindows, stats: { mean: number[]; std: number[] }): number[][] {
-  const F = FEATURE_COUNT;
+  const F = INPUTS;
   const z = (r: number, f: number) =>
     stats.std[f] > 0 ? (data.features[r * F + f] - stats.mean[f]) / stats.std[f] : 0;
   const classMeans = Array.from({ length: data.classes }, () => new Float64Array(F));
@@ -94,9 +132,9 @@ export function buildNetwork(options: TrainOptions, whiteningKernel: number[][])
   const network = tf.sequential();
   network.add(
     tf.layers.dense({
-      units: FEATURE_COUNT,
-      inputShape: [FEATURE_COUNT],
-      weights: [tf.tensor2d(whiteningKernel), tf.zeros([FEATURE_COUNT])],
+      units: INPUTS,
+      inputShape: [INPUTS],
+      weights: [tf.tensor2d(whiteningKernel), tf.zeros([INPUTS])],
     }),
   );
   options.hidden.forEach((units, i) => {
@@ -132,7 +170,7 @@ export function train(
   options: TrainOptions,
 ): number {
   const rng = new SeededRandom(options.seed);
-  const F = FEATURE_COUNT;
+  const F = INPUTS;
   const standardised = new Float32Array(data.features.length);
   for (let r = 0; r < data.count; r++) {
     for (let f = 0; f < F; f++) {
@@ -214,4 +252,33 @@ export function train(
   optimizer.dispose();
   targets.dispose();
   return lastLoss;
+}
+
+/** Writes a layers model as model.json + weights.bin, the layout tf.loadLayersModel reads. */
+export async function saveModel(
+  network: tf.LayersModel,
+  metadata: ModelMetadata,
+  dir: string,
+): Promise<{ weightBytes: number }> {
+  fs.mkdirSync(dir, { recursive: true });
+  network.setUserDefinedMetadata({ m2m: metadata });
+  let weightBytes = 0;
+  await network.save(
+    tf.io.withSaveHandler(async artifacts => {
+      const weights = Buffer.from(artifacts.weightData as ArrayBuffer);
+      weightBytes = weights.length;
+      fs.writeFileSync(path.join(dir, 'weights.bin'), weights);
+      const manifest = {
+        format: artifacts.format,
+        generatedBy: artifacts.generatedBy,
+        convertedBy: null,
+        modelTopology: artifacts.modelTopology,
+        weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }],
+        userDefinedMetadata: artifacts.userDefinedMetadata,
+      };
+      fs.writeFileSync(path.join(dir, 'model.json'), `${JSON.stringify(manifest, null, 1)}\n`);
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  return { weightBytes };
 }

@@ -3,21 +3,19 @@
  * a rolling window of (value, time) per source → the behaviour model → score against the
  * source's enrolled profile. Output 1 trusted, output 2 suspicious (with the reason), so nothing
  * unverified passes silently. Also checks Ed25519 signatures of peer messages against a local
- * trust store. The logic lives in lib/tinyml; this file is configuration and wiring.
+ * trust store. The policy lives in lib/tinyml (monitor, gate); this file is configuration and wiring.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { TrustStore, type PeerSignatureResult } from '../../lib/edge/peer-signature';
-import { HeldMessages } from '../../lib/held-messages';
-import type { BehaviourMonitor, Verdict } from '../../lib/tinyml/behaviour-monitor';
+import { type PeerSignatureResult, TrustStore } from '../../lib/edge/peer-signature';
+import type { BehaviourMonitor, Enrolled } from '../../lib/tinyml/behaviour-monitor';
 import { shippedModelDir } from '../../lib/tinyml/catalog';
 import { WINDOW } from '../../lib/tinyml/features';
+import { BehaviourGate, type Policy, type TinymlReport } from '../../lib/tinyml/gate';
 import type { BehaviourModel } from '../../lib/tinyml/model';
 import type { ProfileStore } from '../../lib/tinyml/profile-store';
-import { dataDir, errorText, status } from '../shared/node-kit';
-
-type Policy = 'pass' | 'hold' | 'reject';
+import { dataDir, nodeError, status } from '../shared/node-kit';
 
 interface TinymlVerifyDef extends NodeDef {
   mode: 'verify' | 'enrol';
@@ -25,6 +23,8 @@ interface TinymlVerifyDef extends NodeDef {
   valueProperty: string;
   timeProperty: string;
   enrolWindows: number | string;
+  /** Minutes after which an enrolment ends with what it has (at least 4 windows); empty: windows only. */
+  enrolMinutes: number | string;
   unverified: Policy;
   threshold: number | string;
   maxSources: number | string;
@@ -70,10 +70,13 @@ function loadModel(dir: string): Promise<BehaviourModel> {
   return model;
 }
 
-function positiveInt(value: number | string, fallback: number): number {
+function positive(value: number | string, fallback: number, integer = true): number {
   const n = Number(value);
-  return Number.isInteger(n) && n > 0 ? n : fallback;
+  return (integer ? Number.isInteger(n) : Number.isFinite(n)) && n > 0 ? n : fallback;
 }
+
+/** How often live sources' replay memory is saved with their profiles. */
+const REPLAY_SAVE_MS = 60_000;
 
 export = (RED: NodeAPI) => {
   function TinymlVerify(this: Node, config: TinymlVerifyDef) {
@@ -82,12 +85,66 @@ export = (RED: NodeAPI) => {
     const modelDir = config.model?.trim()
       ? path.resolve(config.model.trim())
       : shippedModelDir(config.timeProperty ? 'source' : 'arrival');
-    const policy: Policy = ['pass', 'hold', 'reject'].includes(config.unverified) ? config.unverified : 'hold';
     const override = config.threshold === '' || config.threshold === undefined ? undefined : Number(config.threshold);
-    const thresholdOverride = override !== undefined && override >= 0 && override <= 1 ? override : undefined;
-    const enrolWindows = positiveInt(config.enrolWindows, 20);
-    // Room for one source's whole enrolment, so holding it does not spill onto output 2.
-    const held = new HeldMessages<Routed>(Math.max(1000, (enrolWindows + 1) * WINDOW));
+    const enrolWindows = positive(config.enrolWindows, 20);
+    const enrolMinutes =
+      config.enrolMinutes === '' || config.enrolMinutes === undefined
+        ? undefined
+        : positive(config.enrolMinutes, 10, false);
+    const maxSources = positive(config.maxSources, 1000);
+
+    let modelId = '';
+    let failure: string | undefined;
+    let ready = false;
+    let notice: string | undefined;
+    let last: { score: number; trusted: boolean } | undefined;
+    let enrolling: { source: string; windows: number } | undefined;
+    let statusTimer: NodeJS.Timeout | undefined;
+    let sourceCount = 0;
+
+    const showStatus = () => {
+      statusTimer = undefined;
+      if (failure) this.status(status.failed(failure));
+      else if (!ready) this.status(status.waiting(t('status.loading')));
+      else if (enrolling)
+        this.status(
+          status.waiting(
+            t('status.enrolling', { source: enrolling.source, windows: enrolling.windows, of: enrolWindows }),
+          ),
+        );
+      else if (notice) this.status(status.waiting(notice));
+      else if (last)
+        this.status(
+          (last.trusted ? status.working : status.declined)(
+            t('status.score', { score: last.score.toFixed(2), sources: sourceCount }),
+          ),
+        );
+      else
+        this.status(
+          (sourceCount ? status.working : status.idle)(
+            t(config.mode === 'enrol' ? 'status.enrol-mode' : 'status.enrolled', { count: sourceCount }),
+          ),
+        );
+    };
+    // Status at message rate would flood the editor; twice a second is what a person can read.
+    const refreshStatus = () => {
+      statusTimer ??= setTimeout(showStatus, 500);
+    };
+    showStatus();
+
+    const gate = new BehaviourGate<Routed>(
+      {
+        policy: (['pass', 'hold', 'reject'] as const).find(p => p === config.unverified) ?? 'hold',
+        // Room for a whole enrolment (and the window that follows it) per source.
+        holdPerSource: (enrolWindows + 1) * WINDOW,
+        maxSources,
+      },
+      (item, trusted, report: TinymlReport) => {
+        item.msg.m2m = { ...item.msg.m2m, tinyml: { ...report, model: modelId } };
+        item.send(trusted ? [item.msg, null] : [null, item.msg]);
+        item.done();
+      },
+    );
 
     let trustStore = TrustStore.empty();
     const trustFile = config.trustStore?.trim() || path.join(dataDir(RED), 'trust-store.jwks.json');
@@ -98,44 +155,26 @@ export = (RED: NodeAPI) => {
     }
     if (trustStore.skipped) this.warn(t('errors.trust_store-skipped', { count: trustStore.skipped, file: trustFile }));
 
+    const enrolled = ({ source, profile, separation }: Enrolled) => {
+      enrolling = undefined;
+      sourceCount++;
+      this.log(t('log.enrolled', { source }));
+      notice = undefined;
+      if (profile.outOfRange.length) {
+        notice = t('status.out-of-range', { source });
+        this.warn(t('log.out-of-range', { source, features: profile.outOfRange.join(', ') }));
+      }
+      if (separation && separation.distance < runtime().SEPARATION_WARNING) {
+        notice = t('status.too-close', { source, other: separation.nearest });
+        this.warn(t('log.too-close', { source, other: separation.nearest, distance: separation.distance.toFixed(2) }));
+      }
+      refreshStatus();
+    };
+
     let monitor: BehaviourMonitor | undefined;
     let store: ProfileStore | undefined;
-    let modelId = '';
-    let failure: string | undefined;
-    let last: { score: number; trusted: boolean } | undefined;
-    let enrolling: { source: string; windows: number } | undefined;
-    let statusTimer: NodeJS.Timeout | undefined;
-
-    const showStatus = () => {
-      statusTimer = undefined;
-      if (failure) this.status(status.failed(failure));
-      else if (!store) this.status(status.waiting(t('status.loading')));
-      else if (enrolling)
-        this.status(
-          status.waiting(
-            t('status.enrolling', { source: enrolling.source, windows: enrolling.windows, of: enrolWindows }),
-          ),
-        );
-      else if (last)
-        this.status(
-          (last.trusted ? status.working : status.failed)(
-            t('status.score', { score: last.score.toFixed(2), sources: store.size }),
-          ),
-        );
-      else
-        this.status(
-          (store.size ? status.working : status.idle)(
-            t(config.mode === 'enrol' ? 'status.enrol-mode' : 'status.enrolled', { count: store.size }),
-          ),
-        );
-    };
-    // Status at message rate would flood the editor; twice a second is what a person can read.
-    const refreshStatus = () => {
-      statusTimer ??= setTimeout(showStatus, 500);
-    };
-    showStatus();
-
-    const ready = loadModel(modelDir)
+    let replayTimer: NodeJS.Timeout | undefined;
+    const loaded = loadModel(modelDir)
       .then(model => {
         modelId = model.id;
         const { ProfileStore, BehaviourMonitor } = runtime();
@@ -147,19 +186,19 @@ export = (RED: NodeAPI) => {
         store.onSaveError = err => this.error(t('errors.profiles-save', { message: err.message }));
         if (store.loaded.problem) this.warn(t('errors.profiles', { message: store.loaded.problem }));
         else if (store.loaded.skipped) this.warn(t('errors.profiles-skipped', { count: store.loaded.skipped }));
+        sourceCount = store.size;
         monitor = new BehaviourMonitor(model, store, {
           enrolWindows,
-          maxSources: positiveInt(config.maxSources, 1000),
-          replayMemory: 65536,
+          ...(enrolMinutes !== undefined ? { enrolMs: enrolMinutes * 60_000 } : {}),
+          maxSources,
+          replayMemory: 32768,
           autoEnrol: config.mode === 'enrol',
           maxBatch: 64,
-          thresholdOverride,
+          thresholdOverride: override !== undefined && override >= 0 && override <= 1 ? override : undefined,
         });
-        monitor.onEnrolled = source => {
-          enrolling = undefined;
-          this.log(t('log.enrolled', { source }));
-          refreshStatus();
-        };
+        monitor.onEnrolled = enrolled;
+        replayTimer = setInterval(() => monitor?.saveReplayMemory(), REPLAY_SAVE_MS);
+        ready = true;
         showStatus();
       })
       .catch(err => {
@@ -167,54 +206,9 @@ export = (RED: NodeAPI) => {
         // leave on output 2 as model_unavailable, never unrouted.
         monitor = undefined;
         failure = t('status.model-failed');
-        this.error(errorText(RED, 'm2m-tinyml-verify', err));
+        this.error(nodeError(RED, 'm2m-tinyml-verify', err));
         showStatus();
       });
-
-    const route = (item: Routed, trusted: boolean, tinyml: Record<string, unknown>) => {
-      item.msg.m2m = { ...item.msg.m2m, tinyml: { ...tinyml, model: modelId } };
-      item.send(trusted ? [item.msg, null] : [null, item.msg]);
-      item.done();
-    };
-
-    const scored = (source: string, verdict: Extract<Verdict, { status: 'scored' }>) => ({
-      source,
-      score: Math.round(verdict.score * 1e4) / 1e4,
-      threshold: Math.round(verdict.threshold * 1e4) / 1e4,
-      trusted: verdict.trusted,
-      ...(verdict.trusted ? {} : { reason: verdict.replay ? 'replay' : 'score_below_threshold' }),
-    });
-
-    const onVerdict = (item: Routed, source: string, verdict: Verdict) => {
-      if (verdict.status === 'scored') {
-        last = verdict;
-        refreshStatus();
-        const tinyml = scored(source, verdict);
-        for (const waiting of held.take(source)) route(waiting, verdict.trusted, { ...tinyml, held: true });
-        route(item, verdict.trusted, tinyml);
-        return;
-      }
-      const tinyml = {
-        source,
-        score: null,
-        trusted: false,
-        reason: verdict.reason,
-        ...('enrolled' in verdict ? { enrolled: verdict.enrolled } : {}),
-      };
-      if (verdict.status === 'rejected' || policy === 'reject') route(item, false, tinyml);
-      else if (policy === 'pass') route(item, true, tinyml);
-      else {
-        const overflow = held.add(source, item);
-        if (overflow)
-          route(overflow.item, false, { source: overflow.key, score: null, trusted: false, reason: 'hold_overflow' });
-      }
-      if (verdict.status === 'unverified' && verdict.reason === 'enrolling') {
-        // The reading that completes an enrolment is still reported as enrolling.
-        const windows = verdict.enrolled ?? 0;
-        enrolling = windows < enrolWindows ? { source, windows } : undefined;
-        refreshStatus();
-      }
-    };
 
     const peerCheck = (msg: M2MMessage): PeerSignatureResult | undefined => {
       const signature = msg.m2m?.signature;
@@ -223,19 +217,19 @@ export = (RED: NodeAPI) => {
     };
 
     this.on('input', (msg: M2MMessage, send, done) => {
-      ready
+      loaded
         .then(() => {
           const item: Routed = { msg, send, done };
           const key = RED.util.getMessageProperty(msg, config.keyProperty || 'topic');
           const source = key === undefined || key === null ? '' : String(key);
           if (!monitor) {
-            route(item, false, { source, score: null, trusted: false, reason: 'model_unavailable' });
+            gate.reject(source, item, 'model_unavailable');
             return;
           }
           const peer = peerCheck(msg);
           if (peer) msg.m2m = { ...msg.m2m, peer };
           if (peer && !peer.valid) {
-            route(item, false, { source, score: null, trusted: false, reason: peer.reason });
+            gate.reject(source, item, peer.reason);
             return;
           }
           if (msg.m2m?.enrol === true && config.enrolOnRequest) monitor.startEnrolment(source);
@@ -243,24 +237,37 @@ export = (RED: NodeAPI) => {
           const time = config.timeProperty
             ? RED.util.getMessageProperty(msg, config.timeProperty)
             : performance.timeOrigin + performance.now();
+          const route = (verdict: Awaited<ReturnType<BehaviourMonitor['observe']>>) => {
+            if (verdict.status === 'scored') {
+              last = verdict;
+              refreshStatus();
+            } else if (verdict.status === 'unverified' && verdict.reason === 'enrolling') {
+              // The reading that completes an enrolment is still reported as enrolling.
+              const windows = verdict.enrolled ?? 0;
+              enrolling = windows < enrolWindows ? { source, windows } : undefined;
+              refreshStatus();
+            }
+            gate.handle(source, item, verdict);
+          };
           const verdict = monitor.observe(source, value, time);
-          if (verdict instanceof Promise) verdict.then(v => onVerdict(item, source, v), done);
-          else onVerdict(item, source, verdict);
+          if (verdict instanceof Promise) verdict.then(route, done);
+          else route(verdict);
         })
         .catch(done);
     });
 
     this.on('close', (done: () => void) => {
       if (statusTimer) clearTimeout(statusTimer);
+      if (replayTimer) clearInterval(replayTimer);
       monitor?.flush();
+      monitor?.saveReplayMemory();
       try {
         store?.flush();
       } catch (err) {
         this.error(t('errors.profiles-save', { message: (err as Error).message }));
       }
       // Held messages were never verified; they leave on output 2 rather than vanish.
-      for (const { key, item } of held.drain())
-        route(item, false, { source: key, score: null, trusted: false, reason: 'closed' });
+      gate.drain('closed');
       done();
     });
   }

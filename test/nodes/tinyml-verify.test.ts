@@ -91,7 +91,7 @@ describe('nodes: m2m-tinyml-verify', function () {
     assert.ok(out.trusted.length > 0.9 * 5 * WINDOW, `${out.trusted.length} trusted`);
     const { tinyml } = out.trusted[out.trusted.length - 1].m2m;
     assert.equal(tinyml.source, 'press-1');
-    assert.match(tinyml.model, /^sensor-behaviour-v1-stamped@/);
+    assert.match(tinyml.model, /^sensor-behaviour-v2-stamped@/);
     assert.ok(tinyml.score >= tinyml.threshold && tinyml.score <= 1);
     const sent = new Map(later.map(m => [m.timestamp, m.payload]));
     assert.ok(
@@ -153,12 +153,65 @@ describe('nodes: m2m-tinyml-verify', function () {
     assert.ok(out.suspicious.filter(m => m.m2m.tinyml.reason === 'score_below_threshold').length > 0.9 * 4 * WINDOW);
   });
 
+  it('remembers what a source sent across a redeploy: a replay of its enrolment goes to output 2 as replay', async () => {
+    await load();
+    const site = plant(17);
+    const enrolment = readings(site.genuine.record(1e6, ENROL_WINDOWS * WINDOW));
+    (enrolment[0] as { m2m?: unknown }).m2m = { enrol: true };
+    await send(enrolment);
+    await helper.unload();
+    await load();
+    out.suspicious.length = 0;
+    // The attacker plays back what it recorded during enrolment, re-stamped to look fresh.
+    const played = enrolment
+      .slice(100, 100 + 5 * WINDOW)
+      .map((m, i) => ({ ...m, m2m: undefined, timestamp: 9e6 + i * 10.0003 }));
+    await send(played);
+    assert.ok(out.suspicious.filter(m => m.m2m.tinyml.reason === 'replay').length >= 2 * WINDOW);
+    assert.equal(out.trusted.length, 0);
+  });
+
+  it("holds every enrolling source's whole enrolment at once under hold (enrol mode, 24 sources)", async () => {
+    await load({ mode: 'enrol', unverified: 'hold', enrolOnRequest: false });
+    const messages: Array<Record<string, unknown>> = [];
+    const sites = Array.from({ length: 24 }, (_, s) =>
+      readings(plant(300 + s).genuine.record(1e6, ENROL_WINDOWS * WINDOW), `sensor-${s}`),
+    );
+    for (let i = 0; i < ENROL_WINDOWS * WINDOW; i++) for (const site of sites) messages.push(site[i]);
+    const node = helper.getNode('verify');
+    for (const msg of messages) node.receive(msg);
+    await new Promise(resolve => setTimeout(resolve, 1500));
+    const overflowed = out.suspicious.filter(m => m.m2m.tinyml.reason === 'hold_overflow').length;
+    assert.equal(overflowed, 0, `${overflowed} readings pushed out of the hold`);
+  });
+
+  it("reports a source outside the model's training range in msg.m2m.tinyml and the status, never as confident", async () => {
+    await load({ unverified: 'pass' });
+    const site = plant(19);
+    // A reading every 100 s (0.01 Hz) is slower than anything the model was trained on.
+    const messages = readings(site.genuine.record(1e6, (ENROL_WINDOWS + 4) * WINDOW)).map((m, i) => ({
+      ...m,
+      timestamp: 1e6 + i * 100_000 + (i % 3),
+    }));
+    (messages[0] as { m2m?: unknown }).m2m = { enrol: true };
+    await send(messages);
+    const scoredMessages = [...out.trusted, ...out.suspicious].filter(m => m.m2m.tinyml.score !== null);
+    assert.ok(scoredMessages.length > 0);
+    for (const m of scoredMessages) {
+      assert.equal(m.m2m.tinyml.ood, true);
+      assert.ok(m.m2m.tinyml.outOfRange.includes('period_log'));
+      assert.ok(m.m2m.tinyml.score <= 0.79);
+    }
+    const warned = helper.log().args.filter((a: any[]) => a[0]?.level === 30 && /out-of-range/.test(String(a[0]?.msg)));
+    assert.ok(warned.length >= 1, 'a warning in the log');
+  });
+
   it('persists profiles under the user dir and verifies with them after a redeploy', async () => {
     await load();
     const site = await enrol(13);
     await helper.unload();
     const files = fs.readdirSync(path.join(userDir, 'm2m-identity', 'tinyml'));
-    assert.deepEqual(files, ['profiles-verify.json']);
+    assert.deepEqual(files.sort(), ['profiles-verify.json', 'profiles-verify.replay.json']);
     await load();
     await send(readings(site.genuine.record(1e6 + 7_200_000, 3 * WINDOW)));
     assert.ok(out.trusted.length > WINDOW, `${out.trusted.length} trusted after redeploy`);

@@ -1,8 +1,17 @@
 import * as assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { FEATURE_COUNT, FEATURE_NAMES, FeatureExtractor, WINDOW } from '../../lib/tinyml/features';
+import {
+  ABSOLUTE_FEATURES,
+  EMBEDDING_FEATURES,
+  FEATURE_COUNT,
+  FEATURE_INDEX,
+  FEATURE_NAMES,
+  type FeatureName,
+  FeatureExtractor,
+  WINDOW,
+} from '../../lib/tinyml/features';
 
-const at = (features: Float32Array, name: (typeof FEATURE_NAMES)[number]) => features[FEATURE_NAMES.indexOf(name)];
+const at = (features: Float32Array, name: FeatureName) => features[FEATURE_INDEX[name]];
 
 function extract(values: ArrayLike<number>, times: ArrayLike<number>): Float32Array {
   const out = new Float32Array(FEATURE_COUNT);
@@ -10,49 +19,101 @@ function extract(values: ArrayLike<number>, times: ArrayLike<number>): Float32Ar
   return out;
 }
 
-/** A quiet sensor: values on a lattice of `step` around 40, one sample per `periodMs`. */
-function window(options: { periodMs?: number; ppm?: number; step?: number; jitterMs?: number; hum?: number } = {}) {
-  const { periodMs = 10, ppm = 0, step = 0.0244, jitterMs = 0, hum = 0 } = options;
-  const times = Array.from(
-    { length: WINDOW },
-    (_, i) => 1.7e12 + i * periodMs * (1 + ppm * 1e-6) + jitterMs * Math.sin(i * 12.9898),
-  );
+interface WindowOptions {
+  periodMs?: number;
+  ppm?: number;
+  step?: number;
+  jitterMs?: number;
+  hum?: number;
+  scale?: number;
+  /** Indices of readings that were lost (the window spans the periods they would have filled). */
+  lost?: number[];
+}
+
+/** Deterministic white noise in [-0.5, 0.5): the fractional part of a scrambled sine. */
+const noise = (i: number) => {
+  const x = Math.sin(i * 12.9898) * 43758.5453;
+  return x - Math.floor(x) - 0.5;
+};
+
+/** A quiet sensor: values on a lattice of `step` around 40, one reading per period. */
+function window(options: WindowOptions = {}) {
+  const { periodMs = 10, ppm = 0, step = 0.0244, jitterMs = 0, hum = 0, scale = 1, lost = [] } = options;
+  const ticks = Array.from({ length: WINDOW + lost.length }, (_, i) => i).filter(i => !lost.includes(i));
+  const times = ticks.slice(0, WINDOW).map(i => 1.7e12 + i * periodMs * (1 + ppm * 1e-6) + jitterMs * noise(i));
   // A deterministic pseudo-noise of a few steps, plus optional hum at the Nyquist frequency.
-  const values = Array.from(
-    { length: WINDOW },
-    (_, i) => 40 + step * Math.round(2 * Math.sin(i * 78.233) + hum * (i % 2 ? 1 : -1)),
-  );
+  const values = ticks
+    .slice(0, WINDOW)
+    .map(i => scale * (40 + step * Math.round(2 * Math.sin(i * 78.233) + hum * (i % 2 ? 1 : -1))));
   return { values, times };
 }
 
 describe('tinyml features', () => {
-  it('extracts the documented number of features', () => {
-    assert.equal(FEATURE_COUNT, FEATURE_NAMES.length);
-    const { values, times } = window();
-    assert.equal(extract(values, times).length, FEATURE_COUNT);
+  it('writes every feature of a row exactly once, by name', () => {
+    const writes = new Array<number>(FEATURE_COUNT).fill(0);
+    const row = new Proxy(new Float32Array(FEATURE_COUNT), {
+      set(target, key, value) {
+        const index = Number(key);
+        if (Number.isInteger(index)) writes[index]++;
+        return Reflect.set(target, key, value);
+      },
+    });
+    const { values, times } = window({ jitterMs: 0.002 });
+    new FeatureExtractor().extract(values, times, row);
+    assert.deepEqual(writes, new Array(FEATURE_COUNT).fill(1));
+    assert.equal(new Set(Object.values(FEATURE_INDEX)).size, FEATURE_NAMES.length);
   });
 
-  it('recovers a clock offset in ppm from the source timestamps', () => {
-    for (const ppm of [-40, -7, 0, 25]) {
-      const { values, times } = window({ ppm });
-      assert.ok(Math.abs(at(extract(values, times), 'clock_ppm') * 50 - ppm) < 0.5, `ppm ${ppm}`);
+  it('leaves the absolute features out of the network inputs', () => {
+    assert.equal(EMBEDDING_FEATURES.length + ABSOLUTE_FEATURES.length, FEATURE_COUNT);
+    for (const name of ABSOLUTE_FEATURES) assert.ok(!EMBEDDING_FEATURES.includes(name), name);
+  });
+
+  it('measures the period from the source itself, at any rate, without rounding to a nominal value', () => {
+    for (const periodMs of [1, 10, 100, 1000, 10_000]) {
+      for (const ppm of [-80, 0, 37]) {
+        const { values, times } = window({ periodMs, ppm, jitterMs: periodMs * 1e-6 });
+        const measured = 10 ** at(extract(values, times), 'period_log');
+        assert.ok(Math.abs((measured / (periodMs * (1 + ppm * 1e-6)) - 1) * 1e6) < 0.5, `${periodMs} ms, ${ppm} ppm`);
+      }
     }
   });
 
-  it('measures the quantisation step and how well values sit on it', () => {
-    const step = 0.0244 * 1.003;
-    const { values, times } = window({ step });
+  it('reads a lost reading as a gap of two periods, not as a slower clock', () => {
+    const { values, times } = window({ periodMs: 100, ppm: 20, lost: [30] });
     const features = extract(values, times);
-    assert.ok(Math.abs(10 ** at(features, 'step_log') - step) < 1e-6);
-    assert.equal(at(features, 'lattice_fit'), 1);
-    const nominal = 0.0245;
-    assert.ok(Math.abs(at(features, 'step_ppm') * 2000 - (step / nominal - 1) * 1e6) < 1);
+    const measured = 10 ** at(features, 'period_log');
+    assert.ok(Math.abs((measured / (100 * (1 + 20e-6)) - 1) * 1e6) < 0.5, `${measured}`);
+    assert.ok(Math.abs(at(features, 'missing_share') - 1 / 64) < 1e-3);
   });
 
-  it('sees more timing jitter as a larger jitter feature', () => {
-    const { values, times: steady } = window({ jitterMs: 0.001 });
-    const { times: shaky } = window({ jitterMs: 0.5 });
-    assert.ok(at(extract(values, shaky), 'jitter_log') > at(extract(values, steady), 'jitter_log') + 1);
+  it('tells white jitter on a grid from jitter that accumulates', () => {
+    const grid = window({ periodMs: 100, jitterMs: 1 });
+    let t = 1.7e12;
+    const rearmed = grid.times.map((_, i) => (t += 100 + noise(i)));
+    const white = at(extract(grid.values, grid.times), 'interval_autocorr');
+    const accumulated = at(extract(grid.values, rearmed), 'interval_autocorr');
+    assert.ok(white < -0.3, `grid ${white}`);
+    assert.ok(Math.abs(accumulated) < 0.3, `re-armed ${accumulated}`);
+  });
+
+  it('measures the quantisation step, and the noise in steps whatever the scale', () => {
+    const step = 0.0244 * 1.003;
+    const quiet = window({ step });
+    const small = extract(quiet.values, quiet.times);
+    assert.ok(Math.abs(10 ** at(small, 'step_log') - step) < 1e-6);
+    assert.equal(at(small, 'lattice_fit'), 1);
+    const scaled = window({ step, scale: 1000 });
+    const large = extract(scaled.values, scaled.times);
+    assert.ok(Math.abs(at(large, 'noise_in_steps') - at(small, 'noise_in_steps')) < 1e-3);
+    assert.ok(Math.abs(at(large, 'step_log') - at(small, 'step_log') - 3) < 1e-3);
+  });
+
+  it('sees the clock tick of stamps: 1 ms against 1 µs', () => {
+    const { values, times } = window({ periodMs: 10, jitterMs: 0.05 });
+    const fine = at(extract(values, times), 'clock_resolution_log');
+    const coarse = at(extract(values, times.map(Math.floor)), 'clock_resolution_log');
+    assert.ok(coarse >= -0.01 && fine < -2, `coarse ${coarse}, fine ${fine}`);
   });
 
   it('puts hum at the Nyquist frequency into the top band', () => {

@@ -12,6 +12,7 @@ import {
   SimulatedSensor,
   SoftwareImpostor,
   type Installation,
+  type InstallationOptions,
   type Recording,
 } from '../../lib/tinyml/simulator';
 
@@ -32,14 +33,18 @@ export interface Plant {
   simulator: SoftwareImpostor;
 }
 
-/** A sensor at its installation, another unit of its model, and a software simulator posing as it. */
-export function plant(seed: number): Plant {
+/**
+ * A sensor at its installation, another unit of its model, and a software simulator posing as it.
+ * The tests pin a 100 Hz transmitter unless told otherwise, so a test's timing reads the same on
+ * every seed; the model card measures the whole range.
+ */
+export function plant(seed: number, options: InstallationOptions = { rateHz: 100 }): Plant {
   const rng = new SeededRandom(seed);
-  const installation = drawInstallation(rng);
+  const installation = drawInstallation(rng, options);
   return {
     installation,
-    genuine: new SimulatedSensor(installation, drawUnit(rng), seed + 1),
-    otherUnit: new SimulatedSensor(installation, drawUnit(rng), seed + 2),
+    genuine: new SimulatedSensor(installation, drawUnit(rng, installation), seed + 1),
+    otherUnit: new SimulatedSensor(installation, drawUnit(rng, installation), seed + 2),
     simulator: new SoftwareImpostor(installation, seed + 3),
   };
 }

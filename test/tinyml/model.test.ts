@@ -2,7 +2,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { FEATURE_COUNT } from '../../lib/tinyml/features';
+import { EMBEDDING_FEATURES, FEATURE_COUNT, FEATURE_INDEX } from '../../lib/tinyml/features';
 import { BehaviourModel, ModelError } from '../../lib/tinyml/model';
 import { modelCopy, SHIPPED_MODEL, shippedModel } from './fixtures';
 
@@ -18,7 +18,7 @@ describe('tinyml model', function () {
     const bytes = model.weights().reduce((sum, l) => sum + 4 * (l.kernel.length + l.bias.length), 0);
     assert.ok(bytes <= 32 * 1024, `${bytes} bytes`);
     assert.equal(fs.statSync(path.join(SHIPPED_MODEL, 'weights.bin')).size, bytes);
-    assert.match(model.id, /^sensor-behaviour-v1-stamped@[0-9a-f]{12}$/);
+    assert.match(model.id, /^sensor-behaviour-v2-stamped@[0-9a-f]{12}$/);
   });
 
   it('computes what the layers model computes, as unit-length embeddings', async () => {
@@ -27,9 +27,15 @@ describe('tinyml model', function () {
     const { featureMean, featureStd } = model.metadata;
     const rows = 5;
     const features = randomFeatures(rows, 1);
-    const standardised = features.map((v, i) => (v - featureMean[i % FEATURE_COUNT]) / featureStd[i % FEATURE_COUNT]);
+    const inputs = EMBEDDING_FEATURES.length;
+    const standardised = new Float32Array(rows * inputs);
+    for (let r = 0; r < rows; r++)
+      EMBEDDING_FEATURES.forEach((name, i) => {
+        standardised[r * inputs + i] =
+          (features[r * FEATURE_COUNT + FEATURE_INDEX[name]] - featureMean[i]) / featureStd[i];
+      });
     const reference = tf.tidy(
-      () => (layers.predict(tf.tensor2d(standardised, [rows, FEATURE_COUNT])) as tf.Tensor).arraySync() as number[][],
+      () => (layers.predict(tf.tensor2d(standardised, [rows, inputs])) as tf.Tensor).arraySync() as number[][],
     );
     layers.dispose();
     const embedded = model.embed(features, rows);
@@ -37,6 +43,17 @@ describe('tinyml model', function () {
       const norm = Math.hypot(...reference[r]);
       for (const [c, v] of reference[r].entries())
         assert.ok(Math.abs(v / norm - embedded[r * model.embeddingSize + c]) < 1e-4);
+    }
+  });
+
+  it('gives the same embedding on the typed-array path (single windows) as in a batch', async () => {
+    const model = await shippedModel();
+    const batch = randomFeatures(8, 4);
+    const together = model.embed(batch, 8);
+    for (let r = 0; r < 8; r++) {
+      const alone = model.embed(batch.subarray(r * FEATURE_COUNT, (r + 1) * FEATURE_COUNT), 1);
+      for (let c = 0; c < model.embeddingSize; c++)
+        assert.ok(Math.abs(alone[c] - together[r * model.embeddingSize + c]) < 1e-5, `row ${r}`);
     }
   });
 

@@ -6,7 +6,14 @@ import { promisify } from 'node:util';
 import { readRecordings, simulatedTraining } from '../../lib/tinyml/dataset';
 import { WINDOW } from '../../lib/tinyml/features';
 import { BehaviourModel } from '../../lib/tinyml/model';
-import { buildNetwork, DEFAULT_TRAINING, featureStatistics, train, whitening } from '../../lib/tinyml/train';
+import {
+  buildNetwork,
+  DEFAULT_TRAINING,
+  embeddingInputs,
+  featureStatistics,
+  train,
+  whitening,
+} from '../../lib/tinyml/train';
 import { plant, shippedModel, tempDir } from './fixtures';
 
 const trainModel = path.join(__dirname, '..', '..', 'bin', 'train-model.js');
@@ -21,7 +28,7 @@ describe('tinyml training', function () {
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('is reproducible: same data and seed, same weights', () => {
-    const data = simulatedTraining(3, 6, 8, 'source');
+    const data = embeddingInputs(simulatedTraining(3, 6, 8, 'source'));
     const options = { ...DEFAULT_TRAINING, epochs: 2, ways: 4, shots: 4 };
     const weights = () => {
       const stats = featureStatistics(data);
@@ -59,7 +66,7 @@ describe('tinyml training', function () {
   it("trains on a user's recordings with `train-model --recordings` and writes a loadable model with metrics", async () => {
     const csv = path.join(dir, 'plant.csv');
     const rows = ['source,value,time'];
-    for (let s = 0; s < 5; s++) {
+    for (let s = 0; s < 8; s++) {
       const recording = plant(900 + s).genuine.record(1e6, 30 * WINDOW);
       for (const [i, v] of recording.values.entries()) rows.push(`sensor-${s},${v},${recording.sourceTimes[i]}`);
     }
@@ -74,13 +81,13 @@ describe('tinyml training', function () {
       '--epochs',
       '2',
     ]);
-    assert.match(stdout, /5 sources, 5 with/);
+    assert.match(stdout, /8 sources, 8 with/);
     const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     assert.equal(metrics.timeSource, 'recorded');
-    assert.ok(metrics.report.impostors.other_source.decisions > 0);
+    assert.ok(metrics.reports.recordings.impostors.other_source.decisions > 0);
     const model = await BehaviourModel.load(out);
     assert.equal(model.metadata.name, 'plant-model');
-    assert.match(model.metadata.trainedOn, /plant\.csv, 3 sources \(2 held out/);
+    assert.match(model.metadata.trainedOn, /plant\.csv, 4 sources \(2 for calibration, 2 held out/);
     model.dispose();
   });
 
@@ -89,7 +96,7 @@ describe('tinyml training', function () {
     fs.writeFileSync(csv, 'source,value,time\na,1,1\n');
     await assert.rejects(
       promisify(execFile)(process.execPath, [trainModel, '--recordings', csv, '--out', path.join(dir, 'x')]),
-      /need at least 4 sources/,
+      /need at least 6 sources/,
     );
   });
 });
