@@ -22,6 +22,8 @@ export interface JwsHeader {
   alg: 'EdDSA';
   typ: string;
   kid?: string;
+  /** A proof of possession's public key (lib/proof). */
+  jwk?: unknown;
 }
 
 export interface DecodedJws {
@@ -35,8 +37,15 @@ export interface DecodedJws {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-export function signJws(payload: Record<string, unknown>, typ: string, key: Ed25519PrivateKey, kid?: string): string {
-  const header: JwsHeader = kid ? { alg: 'EdDSA', typ, kid } : { alg: 'EdDSA', typ };
+export function signJws(
+  payload: Record<string, unknown>,
+  typ: string,
+  key: Ed25519PrivateKey,
+  kid?: string,
+  /** Further protected header parameters (a proof's `jwk`). */
+  extra: Record<string, unknown> = {},
+): string {
+  const header = { ...extra, ...(kid ? { alg: 'EdDSA', typ, kid } : { alg: 'EdDSA', typ }) };
   const signingInput = `${base64url.encode(JSON.stringify(header))}.${base64url.encode(JSON.stringify(payload))}`;
   return `${signingInput}.${base64url.encode(key.sign(encoder.encode(signingInput)))}`;
 }

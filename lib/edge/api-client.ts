@@ -45,6 +45,8 @@ const attestAnswer = s.object({
   sessionId: s.string({ maxLength: 128 }),
 });
 
+const introspectionAnswer = s.object({ active: s.boolean() });
+
 export type RegisterAnswer = s.Infer<typeof registerAnswer> & { created: boolean };
 export type ChallengeAnswer = s.Infer<typeof challengeAnswer>;
 export type AttestAnswer = s.Infer<typeof attestAnswer>;
@@ -95,6 +97,18 @@ export class IdentityApiClient {
 
   async attest(attestation: string): Promise<AttestAnswer> {
     return answer(attestAnswer, (await this.call('post', '/v1/attestations', { attestation })).data, 'attestation');
+  }
+
+  /** RFC 7662 introspection (needs the admin key): whether the verifier considers `token` active. */
+  async introspect(token: string): Promise<boolean> {
+    const headers: Record<string, string> = this.options.apiKey ? { 'x-api-key': this.options.apiKey } : {};
+    const data = (await this.call('post', '/v1/tokens/introspect', { token }, headers)).data;
+    return answer(introspectionAnswer, data, 'introspection').active;
+  }
+
+  /** Where the verifier publishes its token-signing keys. */
+  get jwksUrl(): URL {
+    return new URL(`${this.audience}/.well-known/jwks.json`);
   }
 
   async health(): Promise<unknown> {

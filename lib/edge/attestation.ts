@@ -78,3 +78,19 @@ export async function attestDevice(
   const { nonce } = await client.challenge(identity.deviceId);
   return client.attest(buildAttestation(identity, { audience: client.audience, nonce, rawComponents, tinyml }));
 }
+
+/**
+ * msg.m2m.tinyml as attestation evidence. A check that ran and gave no score (warming up, out of
+ * distribution, an invalid reading) is evidence too, sent with score null: dropping it would let
+ * the verifier's workflow skip the step and approve (fail open).
+ */
+export function evidenceFrom(tinyml: unknown): TinymlEvidence | undefined {
+  if (typeof tinyml !== 'object' || tinyml === null) return undefined;
+  const { score, model, trusted, reason } = tinyml as Record<string, unknown>;
+  return {
+    score: typeof score === 'number' && Number.isFinite(score) ? Math.min(1, Math.max(0, score)) : null,
+    model: String(model ?? 'unknown').slice(0, 128),
+    ...(typeof trusted === 'boolean' ? { trusted } : {}),
+    ...(typeof reason === 'string' ? { reason: reason.slice(0, 64) } : {}),
+  };
+}

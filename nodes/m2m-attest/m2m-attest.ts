@@ -6,7 +6,7 @@
  */
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { ApiError } from '../../lib/edge/api-client';
-import { attestDevice, type TinymlEvidence } from '../../lib/edge/attestation';
+import { attestDevice, evidenceFrom } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
 import { M2MError } from '../../lib/errors';
 import { errorCode, msgError, nodeError, status } from '../shared/node-kit';
@@ -16,23 +16,6 @@ interface AttestDef extends NodeDef {
 }
 
 type M2MMessage = NodeMessage & { m2m?: Record<string, unknown> & { tinyml?: unknown } };
-
-/**
- * msg.m2m.tinyml as attestation evidence. A check that ran and gave no score (warming up, out of
- * distribution, an invalid reading) is evidence too, sent with score null: dropping it would let
- * the verifier's workflow skip the step and approve (fail open).
- */
-function tinymlEvidence(msg: M2MMessage): TinymlEvidence | undefined {
-  const tinyml = msg.m2m?.tinyml;
-  if (typeof tinyml !== 'object' || tinyml === null) return undefined;
-  const { score, model, trusted, reason } = tinyml as Record<string, unknown>;
-  return {
-    score: typeof score === 'number' && Number.isFinite(score) ? Math.min(1, Math.max(0, score)) : null,
-    model: String(model ?? 'unknown').slice(0, 128),
-    ...(typeof trusted === 'boolean' ? { trusted } : {}),
-    ...(typeof reason === 'string' ? { reason: reason.slice(0, 64) } : {}),
-  };
-}
 
 export = (RED: NodeAPI) => {
   function Attest(this: Node, config: AttestDef) {
@@ -47,7 +30,7 @@ export = (RED: NodeAPI) => {
         return;
       }
       this.status(status.waiting(RED._('m2m-attest.status.attesting')));
-      const evidence = tinymlEvidence(msg);
+      const evidence = evidenceFrom(msg.m2m?.tinyml);
       Promise.resolve()
         .then(() => attestDevice(device.api().client(), device.identity().identity, device.components(), evidence))
         .then(answer => {

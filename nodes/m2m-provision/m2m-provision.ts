@@ -8,7 +8,7 @@ import { ApiError } from '../../lib/edge/api-client';
 import { provisionDevice } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
 import { M2MError } from '../../lib/errors';
-import { errorCode, errorText, nodeError, status } from '../shared/node-kit';
+import { errorCode, errorText, msgError, nodeError, status } from '../shared/node-kit';
 
 interface ProvisionDef extends NodeDef {
   device: string;
@@ -77,13 +77,18 @@ export = (RED: NodeAPI) => {
     // Let the rest of the flow (a verifier in the same Node-RED, say) start first.
     if (config.onDeploy) retryTimer = setTimeout(() => provisionOnDeploy(0), 500);
 
-    this.on('input', (msg, send, done) => {
+    this.on('input', (msg: NodeMessage & { m2m?: Record<string, unknown> }, send, done) => {
       provision(msg).then(
         out => {
           send(out);
           done();
         },
-        err => done(fail(err)),
+        err => {
+          // Node-RED 4 puts the error's code on msg.error.code for Catch nodes; msg.m2m.error carries
+          // it on every version.
+          msg.m2m = { ...msg.m2m, error: msgError(RED, 'm2m-provision', err) };
+          done(fail(err));
+        },
       );
     });
 

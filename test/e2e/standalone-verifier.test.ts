@@ -73,7 +73,10 @@ describe('end to end: nodes against the standalone m2m-verifier process', functi
   async function caughtError(nodeId: string) {
     const caught = nextMessage('caught');
     helper.getNode(nodeId).receive({ payload: 'go' });
-    return (await caught).error.code as string;
+    const { error, m2m } = await caught;
+    // Node-RED 4 copies the code to msg.error.code; msg.m2m.error has it on every version.
+    if (error.code !== undefined) assert.equal(error.code, m2m.error.code);
+    return m2m.error.code as string;
   }
 
   it('provisions and attests: approved with a token the verifier introspects as active', async () => {

@@ -19,6 +19,8 @@ const coreNodes = path.join(
 );
 export const catchNode = require(path.join(coreNodes, 'common', '25-catch.js'));
 export const m2mNodes = [
+  'm2m-reauth-timer',
+  'm2m-token-check',
   'm2m-identity-api',
   'm2m-device',
   'm2m-provision',

@@ -1,0 +1,220 @@
+/**
+ * Keeps a valid token for the device and stamps passing messages with it, and with a per-message
+ * proof of possession signed by the device key: `msg.m2m.token`, `msg.headers` (for http
+ * request) and MQTT v5 `msg.userProperties` (for mqtt out). Re-attests on schedule and on
+ * triggers (lib/edge/reauth); holds or rejects messages while it has no token; never drops one.
+ * The logic lives in lib/edge; this file is configuration and wiring.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
+import { attestDevice, evidenceFrom } from '../../lib/edge/attestation';
+import { MessageQueue } from '../../lib/edge/message-queue';
+import { networkSignature } from '../../lib/edge/network';
+import { type CurrentToken, DEFAULT_REAUTH, type KeeperEvent, TokenKeeper, type Trigger } from '../../lib/edge/reauth';
+import { M2MError } from '../../lib/errors';
+import { createProof } from '../../lib/proof';
+import type { TinymlEvidence } from '../../lib/verifier/workflow';
+import type { DeviceNode } from '../shared/config-nodes';
+import { dataDir, nodeError, status } from '../shared/node-kit';
+
+interface ReauthDef extends NodeDef {
+  device: string;
+  fraction: number | string;
+  floor: number | string;
+  riskScore: number | string;
+  networkPoll: number | string;
+  offline: 'hold' | 'reject';
+  maxMessages: number | string;
+  maxBytes: number | string;
+  proofs: boolean;
+  stampHeaders: boolean;
+  stampUserProperties: boolean;
+}
+
+type M2MMessage = NodeMessage & {
+  m2m?: Record<string, unknown> & { reauth?: unknown; tinyml?: unknown };
+  statusCode?: number;
+  url?: string;
+  headers?: Record<string, unknown>;
+  userProperties?: Record<string, unknown>;
+};
+
+function number(value: number | string, fallback: number, { min = 0, max = Infinity } = {}): number {
+  const n = Number(value);
+  return value !== '' && Number.isFinite(n) && n >= min && n <= max ? n : fallback;
+}
+
+/** Evidence from a low behaviour score is only worth sending while it is fresh. */
+const EVIDENCE_TTL_MS = 5 * 60_000;
+
+export = (RED: NodeAPI) => {
+  function ReauthTimer(this: Node, config: ReauthDef) {
+    RED.nodes.createNode(this, config);
+    const device = RED.nodes.getNode(config.device) as DeviceNode | null;
+    const t = (key: string, values?: Record<string, string | number>) => RED._(`m2m-reauth-timer.${key}`, values);
+    if (!device) {
+      this.status(status.failed(t('status.no-device')));
+      this.on('input', (_msg, _send, done) =>
+        done(nodeError(RED, 'm2m-reauth-timer', new M2MError('no_device', 'no m2m-device configured', 400))),
+      );
+      return;
+    }
+    const riskScore = number(config.riskScore, 0.6, { max: 1 });
+    const hold = config.offline !== 'reject';
+    const folder = dataDir(RED, 'reauth');
+    const tokenFile = path.join(folder, `${this.id}.token.json`);
+    const queue = new MessageQueue<M2MMessage>(path.join(folder, `${this.id}.queue.jsonl`), {
+      maxMessages: number(config.maxMessages, 1000, { min: 1 }),
+      maxBytes: number(config.maxBytes, 1_048_576, { min: 1024 }),
+    });
+    let evidence: { value: TinymlEvidence; at: number } | undefined;
+    let lastEvent: KeeperEvent | undefined;
+    let rejected = 0;
+
+    const savedToken = (): CurrentToken | undefined => {
+      try {
+        return JSON.parse(fs.readFileSync(tokenFile, 'utf8')) as CurrentToken;
+      } catch {
+        return undefined;
+      }
+    };
+    const keeper = new TokenKeeper(
+      async () => {
+        const fresh = evidence && Date.now() - evidence.at < EVIDENCE_TTL_MS ? evidence.value : undefined;
+        return attestDevice(device.api().client(), device.identity().identity, device.components(), fresh);
+      },
+      device.deviceId,
+      {
+        ...DEFAULT_REAUTH,
+        lifetimeFraction: number(config.fraction, 0.5, { min: 0.05, max: 0.95 }),
+        floorMs: number(config.floor, 30, { min: 1 }) * 1000,
+      },
+      undefined,
+      savedToken(),
+    );
+
+    const time = (epochMs: number | undefined) =>
+      epochMs === undefined ? '-' : new Date(epochMs).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    const showStatus = () => {
+      const current = keeper.current();
+      const held = queue.length ? t('status.holding', { count: queue.length }) : '';
+      const lost = rejected + queue.overflowed ? t('status.rejected', { count: rejected + queue.overflowed }) : '';
+      const extra = [held, lost].filter(Boolean).join(', ');
+      const text = (key: string, values: Record<string, string | number> = {}) => t(key, { ...values, extra: extra ? ` (${extra})` : '' });
+      if (lastEvent?.type === 'declined') {
+        this.status(status.declined(text('status.declined', { reason: lastEvent.reasons.join(', ') || lastEvent.decision, retry: time(lastEvent.retryAt) })));
+      } else if (lastEvent?.type === 'failed' && current) {
+        this.status(status.waiting(text('status.grace', { until: time(current.expiresAt), retry: time(lastEvent.retryAt) })));
+      } else if (lastEvent?.type === 'failed') {
+        this.status(status.failed(text('status.offline', { code: lastEvent.code, retry: time(lastEvent.retryAt) })));
+      } else if (current) {
+        this.status(status.working(text('status.valid', { until: time(current.expiresAt), next: time(keeper.nextAttemptAt) })));
+      } else {
+        this.status(status.waiting(text('status.attesting')));
+      }
+    };
+
+    const stamp = (msg: M2MMessage, token: CurrentToken): M2MMessage => {
+      const target = msg.url ?? (typeof msg.topic === 'string' ? msg.topic : '');
+      const proof = config.proofs === false ? undefined : createProof(device.identity().identity.privateKey, { token: token.token, payload: msg.payload, target });
+      const stamped = { authorization: `Bearer ${token.token}`, ...(proof ? { 'm2m-pop': proof } : {}) };
+      msg.m2m = { ...msg.m2m, deviceId: token.deviceId, token: token.token, expiresAt: new Date(token.expiresAt).toISOString() };
+      if (config.stampHeaders !== false) msg.headers = { ...msg.headers, ...stamped };
+      if (config.stampUserProperties !== false) msg.userProperties = { ...msg.userProperties, ...stamped };
+      return msg;
+    };
+
+    const reject = (msg: M2MMessage, reason: string) => {
+      rejected++;
+      msg.m2m = { ...msg.m2m, reauth: { reason } };
+      this.send([null, msg]);
+    };
+
+    /** Sends what waited, in order, once a token is back. */
+    const release = () => {
+      const token = keeper.current();
+      if (!token || !queue.length) return;
+      for (const msg of queue.takeAll()) this.send([stamp(msg, token), null]);
+    };
+
+    keeper.onEvent = event => {
+      lastEvent = event;
+      if (event.type === 'approved') {
+        fs.writeFileSync(tokenFile, JSON.stringify(event.token), { mode: 0o600 });
+        release();
+      } else {
+        if (event.type === 'declined') fs.rmSync(tokenFile, { force: true });
+        // Declines, revocations and outages are events for the flow, on output 2.
+        this.send([null, { topic: 'm2m/reauth', payload: { ...event, token: undefined }, m2m: { deviceId: device.deviceId, reauth: { event: event.type } } } as NodeMessage]);
+        // A keystore or set-up fault needs a person: Catch nodes hear of it (outages are only events).
+        if (event.type === 'failed' && !event.remote) this.error(nodeError(RED, 'm2m-reauth-timer', new M2MError(event.code, event.message)));
+      }
+      showStatus();
+    };
+
+    // The network the gateway sits on: a change is a reason to prove itself again.
+    let network = networkSignature();
+    const pollMs = number(config.networkPoll, 30, { min: 0 }) * 1000;
+    const networkTimer = pollMs
+      ? setInterval(() => {
+          const now = networkSignature();
+          if (now !== network) {
+            network = now;
+            void keeper.trigger('network');
+          }
+        }, pollMs)
+      : undefined;
+    networkTimer?.unref();
+    const statusTimer = setInterval(showStatus, 15_000);
+    statusTimer.unref();
+
+    /** A control message (not forwarded) asks for a re-attestation: which one, if any. */
+    const controlTrigger = (msg: M2MMessage): Trigger | undefined => {
+      const asked = msg.m2m?.reauth;
+      if (asked === 'task') return 'task';
+      if (asked === 'unauthorized' || msg.statusCode === 401) return 'unauthorized';
+      if (asked === true || asked === 'request') return 'request';
+      return undefined;
+    };
+
+    this.on('input', (msg: M2MMessage, _send, done) => {
+      const control = controlTrigger(msg);
+      if (control) {
+        void keeper.trigger(control);
+        done();
+        return;
+      }
+      const tinyml = evidenceFrom(msg.m2m?.tinyml);
+      if (tinyml) evidence = { value: tinyml, at: Date.now() };
+      const risky = tinyml && (tinyml.score === null || tinyml.score < riskScore || tinyml.trusted === false);
+      if (risky) void keeper.trigger('risk');
+      const token = keeper.current();
+      try {
+        // A message that raised the risk waits for the re-attestation it asked for.
+        if (token && !risky && !queue.length && !keeper.attempting) this.send([stamp(msg, token), null]);
+        else if (hold || keeper.attempting) for (const pushedOut of queue.push(RED.util.cloneMessage(msg))) reject(pushedOut, 'queue_overflow');
+        else reject(msg, 'no_token');
+        done();
+      } catch (err) {
+        done(nodeError(RED, 'm2m-reauth-timer', err));
+      }
+      showStatus();
+    });
+
+    keeper.start();
+    showStatus();
+    if (queue.unreadable) this.warn(t('log.queue-unreadable', { count: queue.unreadable }));
+
+    this.on('close', (_removed: boolean, done: () => void) => {
+      keeper.stop();
+      if (networkTimer) clearInterval(networkTimer);
+      clearInterval(statusTimer);
+      // Queued messages stay in their file for the next start.
+      done();
+    });
+
+  }
+
+  RED.nodes.registerType('m2m-reauth-timer', ReauthTimer);
+};

@@ -1,0 +1,111 @@
+/**
+ * Checks messages stamped by m2m-reauth-timer on the receiving side (after mqtt in or http in):
+ * the token against the verifier's keys, its expiry, issuer, audience and (with an admin key)
+ * revocation, and the per-message proof against the token's key, with a replay cache. Output 1
+ * valid, output 2 invalid with a reason. The logic lives in lib/receiver; this file is wiring.
+ */
+import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
+import { M2MError } from '../../lib/errors';
+import { type CheckResult, TokenChecker } from '../../lib/receiver/token-check';
+import { requestPath } from '../../lib/url';
+import type { IdentityApiNode } from '../shared/config-nodes';
+import { nodeError, status } from '../shared/node-kit';
+
+interface TokenCheckDef extends NodeDef {
+  api: string;
+  audience: string;
+  requireProof: boolean;
+  introspect: boolean;
+  proofMaxAge: number | string;
+}
+
+type Headers = Record<string, unknown> | undefined;
+type M2MMessage = NodeMessage & {
+  m2m?: Record<string, unknown>;
+  userProperties?: Headers;
+  headers?: Headers;
+  req?: { headers?: Headers; originalUrl?: string; url?: string };
+};
+
+/** A header or user property as one string (mqtt in gives arrays for repeated properties). */
+function single(value: unknown): string | undefined {
+  const first = Array.isArray(value) ? value[0] : value;
+  return typeof first === 'string' ? first : undefined;
+}
+
+/** The first of the places a stamp can travel in: MQTT v5 user properties, the HTTP request, msg.headers. */
+function stamped(msg: M2MMessage, name: string): string | undefined {
+  for (const place of [msg.userProperties, msg.req?.headers, msg.headers]) {
+    const value = single(place?.[name]);
+    if (value !== undefined) return value;
+  }
+  return undefined;
+}
+
+export = (RED: NodeAPI) => {
+  function TokenCheck(this: Node, config: TokenCheckDef) {
+    RED.nodes.createNode(this, config);
+    const api = RED.nodes.getNode(config.api) as IdentityApiNode | null;
+    const t = (key: string, values?: Record<string, string | number>) => RED._(`m2m-token-check.${key}`, values);
+    let checker: TokenChecker | undefined;
+    let failure: unknown;
+    try {
+      if (!api) throw new M2MError('no_api', 'no identity API configured', 400);
+      const client = api.client();
+      const maxAge = Number(config.proofMaxAge);
+      checker = new TokenChecker({
+        jwks: client.jwksUrl,
+        issuer: client.audience,
+        audience: config.audience?.trim() || client.audience,
+        requireProof: config.requireProof !== false,
+        proofMaxAgeSeconds: Number.isFinite(maxAge) && maxAge > 0 ? maxAge : 300,
+        ...(config.introspect && api.credentials.apiKey ? { introspect: (token: string) => client.introspect(token) } : {}),
+      });
+    } catch (err) {
+      failure = err;
+      this.status(status.failed(t('status.no-api')));
+    }
+    const counts = { valid: 0, invalid: 0 };
+    let lastReason = '';
+    let statusTimer: NodeJS.Timeout | undefined;
+    // Status at message rate would flood the editor; twice a second is what a person can read.
+    const showStatus = () => {
+      statusTimer ??= setTimeout(() => {
+        statusTimer = undefined;
+        const text = t('status.counts', { valid: counts.valid, invalid: counts.invalid });
+        this.status((lastReason ? status.declined : status.working)(lastReason ? `${text} (${lastReason})` : text));
+      }, 500);
+    };
+    this.on('close', () => clearTimeout(statusTimer));
+    if (checker) this.status(status.idle(t('status.ready')));
+
+    this.on('input', (msg: M2MMessage, send, done) => {
+      if (!checker) {
+        done(nodeError(RED, 'm2m-token-check', failure));
+        return;
+      }
+      const authorization = stamped(msg, 'authorization');
+      const token = authorization?.match(/^(?:Bearer|DPoP)\s+(\S+)$/i)?.[1] ?? (typeof msg.m2m?.token === 'string' ? msg.m2m.token : undefined);
+      const target = msg.req ? requestPath(msg.req.originalUrl ?? msg.req.url) : typeof msg.topic === 'string' ? msg.topic : '';
+      checker
+        .check({ token, proof: stamped(msg, 'm2m-pop'), payload: msg.payload, target })
+        .then((result: CheckResult) => {
+          if (result.valid) {
+            counts.valid++;
+            msg.m2m = { ...msg.m2m, valid: true, deviceId: result.deviceId, claims: result.claims };
+            send([msg, null]);
+          } else {
+            counts.invalid++;
+            lastReason = result.reason;
+            msg.m2m = { ...msg.m2m, valid: false, reason: result.reason, ...(result.deviceId ? { deviceId: result.deviceId } : {}) };
+            send([null, msg]);
+          }
+          showStatus();
+          done();
+        })
+        .catch(err => done(nodeError(RED, 'm2m-token-check', err)));
+    });
+  }
+
+  RED.nodes.registerType('m2m-token-check', TokenCheck);
+};

@@ -1,0 +1,178 @@
+/**
+ * m2m-reauth-timer and m2m-token-check in Node-RED, against a standalone verifier whose tokens
+ * live 3 s: stamping, the offline policy across an outage, revocation mid-stream, and a real MQTT
+ * v5 round trip through the broker at M2M_MQTT_URL.
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { SqliteStore, startVerifierServer, type RunningVerifier } from '../../lib/verifier';
+import { nodeRedPath } from '../helpers/node-red';
+import { ADMIN_KEY, ENROLLMENT_TOKEN } from '../verifier/harness';
+import { helper, KEYSTORE_SECRET, m2mNodes, newUserDir, nextMessage, removeDir, startNodeRed, stopNodeRed } from './harness';
+
+const core = path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] }));
+const mqttNodes = require(path.join(core, 'core', 'network', '10-mqtt.js'));
+const MQTT_URL = process.env.M2M_MQTT_URL;
+
+describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let userDir: string;
+  let verifier: RunningVerifier;
+  let port: number;
+
+  const startVerifier = async () => {
+    verifier = await startVerifierServer({
+      port,
+      store: new SqliteStore(path.join(dir, 'verifier.db')),
+      adminKey: ADMIN_KEY,
+      enrollmentToken: ENROLLMENT_TOKEN,
+      tokenTtlSeconds: 3,
+    });
+    port = Number(new URL(verifier.url).port);
+  };
+
+  beforeEach(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-reauth-'));
+    port = 0;
+    await startVerifier();
+    await startNodeRed();
+    userDir = newUserDir();
+  });
+  afterEach(async () => {
+    await stopNodeRed();
+    await verifier.close();
+    removeDir(dir);
+    removeDir(userDir);
+  });
+
+  function flow(timer: Record<string, unknown> = {}) {
+    return {
+      flow: [
+        { id: 'tab', type: 'tab' },
+        { id: 'api', type: 'm2m-identity-api', baseUrl: verifier.url, timeout: 2000 },
+        { id: 'device', type: 'm2m-device', deviceId: 'press-7', api: 'api', sources: 'machine-id', extra: '{}', metadata: '{}' },
+        { id: 'provision', z: 'tab', type: 'm2m-provision', device: 'device', onDeploy: false, wires: [['provisioned']] },
+        { id: 'timer', z: 'tab', type: 'm2m-reauth-timer', device: 'device', fraction: 0.5, floor: 1, riskScore: 0.6, networkPoll: 0, offline: 'hold', maxMessages: 100, maxBytes: 100000, proofs: true, stampHeaders: true, stampUserProperties: true, wires: [['stamped', 'check'], ['events']], ...timer },
+        { id: 'check', z: 'tab', type: 'm2m-token-check', api: 'api', audience: '', proofMaxAge: 300, requireProof: true, introspect: true, wires: [['valid'], ['invalid']] },
+        ...['provisioned', 'stamped', 'events', 'valid', 'invalid'].map(id => ({ id, z: 'tab', type: 'helper' })),
+      ] as any[],
+      credentials: { api: { enrollmentToken: ENROLLMENT_TOKEN, apiKey: ADMIN_KEY }, device: { keystoreSecret: KEYSTORE_SECRET } },
+    };
+  }
+
+  /** Collects what reaches the helper nodes. */
+  function collect(ids: string[]): Record<string, any[]> {
+    const out: Record<string, any[]> = Object.fromEntries(ids.map(id => [id, []]));
+    for (const id of ids) helper.getNode(id).on('input', (msg: unknown) => out[id].push(msg));
+    return out;
+  }
+
+  async function until(check: () => boolean, ms = 15_000, what = 'condition'): Promise<void> {
+    const started = Date.now();
+    while (!check()) {
+      if (Date.now() - started > ms) throw new Error(`${what} not reached within ${ms} ms`);
+      await new Promise(resolve => setTimeout(resolve, 25));
+    }
+  }
+
+  /** Loads the flow with the device provisioned before the timer attests (a fresh user dir has no key). */
+  async function load(timer: Record<string, unknown> = {}) {
+    const { flow: nodes, credentials } = flow(timer);
+    // Provision in a first deployment, so the timer's first attestation finds the device.
+    await helper.load(m2mNodes, nodes.filter(n => n.type !== 'm2m-reauth-timer' && n.type !== 'm2m-token-check'), credentials);
+    const provisioned = nextMessage('provisioned');
+    helper.getNode('provision').receive({ payload: 'go' });
+    await provisioned;
+    await helper.unload();
+    await helper.load(m2mNodes, nodes, credentials);
+  }
+
+  it('stamps messages with the token, headers, user properties and a proof that m2m-token-check accepts', async () => {
+    await load();
+    const out = collect(['stamped', 'valid', 'invalid']);
+    await new Promise(resolve => setTimeout(resolve, 300));
+    helper.getNode('timer').receive({ topic: 'plant/press-7', payload: { t: 21.5 } });
+    await until(() => out.valid.length + out.invalid.length === 1);
+    const stamped = out.stamped[0];
+    assert.match(stamped.m2m.token, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+    assert.equal(stamped.headers.authorization, `Bearer ${stamped.m2m.token}`);
+    assert.equal(stamped.userProperties.authorization, `Bearer ${stamped.m2m.token}`);
+    assert.match(stamped.userProperties['m2m-pop'], /^[\w-]+\.[\w-]+\.[\w-]+$/);
+    assert.deepEqual(out.invalid.map(m => m.m2m.reason), []);
+    assert.equal(out.valid[0].m2m.deviceId, 'press-7');
+  });
+
+  it('rides out an outage: grace with the last token, then holds, then releases in order, none lost or doubled', async () => {
+    await load();
+    const out = collect(['stamped', 'events']);
+    await until(() => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')), 5000, 'a token');
+    const timer = helper.getNode('timer');
+    await verifier.close();
+    for (let i = 1; i <= 3; i++) timer.receive({ topic: 't', payload: i });
+    await until(() => out.stamped.length === 3, 2000, 'stamping in grace');
+    await new Promise(resolve => setTimeout(resolve, 3500)); // the 3 s token has expired
+    for (let i = 4; i <= 8; i++) timer.receive({ topic: 't', payload: i });
+    await new Promise(resolve => setTimeout(resolve, 300));
+    assert.equal(out.stamped.length, 3, 'no token: held');
+    assert.ok(out.events.some(m => m.payload.type === 'failed'), 'the outage is an event on output 2');
+    await startVerifier();
+    await until(() => out.stamped.length === 8, 20_000, 'release after the verifier is back');
+    assert.deepEqual(
+      out.stamped.map(m => m.payload),
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    await new Promise(resolve => setTimeout(resolve, 500));
+    assert.equal(out.stamped.length, 8, 'none doubled');
+  });
+
+  it('stops stamping at once when the device is revoked and a receiver says 401', async () => {
+    await load({ offline: 'reject' });
+    const out = collect(['stamped', 'events']);
+    const timer = helper.getNode('timer');
+    await until(() => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')), 5000, 'a token');
+    timer.receive({ topic: 't', payload: 'before' });
+    const revoked = await fetch(`${verifier.url}/v1/devices/press-7/revoke`, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY } });
+    assert.equal(revoked.status, 200);
+    timer.receive({ topic: 't', statusCode: 401, payload: 'Unauthorized' });
+    await until(() => out.events.some(m => m.payload.type === 'declined'), 5000, 'the decline');
+    timer.receive({ topic: 't', payload: 'after' });
+    await until(() => out.events.some(m => m.m2m?.reauth?.reason === 'no_token'), 2000, 'the refusal');
+    assert.deepEqual(out.stamped.map(m => m.payload), ['before']);
+    assert.deepEqual(out.events.find(m => m.payload.type === 'declined').payload.reasons, ['device_unknown']);
+  });
+
+  describe('over MQTT v5 through a real broker', () => {
+    before(function () {
+      if (!MQTT_URL) {
+        console.log('      (skipped: set M2M_MQTT_URL, e.g. mqtt://127.0.0.1:1883, to run against a broker)');
+        this.skip();
+      }
+    });
+
+    it('carries the token and proof in user properties; the subscriber checks them', async () => {
+      const { hostname, port: brokerPort } = new URL(MQTT_URL!);
+      const topic = `m2m-test/${process.pid}/${Date.now()}`;
+      const { flow: nodes, credentials } = flow();
+      const broker = { id: 'broker', type: 'mqtt-broker', broker: hostname, port: brokerPort || '1883', clientid: '', autoConnect: true, usetls: false, protocolVersion: '5', keepalive: '60', cleansession: true, birthTopic: '', closeTopic: '', willTopic: '' };
+      const mqttOut = { id: 'mqtt-out', z: 'tab', type: 'mqtt out', topic: '', qos: '1', retain: 'false', broker: 'broker', wires: [] };
+      const mqttIn = { id: 'mqtt-in', z: 'tab', type: 'mqtt in', topic, qos: '1', datatype: 'utf8', broker: 'broker', nl: false, rap: true, rh: 0, inputs: 0, wires: [['check']] };
+      const wired: any[] = nodes.map(n => (n.id === 'timer' ? { ...n, wires: [['mqtt-out'], ['events']] } : n));
+      await helper.load([...m2mNodes, mqttNodes], wired.filter(n => n.type !== 'm2m-reauth-timer' && n.type !== 'm2m-token-check'), credentials);
+      const provisioned = nextMessage('provisioned');
+      helper.getNode('provision').receive({ payload: 'go' });
+      await provisioned;
+      await helper.unload();
+      await helper.load([...m2mNodes, mqttNodes], [...wired, broker, mqttOut, mqttIn], credentials);
+      const out = collect(['valid', 'invalid']);
+      await new Promise(resolve => setTimeout(resolve, 1500)); // subscribed, token in hand
+      helper.getNode('timer').receive({ topic, payload: JSON.stringify({ t: 21.5 }) });
+      await until(() => out.valid.length + out.invalid.length >= 1, 10_000, 'the message through the broker');
+      assert.deepEqual(out.invalid.map(m => m.m2m.reason), []);
+      assert.equal(out.valid[0].m2m.deviceId, 'press-7');
+      assert.equal(out.valid[0].payload, '{"t":21.5}');
+    });
+  });
+});
