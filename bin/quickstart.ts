@@ -10,9 +10,7 @@ import { packageRoot, prepareUserDir, startNodeRed } from './node-red-home';
 const userDir = path.join(packageRoot, '.m2m-quickstart');
 const port = Number(process.env.PORT) || 1880;
 
-prepareUserDir(userDir, () =>
-  fs.readFileSync(path.join(packageRoot, 'examples', 'm2m-attest', 'quick-start.json'), 'utf8'),
-);
+prepareUserDir(userDir, () => fs.readFileSync(path.join(packageRoot, 'examples', 'quick-start.json'), 'utf8'));
 console.log(
   `m2m quick start: Node-RED with node-red-contrib-m2m-identity, user dir ${path.relative(process.cwd(), userDir) || userDir}`,
 );

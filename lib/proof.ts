@@ -93,7 +93,10 @@ export interface ProofExpectations {
 }
 
 /** Checks a proof against its token and message; a failure reason, or what a replay cache needs. */
-export function checkProof(proof: unknown, expected: ProofExpectations): { ok: true; proof: CheckedProof } | { ok: false; reason: ProofFailure } {
+export function checkProof(
+  proof: unknown,
+  expected: ProofExpectations,
+): { ok: true; proof: CheckedProof } | { ok: false; reason: ProofFailure } {
   let decoded: ReturnType<typeof decodeJws>;
   try {
     decoded = decodeJws(proof, PROOF_TYPE);
@@ -102,7 +105,15 @@ export function checkProof(proof: unknown, expected: ProofExpectations): { ok: t
   }
   const { jwk } = decoded.header;
   const { jti, iat, ath, dig, tgt } = decoded.payload;
-  if (!isPlainObject(jwk) || typeof jti !== 'string' || jti.length > 128 || typeof iat !== 'number' || typeof ath !== 'string' || typeof dig !== 'string' || typeof tgt !== 'string') {
+  if (
+    !isPlainObject(jwk) ||
+    typeof jti !== 'string' ||
+    jti.length > 128 ||
+    typeof iat !== 'number' ||
+    typeof ath !== 'string' ||
+    typeof dig !== 'string' ||
+    typeof tgt !== 'string'
+  ) {
     return { ok: false, reason: 'proof_malformed' };
   }
   let key = expected.keys.get(expected.jkt);

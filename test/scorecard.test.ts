@@ -35,7 +35,7 @@ describe('Flow Library scorecard on the packed package', function () {
 
   it('ships examples, models, icons and the built nodes', () => {
     for (const file of [
-      'examples/m2m-attest/quick-start.json',
+      'examples/quick-start.json',
       'examples/m2m-tinyml-verify/genuine-vs-impostor.json',
       'models/sensor-behaviour-v2/stamped/model.json',
       'models/sensor-behaviour-v2/arrival/weights.bin',

@@ -60,7 +60,10 @@ export class MessageQueue<T> {
     this.entries.push({ item, bytes });
     this.bytes += bytes;
     const out: T[] = [];
-    while (this.entries.length > 1 && (this.entries.length > this.limits.maxMessages || this.bytes > this.limits.maxBytes)) {
+    while (
+      this.entries.length > 1 &&
+      (this.entries.length > this.limits.maxMessages || this.bytes > this.limits.maxBytes)
+    ) {
       const oldest = this.entries.shift()!;
       this.bytes -= oldest.bytes;
       out.push(oldest.item);

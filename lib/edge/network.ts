@@ -31,7 +31,8 @@ export function networkSignature(
 ): string {
   const parts: string[] = [];
   for (const [name, addresses] of Object.entries(interfaces)) {
-    for (const address of addresses ?? []) if (!address.internal) parts.push(`${name}|${address.mac}|${address.address}`);
+    for (const address of addresses ?? [])
+      if (!address.internal) parts.push(`${name}|${address.mac}|${address.address}`);
   }
   return `${parts.sort().join(',')};gw=${gateway ?? ''}`;
 }

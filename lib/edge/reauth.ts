@@ -114,7 +114,8 @@ export class TokenKeeper {
   /** Attests now unless a token that is still good was handed in, which is then renewed on schedule. */
   start(): void {
     const now = this.clock.now();
-    if (this.token && this.token.expiresAt > now) this.plan(renewalDelay(now, this.token.expiresAt, this.options, () => this.clock.random()));
+    if (this.token && this.token.expiresAt > now)
+      this.plan(renewalDelay(now, this.token.expiresAt, this.options, () => this.clock.random()));
     else this.trigger('start');
   }
 
@@ -157,7 +158,15 @@ export class TokenKeeper {
         return;
       }
       const retryAt = this.retry();
-      this.onEvent({ type: 'failed', trigger, code, message: (err as Error).message, retryAt, grace: !!this.current(), remote: err instanceof ApiError });
+      this.onEvent({
+        type: 'failed',
+        trigger,
+        code,
+        message: (err as Error).message,
+        retryAt,
+        grace: !!this.current(),
+        remote: err instanceof ApiError,
+      });
       return;
     }
     if (this.stopped) return;

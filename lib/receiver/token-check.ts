@@ -76,7 +76,13 @@ function tokenFailure(err: unknown): TokenFailure {
     case 'ERR_JWT_EXPIRED':
       return 'token_expired';
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      return claim === 'iss' ? 'token_wrong_issuer' : claim === 'aud' ? 'token_wrong_audience' : claim === 'nbf' || claim === 'iat' ? 'token_expired' : 'token_malformed';
+      return claim === 'iss'
+        ? 'token_wrong_issuer'
+        : claim === 'aud'
+          ? 'token_wrong_audience'
+          : claim === 'nbf' || claim === 'iat'
+            ? 'token_expired'
+            : 'token_malformed';
     case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
       return 'token_bad_signature';
     case 'ERR_JWKS_NO_MATCHING_KEY':
@@ -106,7 +112,11 @@ export class TokenChecker {
   constructor(private readonly options: TokenCheckOptions) {
     this.keySet =
       options.jwks instanceof URL
-        ? jose.createRemoteJWKSet(options.jwks, { cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000, timeoutDuration: 5000 })
+        ? jose.createRemoteJWKSet(options.jwks, {
+            cooldownDuration: 30_000,
+            cacheMaxAge: 10 * 60_000,
+            timeoutDuration: 5000,
+          })
         : options.jwks;
     this.now = options.now ?? Date.now;
   }
@@ -122,7 +132,9 @@ export class TokenChecker {
       if (!active) return { valid: false, reason: 'token_revoked', deviceId };
     }
     if (input.proof === undefined) {
-      return this.options.requireProof ? { valid: false, reason: 'proof_missing', deviceId } : { valid: true, deviceId, claims: token.claims };
+      return this.options.requireProof
+        ? { valid: false, reason: 'proof_missing', deviceId }
+        : { valid: true, deviceId, claims: token.claims };
     }
     const now = this.now();
     const maxAge = this.options.proofMaxAgeSeconds ?? 300;
@@ -168,7 +180,8 @@ export class TokenChecker {
       return { reason: tokenFailure(err) };
     }
     const jkt = (payload.cnf as { jkt?: unknown } | undefined)?.jkt;
-    if (typeof payload.sub !== 'string' || typeof payload.exp !== 'number' || typeof jkt !== 'string') return { reason: 'token_malformed' };
+    if (typeof payload.sub !== 'string' || typeof payload.exp !== 'number' || typeof jkt !== 'string')
+      return { reason: 'token_malformed' };
     const entry = { claims: payload as TokenClaims, tokenHash: sha256(token) };
     if (this.verified.size >= MAX_CACHED_TOKENS) this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(token, entry);

@@ -152,7 +152,7 @@ function ouStep(x: number, dt: number, tau: number, sigma: number, rng: Rng): nu
   return x * a + sigma * Math.sqrt(Math.max(0, 1 - a * a)) * rng.normal();
 }
 
-const clamp = (x: number, lo: number, hi: number): number => (x < lo ? lo : Math.min(x , hi));
+const clamp = (x: number, lo: number, hi: number): number => (x < lo ? lo : Math.min(x, hi));
 
 // ---------------------------------------------------------------------------
 // Model structures

@@ -8,7 +8,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { attestDevice, evidenceFrom } from '../../lib/edge/attestation';
+import { ApiError } from '../../lib/edge/api-client';
+import { attestDevice, evidenceFrom, provisionDevice } from '../../lib/edge/attestation';
 import { MessageQueue } from '../../lib/edge/message-queue';
 import { networkSignature } from '../../lib/edge/network';
 import { type CurrentToken, DEFAULT_REAUTH, type KeeperEvent, TokenKeeper, type Trigger } from '../../lib/edge/reauth';
@@ -82,7 +83,17 @@ export = (RED: NodeAPI) => {
     const keeper = new TokenKeeper(
       async () => {
         const fresh = evidence && Date.now() - evidence.at < EVIDENCE_TTL_MS ? evidence.value : undefined;
-        return attestDevice(device.api().client(), device.identity().identity, device.components(), fresh);
+        const client = device.api().client();
+        const { identity } = device.identity();
+        try {
+          return await attestDevice(client, identity, device.components(), fresh);
+        } catch (err) {
+          // Not registered yet (the flow's m2m-provision may not have run): register, as it would,
+          // and attest again. A revoked device is refused registration (device_revoked).
+          if (!(err instanceof ApiError) || err.code !== 'device_unknown') throw err;
+          await provisionDevice(client, identity, device.components(), device.metadata());
+          return attestDevice(client, identity, device.components(), fresh);
+        }
       },
       device.deviceId,
       {
@@ -95,21 +106,35 @@ export = (RED: NodeAPI) => {
     );
 
     const time = (epochMs: number | undefined) =>
-      epochMs === undefined ? '-' : new Date(epochMs).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+      epochMs === undefined
+        ? '-'
+        : new Date(epochMs).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
     const showStatus = () => {
       const current = keeper.current();
       const held = queue.length ? t('status.holding', { count: queue.length }) : '';
       const lost = rejected + queue.overflowed ? t('status.rejected', { count: rejected + queue.overflowed }) : '';
       const extra = [held, lost].filter(Boolean).join(', ');
-      const text = (key: string, values: Record<string, string | number> = {}) => t(key, { ...values, extra: extra ? ` (${extra})` : '' });
+      const text = (key: string, values: Record<string, string | number> = {}) =>
+        t(key, { ...values, extra: extra ? ` (${extra})` : '' });
       if (lastEvent?.type === 'declined') {
-        this.status(status.declined(text('status.declined', { reason: lastEvent.reasons.join(', ') || lastEvent.decision, retry: time(lastEvent.retryAt) })));
+        this.status(
+          status.declined(
+            text('status.declined', {
+              reason: lastEvent.reasons.join(', ') || lastEvent.decision,
+              retry: time(lastEvent.retryAt),
+            }),
+          ),
+        );
       } else if (lastEvent?.type === 'failed' && current) {
-        this.status(status.waiting(text('status.grace', { until: time(current.expiresAt), retry: time(lastEvent.retryAt) })));
+        this.status(
+          status.waiting(text('status.grace', { until: time(current.expiresAt), retry: time(lastEvent.retryAt) })),
+        );
       } else if (lastEvent?.type === 'failed') {
         this.status(status.failed(text('status.offline', { code: lastEvent.code, retry: time(lastEvent.retryAt) })));
       } else if (current) {
-        this.status(status.working(text('status.valid', { until: time(current.expiresAt), next: time(keeper.nextAttemptAt) })));
+        this.status(
+          status.working(text('status.valid', { until: time(current.expiresAt), next: time(keeper.nextAttemptAt) })),
+        );
       } else {
         this.status(status.waiting(text('status.attesting')));
       }
@@ -117,9 +142,17 @@ export = (RED: NodeAPI) => {
 
     const stamp = (msg: M2MMessage, token: CurrentToken): M2MMessage => {
       const target = msg.url ?? (typeof msg.topic === 'string' ? msg.topic : '');
-      const proof = config.proofs === false ? undefined : createProof(device.identity().identity.privateKey, { token: token.token, payload: msg.payload, target });
+      const proof =
+        config.proofs === false
+          ? undefined
+          : createProof(device.identity().identity.privateKey, { token: token.token, payload: msg.payload, target });
       const stamped = { authorization: `Bearer ${token.token}`, ...(proof ? { 'm2m-pop': proof } : {}) };
-      msg.m2m = { ...msg.m2m, deviceId: token.deviceId, token: token.token, expiresAt: new Date(token.expiresAt).toISOString() };
+      msg.m2m = {
+        ...msg.m2m,
+        deviceId: token.deviceId,
+        token: token.token,
+        expiresAt: new Date(token.expiresAt).toISOString(),
+      };
       if (config.stampHeaders !== false) msg.headers = { ...msg.headers, ...stamped };
       if (config.stampUserProperties !== false) msg.userProperties = { ...msg.userProperties, ...stamped };
       return msg;
@@ -146,9 +179,17 @@ export = (RED: NodeAPI) => {
       } else {
         if (event.type === 'declined') fs.rmSync(tokenFile, { force: true });
         // Declines, revocations and outages are events for the flow, on output 2.
-        this.send([null, { topic: 'm2m/reauth', payload: { ...event, token: undefined }, m2m: { deviceId: device.deviceId, reauth: { event: event.type } } } as NodeMessage]);
+        this.send([
+          null,
+          {
+            topic: 'm2m/reauth',
+            payload: { ...event, token: undefined },
+            m2m: { deviceId: device.deviceId, reauth: { event: event.type } },
+          } as NodeMessage,
+        ]);
         // A keystore or set-up fault needs a person: Catch nodes hear of it (outages are only events).
-        if (event.type === 'failed' && !event.remote) this.error(nodeError(RED, 'm2m-reauth-timer', new M2MError(event.code, event.message)));
+        if (event.type === 'failed' && !event.remote)
+          this.error(nodeError(RED, 'm2m-reauth-timer', new M2MError(event.code, event.message)));
       }
       showStatus();
     };
@@ -193,7 +234,8 @@ export = (RED: NodeAPI) => {
       try {
         // A message that raised the risk waits for the re-attestation it asked for.
         if (token && !risky && !queue.length && !keeper.attempting) this.send([stamp(msg, token), null]);
-        else if (hold || keeper.attempting) for (const pushedOut of queue.push(RED.util.cloneMessage(msg))) reject(pushedOut, 'queue_overflow');
+        else if (hold || keeper.attempting)
+          for (const pushedOut of queue.push(RED.util.cloneMessage(msg))) reject(pushedOut, 'queue_overflow');
         else reject(msg, 'no_token');
         done();
       } catch (err) {
@@ -213,7 +255,6 @@ export = (RED: NodeAPI) => {
       // Queued messages stay in their file for the next start.
       done();
     });
-
   }
 
   RED.nodes.registerType('m2m-reauth-timer', ReauthTimer);

@@ -59,7 +59,9 @@ export = (RED: NodeAPI) => {
         audience: config.audience?.trim() || client.audience,
         requireProof: config.requireProof !== false,
         proofMaxAgeSeconds: Number.isFinite(maxAge) && maxAge > 0 ? maxAge : 300,
-        ...(config.introspect && api.credentials.apiKey ? { introspect: (token: string) => client.introspect(token) } : {}),
+        ...(config.introspect && api.credentials.apiKey
+          ? { introspect: (token: string) => client.introspect(token) }
+          : {}),
       });
     } catch (err) {
       failure = err;
@@ -85,8 +87,14 @@ export = (RED: NodeAPI) => {
         return;
       }
       const authorization = stamped(msg, 'authorization');
-      const token = authorization?.match(/^(?:Bearer|DPoP)\s+(\S+)$/i)?.[1] ?? (typeof msg.m2m?.token === 'string' ? msg.m2m.token : undefined);
-      const target = msg.req ? requestPath(msg.req.originalUrl ?? msg.req.url) : typeof msg.topic === 'string' ? msg.topic : '';
+      const token =
+        authorization?.match(/^(?:Bearer|DPoP)\s+(\S+)$/i)?.[1] ??
+        (typeof msg.m2m?.token === 'string' ? msg.m2m.token : undefined);
+      const target = msg.req
+        ? requestPath(msg.req.originalUrl ?? msg.req.url)
+        : typeof msg.topic === 'string'
+          ? msg.topic
+          : '';
       checker
         .check({ token, proof: stamped(msg, 'm2m-pop'), payload: msg.payload, target })
         .then((result: CheckResult) => {
@@ -97,7 +105,12 @@ export = (RED: NodeAPI) => {
           } else {
             counts.invalid++;
             lastReason = result.reason;
-            msg.m2m = { ...msg.m2m, valid: false, reason: result.reason, ...(result.deviceId ? { deviceId: result.deviceId } : {}) };
+            msg.m2m = {
+              ...msg.m2m,
+              valid: false,
+              reason: result.reason,
+              ...(result.deviceId ? { deviceId: result.deviceId } : {}),
+            };
             send([null, msg]);
           }
           showStatus();

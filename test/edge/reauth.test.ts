@@ -1,6 +1,14 @@
 import * as assert from 'node:assert/strict';
 import { ApiError, type AttestAnswer } from '../../lib/edge/api-client';
-import { backoffDelay, type Clock, DEFAULT_REAUTH, type KeeperEvent, renewalDelay, TokenKeeper, type Trigger } from '../../lib/edge/reauth';
+import {
+  backoffDelay,
+  type Clock,
+  DEFAULT_REAUTH,
+  type KeeperEvent,
+  renewalDelay,
+  TokenKeeper,
+  type Trigger,
+} from '../../lib/edge/reauth';
 
 /** Time that moves only when a test says so; timers fire in order. */
 class FakeClock implements Clock {
@@ -139,7 +147,10 @@ describe('lib/edge/reauth: one current token per device', () => {
     const k = new TokenKeeper(
       async trigger => {
         calls.push(trigger);
-        if (trigger === 'network') await new Promise<void>(resolve => { release = resolve; });
+        if (trigger === 'network')
+          await new Promise<void>(resolve => {
+            release = resolve;
+          });
         return approved(clock);
       },
       'press-7',
@@ -162,7 +173,13 @@ describe('lib/edge/reauth: one current token per device', () => {
     const clock = new FakeClock();
     const calls: Trigger[] = [];
     const saved = { deviceId: 'press-7', token: 'saved', expiresAt: clock.now() + 600_000 };
-    const k = new TokenKeeper(async trigger => (calls.push(trigger), approved(clock)), 'press-7', DEFAULT_REAUTH, clock, saved);
+    const k = new TokenKeeper(
+      async trigger => (calls.push(trigger), approved(clock)),
+      'press-7',
+      DEFAULT_REAUTH,
+      clock,
+      saved,
+    );
     k.start();
     await settle();
     assert.deepEqual(calls, []);

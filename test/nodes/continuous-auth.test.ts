@@ -10,7 +10,16 @@ import * as path from 'node:path';
 import { SqliteStore, startVerifierServer, type RunningVerifier } from '../../lib/verifier';
 import { nodeRedPath } from '../helpers/node-red';
 import { ADMIN_KEY, ENROLLMENT_TOKEN } from '../verifier/harness';
-import { helper, KEYSTORE_SECRET, m2mNodes, newUserDir, nextMessage, removeDir, startNodeRed, stopNodeRed } from './harness';
+import {
+  helper,
+  KEYSTORE_SECRET,
+  m2mNodes,
+  newUserDir,
+  nextMessage,
+  removeDir,
+  startNodeRed,
+  stopNodeRed,
+} from './harness';
 
 const core = path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] }));
 const mqttNodes = require(path.join(core, 'core', 'network', '10-mqtt.js'));
@@ -53,13 +62,58 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
       flow: [
         { id: 'tab', type: 'tab' },
         { id: 'api', type: 'm2m-identity-api', baseUrl: verifier.url, timeout: 2000 },
-        { id: 'device', type: 'm2m-device', deviceId: 'press-7', api: 'api', sources: 'machine-id', extra: '{}', metadata: '{}' },
-        { id: 'provision', z: 'tab', type: 'm2m-provision', device: 'device', onDeploy: false, wires: [['provisioned']] },
-        { id: 'timer', z: 'tab', type: 'm2m-reauth-timer', device: 'device', fraction: 0.5, floor: 1, riskScore: 0.6, networkPoll: 0, offline: 'hold', maxMessages: 100, maxBytes: 100000, proofs: true, stampHeaders: true, stampUserProperties: true, wires: [['stamped', 'check'], ['events']], ...timer },
-        { id: 'check', z: 'tab', type: 'm2m-token-check', api: 'api', audience: '', proofMaxAge: 300, requireProof: true, introspect: true, wires: [['valid'], ['invalid']] },
+        {
+          id: 'device',
+          type: 'm2m-device',
+          deviceId: 'press-7',
+          api: 'api',
+          sources: 'machine-id',
+          extra: '{}',
+          metadata: '{}',
+        },
+        {
+          id: 'provision',
+          z: 'tab',
+          type: 'm2m-provision',
+          device: 'device',
+          onDeploy: false,
+          wires: [['provisioned']],
+        },
+        {
+          id: 'timer',
+          z: 'tab',
+          type: 'm2m-reauth-timer',
+          device: 'device',
+          fraction: 0.5,
+          floor: 1,
+          riskScore: 0.6,
+          networkPoll: 0,
+          offline: 'hold',
+          maxMessages: 100,
+          maxBytes: 100000,
+          proofs: true,
+          stampHeaders: true,
+          stampUserProperties: true,
+          wires: [['stamped', 'check'], ['events']],
+          ...timer,
+        },
+        {
+          id: 'check',
+          z: 'tab',
+          type: 'm2m-token-check',
+          api: 'api',
+          audience: '',
+          proofMaxAge: 300,
+          requireProof: true,
+          introspect: true,
+          wires: [['valid'], ['invalid']],
+        },
         ...['provisioned', 'stamped', 'events', 'valid', 'invalid'].map(id => ({ id, z: 'tab', type: 'helper' })),
       ] as any[],
-      credentials: { api: { enrollmentToken: ENROLLMENT_TOKEN, apiKey: ADMIN_KEY }, device: { keystoreSecret: KEYSTORE_SECRET } },
+      credentials: {
+        api: { enrollmentToken: ENROLLMENT_TOKEN, apiKey: ADMIN_KEY },
+        device: { keystoreSecret: KEYSTORE_SECRET },
+      },
     };
   }
 
@@ -82,7 +136,11 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
   async function load(timer: Record<string, unknown> = {}) {
     const { flow: nodes, credentials } = flow(timer);
     // Provision in a first deployment, so the timer's first attestation finds the device.
-    await helper.load(m2mNodes, nodes.filter(n => n.type !== 'm2m-reauth-timer' && n.type !== 'm2m-token-check'), credentials);
+    await helper.load(
+      m2mNodes,
+      nodes.filter(n => n.type !== 'm2m-reauth-timer' && n.type !== 'm2m-token-check'),
+      credentials,
+    );
     const provisioned = nextMessage('provisioned');
     helper.getNode('provision').receive({ payload: 'go' });
     await provisioned;
@@ -101,14 +159,21 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
     assert.equal(stamped.headers.authorization, `Bearer ${stamped.m2m.token}`);
     assert.equal(stamped.userProperties.authorization, `Bearer ${stamped.m2m.token}`);
     assert.match(stamped.userProperties['m2m-pop'], /^[\w-]+\.[\w-]+\.[\w-]+$/);
-    assert.deepEqual(out.invalid.map(m => m.m2m.reason), []);
+    assert.deepEqual(
+      out.invalid.map(m => m.m2m.reason),
+      [],
+    );
     assert.equal(out.valid[0].m2m.deviceId, 'press-7');
   });
 
   it('rides out an outage: grace with the last token, then holds, then releases in order, none lost or doubled', async () => {
     await load();
     const out = collect(['stamped', 'events']);
-    await until(() => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')), 5000, 'a token');
+    await until(
+      () => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')),
+      5000,
+      'a token',
+    );
     const timer = helper.getNode('timer');
     await verifier.close();
     for (let i = 1; i <= 3; i++) timer.receive({ topic: 't', payload: i });
@@ -117,7 +182,10 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
     for (let i = 4; i <= 8; i++) timer.receive({ topic: 't', payload: i });
     await new Promise(resolve => setTimeout(resolve, 300));
     assert.equal(out.stamped.length, 3, 'no token: held');
-    assert.ok(out.events.some(m => m.payload.type === 'failed'), 'the outage is an event on output 2');
+    assert.ok(
+      out.events.some(m => m.payload.type === 'failed'),
+      'the outage is an event on output 2',
+    );
     await startVerifier();
     await until(() => out.stamped.length === 8, 20_000, 'release after the verifier is back');
     assert.deepEqual(
@@ -128,20 +196,53 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
     assert.equal(out.stamped.length, 8, 'none doubled');
   });
 
+  it('keeps held messages across a restart of Node-RED and sends them once a token comes', async () => {
+    await load();
+    await helper.unload();
+    await verifier.close();
+    const { flow: nodes, credentials } = flow();
+    await helper.load(m2mNodes, nodes, credentials);
+    let out = collect(['stamped']);
+    // A token from before the restart may still be good: let it lapse, then send.
+    await new Promise(resolve => setTimeout(resolve, 3200));
+    for (let i = 1; i <= 4; i++) helper.getNode('timer').receive({ topic: 't', payload: i });
+    await new Promise(resolve => setTimeout(resolve, 200));
+    assert.equal(out.stamped.length, 0);
+    await helper.unload(); // Node-RED stops with four messages held
+    await startVerifier();
+    await helper.load(m2mNodes, nodes, credentials);
+    out = collect(['stamped']);
+    await until(() => out.stamped.length === 4, 10_000, 'the held messages after the restart');
+    assert.deepEqual(
+      out.stamped.map(m => m.payload),
+      [1, 2, 3, 4],
+    );
+  });
+
   it('stops stamping at once when the device is revoked and a receiver says 401', async () => {
     await load({ offline: 'reject' });
     const out = collect(['stamped', 'events']);
     const timer = helper.getNode('timer');
-    await until(() => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')), 5000, 'a token');
+    await until(
+      () => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')),
+      5000,
+      'a token',
+    );
     timer.receive({ topic: 't', payload: 'before' });
-    const revoked = await fetch(`${verifier.url}/v1/devices/press-7/revoke`, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY } });
+    const revoked = await fetch(`${verifier.url}/v1/devices/press-7/revoke`, {
+      method: 'POST',
+      headers: { 'x-api-key': ADMIN_KEY },
+    });
     assert.equal(revoked.status, 200);
     timer.receive({ topic: 't', statusCode: 401, payload: 'Unauthorized' });
     await until(() => out.events.some(m => m.payload.type === 'declined'), 5000, 'the decline');
     timer.receive({ topic: 't', payload: 'after' });
     await until(() => out.events.some(m => m.m2m?.reauth?.reason === 'no_token'), 2000, 'the refusal');
-    assert.deepEqual(out.stamped.map(m => m.payload), ['before']);
-    assert.deepEqual(out.events.find(m => m.payload.type === 'declined').payload.reasons, ['device_unknown']);
+    assert.deepEqual(
+      out.stamped.map(m => m.payload),
+      ['before'],
+    );
+    assert.deepEqual(out.events.find(m => m.payload.type === 'declined').payload.reasons, ['device_revoked']);
   });
 
   describe('over MQTT v5 through a real broker', () => {
@@ -156,11 +257,51 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
       const { hostname, port: brokerPort } = new URL(MQTT_URL!);
       const topic = `m2m-test/${process.pid}/${Date.now()}`;
       const { flow: nodes, credentials } = flow();
-      const broker = { id: 'broker', type: 'mqtt-broker', broker: hostname, port: brokerPort || '1883', clientid: '', autoConnect: true, usetls: false, protocolVersion: '5', keepalive: '60', cleansession: true, birthTopic: '', closeTopic: '', willTopic: '' };
-      const mqttOut = { id: 'mqtt-out', z: 'tab', type: 'mqtt out', topic: '', qos: '1', retain: 'false', broker: 'broker', wires: [] };
-      const mqttIn = { id: 'mqtt-in', z: 'tab', type: 'mqtt in', topic, qos: '1', datatype: 'utf8', broker: 'broker', nl: false, rap: true, rh: 0, inputs: 0, wires: [['check']] };
+      const broker = {
+        id: 'broker',
+        type: 'mqtt-broker',
+        broker: hostname,
+        port: brokerPort || '1883',
+        clientid: '',
+        autoConnect: true,
+        usetls: false,
+        protocolVersion: '5',
+        keepalive: '60',
+        cleansession: true,
+        birthTopic: '',
+        closeTopic: '',
+        willTopic: '',
+      };
+      const mqttOut = {
+        id: 'mqtt-out',
+        z: 'tab',
+        type: 'mqtt out',
+        topic: '',
+        qos: '1',
+        retain: 'false',
+        broker: 'broker',
+        wires: [],
+      };
+      const mqttIn = {
+        id: 'mqtt-in',
+        z: 'tab',
+        type: 'mqtt in',
+        topic,
+        qos: '1',
+        datatype: 'utf8',
+        broker: 'broker',
+        nl: false,
+        rap: true,
+        rh: 0,
+        inputs: 0,
+        wires: [['check']],
+      };
       const wired: any[] = nodes.map(n => (n.id === 'timer' ? { ...n, wires: [['mqtt-out'], ['events']] } : n));
-      await helper.load([...m2mNodes, mqttNodes], wired.filter(n => n.type !== 'm2m-reauth-timer' && n.type !== 'm2m-token-check'), credentials);
+      await helper.load(
+        [...m2mNodes, mqttNodes],
+        wired.filter(n => n.type !== 'm2m-reauth-timer' && n.type !== 'm2m-token-check'),
+        credentials,
+      );
       const provisioned = nextMessage('provisioned');
       helper.getNode('provision').receive({ payload: 'go' });
       await provisioned;
@@ -170,7 +311,10 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
       await new Promise(resolve => setTimeout(resolve, 1500)); // subscribed, token in hand
       helper.getNode('timer').receive({ topic, payload: JSON.stringify({ t: 21.5 }) });
       await until(() => out.valid.length + out.invalid.length >= 1, 10_000, 'the message through the broker');
-      assert.deepEqual(out.invalid.map(m => m.m2m.reason), []);
+      assert.deepEqual(
+        out.invalid.map(m => m.m2m.reason),
+        [],
+      );
       assert.equal(out.valid[0].m2m.deviceId, 'press-7');
       assert.equal(out.valid[0].payload, '{"t":21.5}');
     });

@@ -18,7 +18,9 @@ describe('lib/receiver/token-check: tokens and proofs on the receiving side', ()
 
   async function issue(d: DeviceIdentity): Promise<string> {
     const nonce = (await v.post('/v1/challenges', { deviceId: d.deviceId })).body.nonce;
-    const answer = await v.post('/v1/attestations', { attestation: attestation(d, v.url, nonce, { now: v.clock.now }) });
+    const answer = await v.post('/v1/attestations', {
+      attestation: attestation(d, v.url, nonce, { now: v.clock.now }),
+    });
     assert.equal(answer.body.decision, 'approved');
     return answer.body.token;
   }
@@ -34,7 +36,9 @@ describe('lib/receiver/token-check: tokens and proofs on the receiving side', ()
     });
   }
 
-  const message = (overrides: Partial<CheckInput> & { key?: Ed25519PrivateKey; proofNow?: number } = {}): CheckInput => {
+  const message = (
+    overrides: Partial<CheckInput> & { key?: Ed25519PrivateKey; proofNow?: number } = {},
+  ): CheckInput => {
     const payload = overrides.payload ?? { t: 21.5 };
     const target = overrides.target ?? 'plant/line-2/press-7';
     const t = 'token' in overrides ? overrides.token : token;
@@ -42,7 +46,15 @@ describe('lib/receiver/token-check: tokens and proofs on the receiving side', ()
       token: t,
       payload,
       target,
-      proof: 'proof' in overrides ? overrides.proof : createProof(overrides.key ?? device.privateKey, { token: t ?? '', payload, target, now: overrides.proofNow ?? clock.now }),
+      proof:
+        'proof' in overrides
+          ? overrides.proof
+          : createProof(overrides.key ?? device.privateKey, {
+              token: t ?? '',
+              payload,
+              target,
+              now: overrides.proofNow ?? clock.now,
+            }),
     };
   };
 
@@ -60,23 +72,35 @@ describe('lib/receiver/token-check: tokens and proofs on the receiving side', ()
     await v.stop();
   });
 
-  it('accepts a token with a proof of this message, signed by the token\'s key', async () => {
+  it("accepts a token with a proof of this message, signed by the token's key", async () => {
     const result = await checker.check(message());
     assert.equal(result.valid, true);
     assert.equal(result.valid && result.deviceId, 'press-7');
     assert.equal(result.valid && result.claims.cnf.jkt, device.privateKey.publicKey.thumbprint());
   });
 
-  const refusals: Array<[string, () => Partial<CheckInput> & { key?: Ed25519PrivateKey; proofNow?: number }, string]> = [
-    ['no token', () => ({ token: undefined }), 'token_missing'],
-    ['a token that is not a JWS', () => ({ token: 'not.a.token' }), 'token_malformed'],
-    ['a token signed by someone else', () => ({ token: signJws({ sub: 'press-7', iss: v.url, aud: v.url, exp: 9e9, cnf: { jkt: 'x' } }, 'at+jwt', Ed25519PrivateKey.generate(), 'unknown-kid') }), 'token_unknown_key'],
-    ['no proof', () => ({ proof: undefined }), 'proof_missing'],
-    ['a proof that is not a JWS', () => ({ proof: 'garbage' }), 'proof_malformed'],
-    ['a proof signed by another key', () => ({ key: Ed25519PrivateKey.generate() }), 'proof_wrong_key'],
-    ['a stale proof', () => ({ proofNow: clock.now - 301_000 }), 'proof_stale'],
-    ['a proof from the future', () => ({ proofNow: clock.now + 61_000 }), 'proof_future'],
-  ];
+  const refusals: Array<[string, () => Partial<CheckInput> & { key?: Ed25519PrivateKey; proofNow?: number }, string]> =
+    [
+      ['no token', () => ({ token: undefined }), 'token_missing'],
+      ['a token that is not a JWS', () => ({ token: 'not.a.token' }), 'token_malformed'],
+      [
+        'a token signed by someone else',
+        () => ({
+          token: signJws(
+            { sub: 'press-7', iss: v.url, aud: v.url, exp: 9e9, cnf: { jkt: 'x' } },
+            'at+jwt',
+            Ed25519PrivateKey.generate(),
+            'unknown-kid',
+          ),
+        }),
+        'token_unknown_key',
+      ],
+      ['no proof', () => ({ proof: undefined }), 'proof_missing'],
+      ['a proof that is not a JWS', () => ({ proof: 'garbage' }), 'proof_malformed'],
+      ['a proof signed by another key', () => ({ key: Ed25519PrivateKey.generate() }), 'proof_wrong_key'],
+      ['a stale proof', () => ({ proofNow: clock.now - 301_000 }), 'proof_stale'],
+      ['a proof from the future', () => ({ proofNow: clock.now + 61_000 }), 'proof_future'],
+    ];
   for (const [what, overrides, reason] of refusals) {
     it(`refuses ${what}: ${reason}`, async () => {
       const result = await checker.check(message(overrides()));
@@ -118,9 +142,15 @@ describe('lib/receiver/token-check: tokens and proofs on the receiving side', ()
     const other = makeDevice();
     await v.post('/v1/devices', { registration: registration(other, v.clock.now) }, enrol);
     const otherToken = await issue(other);
-    const introspect = async (t: string) => (await v.post('/v1/tokens/introspect', { token: t }, admin)).body.active === true;
+    const introspect = async (t: string) =>
+      (await v.post('/v1/tokens/introspect', { token: t }, admin)).body.active === true;
     const watched = checkerFor({ introspect, introspectionCacheMs: 0 });
-    const stamp = (payload: unknown) => ({ token: otherToken, payload, target: 'x', proof: createProof(other.privateKey, { token: otherToken, payload, target: 'x', now: clock.now }) });
+    const stamp = (payload: unknown) => ({
+      token: otherToken,
+      payload,
+      target: 'x',
+      proof: createProof(other.privateKey, { token: otherToken, payload, target: 'x', now: clock.now }),
+    });
     assert.equal((await watched.check(stamp(1))).valid, true);
     await v.post(`/v1/devices/${other.deviceId}/revoke`, {}, admin);
     const after = await watched.check(stamp(2));
@@ -134,7 +164,10 @@ describe('lib/receiver/token-check: tokens and proofs on the receiving side', ()
     try {
       const down = await checkerFor({ jwks: new URL('http://127.0.0.1:9/.well-known/jwks.json') }).check(message());
       const junk = await checkerFor({ jwks: new URL(`http://127.0.0.1:${port}/jwks.json`) }).check(message());
-      assert.deepEqual([down, junk].map(r => !r.valid && r.reason), ['jwks_unavailable', 'jwks_unavailable']);
+      assert.deepEqual(
+        [down, junk].map(r => !r.valid && r.reason),
+        ['jwks_unavailable', 'jwks_unavailable'],
+      );
     } finally {
       garbage.close();
     }
