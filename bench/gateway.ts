@@ -160,8 +160,13 @@ export async function throughput(): Promise<void> {
 
   const rows: Array<Record<string, string | number>> = [];
   for (const mode of ['batched', 'one at a time'] as const) {
-    const bare = await chain(false, mode);
-    const checked = await chain(true, mode);
+    // Two rounds, alternating, the better of each: the first chain in a process also pays the JIT.
+    let bare = 0;
+    let checked = 0;
+    for (let round = 0; round < 2; round++) {
+      bare = Math.max(bare, await chain(false, mode));
+      checked = Math.max(checked, await chain(true, mode));
+    }
     rows.push({
       mode,
       'bare chain msg/s': bare,

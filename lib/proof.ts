@@ -42,6 +42,22 @@ export function targetOf(destination: string): string {
   }
 }
 
+/** Proof ids: a random prefix per process and a counter, unique without a random draw per message. */
+const jtiPrefix = crypto.randomBytes(12).toString('base64url');
+let jtiCounter = 0;
+
+/** The token's `ath`, computed once per token rather than once per message. */
+const tokenHashes = new Map<string, string>();
+function tokenHash(token: string): string {
+  let hash = tokenHashes.get(token);
+  if (!hash) {
+    hash = sha256(token);
+    if (tokenHashes.size >= 16) tokenHashes.delete(tokenHashes.keys().next().value!);
+    tokenHashes.set(token, hash);
+  }
+  return hash;
+}
+
 export interface ProofInput {
   token: string;
   payload: unknown;
@@ -53,9 +69,9 @@ export interface ProofInput {
 export function createProof(key: Ed25519PrivateKey, input: ProofInput): string {
   const header = { alg: 'EdDSA', typ: PROOF_TYPE, jwk: key.publicKey.toJwk() };
   const payload = {
-    jti: crypto.randomBytes(12).toString('base64url'),
+    jti: `${jtiPrefix}.${(jtiCounter++).toString(36)}`,
     iat: Math.floor((input.now ?? Date.now()) / 1000),
-    ath: sha256(input.token),
+    ath: tokenHash(input.token),
     dig: sha256(payloadBytes(input.payload)),
     tgt: targetOf(input.target),
   };
@@ -126,7 +142,7 @@ export function checkProof(
     if (key.thumbprint() !== expected.jkt) return { ok: false, reason: 'proof_wrong_key' };
     if (expected.keys.size >= 10_000) expected.keys.delete(expected.keys.keys().next().value!);
     expected.keys.set(expected.jkt, key);
-  } else if (jwk.x !== key.toJwk().x || jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519') {
+  } else if (jwk.x !== key.x || jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519') {
     return { ok: false, reason: 'proof_wrong_key' };
   }
   if (!verifyDecoded(decoded, key)) return { ok: false, reason: 'proof_bad_signature' };

@@ -65,6 +65,8 @@ export class Ed25519PublicKey {
   readonly engine: Ed25519Engine;
   private readonly keyObject?: crypto.KeyObject;
 
+  private encoded: string | undefined;
+
   private constructor(raw: Uint8Array, engine: Ed25519Engine) {
     this.raw = raw;
     this.engine = engine;
@@ -119,8 +121,14 @@ export class Ed25519PublicKey {
     return Ed25519PublicKey.fromRaw(new Uint8Array(Buffer.from(candidate.x, 'base64url')), engine);
   }
 
+  /** The key's base64url encoding: its JWK `x`. */
+  get x(): string {
+    this.encoded ??= Buffer.from(this.raw).toString('base64url');
+    return this.encoded;
+  }
+
   toJwk(): OkpPublicJwk {
-    return { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(this.raw).toString('base64url') };
+    return { kty: 'OKP', crv: 'Ed25519', x: this.x };
   }
 
   /** RFC 7638 thumbprint (base64url SHA-256 over the canonical JWK members, in lexical order). */

@@ -27,6 +27,8 @@ export interface ReauthOptions {
   floorMs: number;
   backoffBaseMs: number;
   backoffCapMs: number;
+  /** The first attestation waits a random moment up to this (ms): a plant restarted at once does not attest at once. */
+  startSpreadMs: number;
 }
 
 export const DEFAULT_REAUTH: ReauthOptions = {
@@ -35,6 +37,7 @@ export const DEFAULT_REAUTH: ReauthOptions = {
   floorMs: 30_000,
   backoffBaseMs: 1000,
   backoffCapMs: 300_000,
+  startSpreadMs: 5000,
 };
 
 export interface Clock {
@@ -111,12 +114,15 @@ export class TokenKeeper {
     if (initial && initial.deviceId === deviceId) this.token = initial;
   }
 
-  /** Attests now unless a token that is still good was handed in, which is then renewed on schedule. */
+  /**
+   * Attests within startSpreadMs unless a token that is still good was handed in, which is then
+   * renewed on schedule.
+   */
   start(): void {
     const now = this.clock.now();
     if (this.token && this.token.expiresAt > now)
       this.plan(renewalDelay(now, this.token.expiresAt, this.options, () => this.clock.random()));
-    else this.trigger('start');
+    else this.plan(this.clock.random() * this.options.startSpreadMs, 'start');
   }
 
   /** The current token while it has not expired. */

@@ -140,6 +140,21 @@ export = (RED: NodeAPI) => {
       }
     };
 
+    // Status at message rate would flood the editor; twice a second is what a person can read.
+    let statusTimer: NodeJS.Timeout | undefined;
+    const refreshStatus = () => {
+      statusTimer ??= setTimeout(() => {
+        statusTimer = undefined;
+        showStatus();
+      }, 500);
+    };
+
+    let expiresAtCache: { token: CurrentToken; text: string } | undefined;
+    const expiresAtText = (token: CurrentToken) => {
+      if (expiresAtCache?.token !== token) expiresAtCache = { token, text: new Date(token.expiresAt).toISOString() };
+      return expiresAtCache.text;
+    };
+
     const stamp = (msg: M2MMessage, token: CurrentToken): M2MMessage => {
       const target = msg.url ?? (typeof msg.topic === 'string' ? msg.topic : '');
       const proof =
@@ -151,7 +166,7 @@ export = (RED: NodeAPI) => {
         ...msg.m2m,
         deviceId: token.deviceId,
         token: token.token,
-        expiresAt: new Date(token.expiresAt).toISOString(),
+        expiresAt: expiresAtText(token),
       };
       if (config.stampHeaders !== false) msg.headers = { ...msg.headers, ...stamped };
       if (config.stampUserProperties !== false) msg.userProperties = { ...msg.userProperties, ...stamped };
@@ -207,8 +222,8 @@ export = (RED: NodeAPI) => {
         }, pollMs)
       : undefined;
     networkTimer?.unref();
-    const statusTimer = setInterval(showStatus, 15_000);
-    statusTimer.unref();
+    const clockTimer = setInterval(showStatus, 15_000);
+    clockTimer.unref();
 
     /** A control message (not forwarded) asks for a re-attestation: which one, if any. */
     const controlTrigger = (msg: M2MMessage): Trigger | undefined => {
@@ -241,7 +256,7 @@ export = (RED: NodeAPI) => {
       } catch (err) {
         done(nodeError(RED, 'm2m-reauth-timer', err));
       }
-      showStatus();
+      refreshStatus();
     });
 
     keeper.start();
@@ -251,7 +266,8 @@ export = (RED: NodeAPI) => {
     this.on('close', (_removed: boolean, done: () => void) => {
       keeper.stop();
       if (networkTimer) clearInterval(networkTimer);
-      clearInterval(statusTimer);
+      clearInterval(clockTimer);
+      clearTimeout(statusTimer);
       // Queued messages stay in their file for the next start.
       done();
     });

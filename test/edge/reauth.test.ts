@@ -68,7 +68,7 @@ function keeper(clock: FakeClock, answers: Array<(trigger: Trigger) => AttestAns
       return answer;
     },
     'press-7',
-    DEFAULT_REAUTH,
+    { ...DEFAULT_REAUTH, startSpreadMs: 0 },
     clock,
   );
   k.onEvent = event => events.push(event);
@@ -99,7 +99,7 @@ describe('lib/edge/reauth: one current token per device', () => {
     const clock = new FakeClock();
     const { k, calls, events } = keeper(clock, []);
     k.start();
-    await settle();
+    await clock.fire();
     assert.deepEqual(calls, ['start']);
     assert.equal(events[0].type, 'approved');
     assert.equal(clock.next, clock.now() + 450_000);
@@ -114,7 +114,7 @@ describe('lib/edge/reauth: one current token per device', () => {
     const down = () => new ApiError('verifier_unreachable', 'down', 0);
     const { k, events } = keeper(clock, [() => approved(clock, 60_000), ...new Array(30).fill(down)]);
     k.start();
-    await settle();
+    await clock.fire();
     const token = k.current()!.token;
     await clock.fire(); // the renewal at 30 s fails
     assert.deepEqual([events[1].type, (events[1] as { grace: boolean }).grace], ['failed', true]);
@@ -131,7 +131,7 @@ describe('lib/edge/reauth: one current token per device', () => {
       const clock = new FakeClock();
       const { k, events } = keeper(clock, [() => approved(clock), answer]);
       k.start();
-      await settle();
+      await clock.fire();
       assert.ok(k.current());
       await k.trigger('risk');
       assert.equal(k.current(), undefined);
@@ -154,11 +154,11 @@ describe('lib/edge/reauth: one current token per device', () => {
         return approved(clock);
       },
       'press-7',
-      DEFAULT_REAUTH,
+      { ...DEFAULT_REAUTH, startSpreadMs: 0 },
       clock,
     );
     k.start();
-    await settle();
+    await clock.fire();
     void k.trigger('network');
     await settle();
     void k.trigger('task');
@@ -167,6 +167,19 @@ describe('lib/edge/reauth: one current token per device', () => {
     await settle();
     await settle();
     assert.deepEqual(calls, ['start', 'network', 'task']);
+  });
+
+  it('spreads the first attestations of a fleet started at once over a few seconds', () => {
+    const starts = [0, 0.3, 0.6, 0.99].map(r => {
+      const clock = new FakeClock();
+      clock.randomValue = r;
+      new TokenKeeper(async () => approved(clock), 'd', DEFAULT_REAUTH, clock).start();
+      return clock.next! - clock.now();
+    });
+    assert.deepEqual(
+      starts.map(ms => Math.round(ms)),
+      [0, 1500, 3000, 4950],
+    );
   });
 
   it('resumes with a saved token that is still good, renewing it on schedule', async () => {
