@@ -9,6 +9,9 @@ import { parseArgs } from 'node:util';
 import { M2MError } from '../lib/errors';
 import { parseJson } from '../lib/schema';
 import { openStore, startVerifierServer, workflowSchema } from '../lib/verifier';
+import { limitsSchema } from '../lib/verifier/schemas';
+import { type SubscriberConfig, parseSubscribers, toSubscriber } from '../lib/verifier/subscribers';
+import { generateSecret } from '../lib/webhooks/standard';
 
 const USAGE = `Usage: m2m-verifier [options]
 
@@ -20,15 +23,23 @@ const USAGE = `Usage: m2m-verifier [options]
   --manual-approval    new devices wait in "pending" until an admin approves them
   --workflow JSON      the fleet's workflow, e.g. '[{"step":"signature"},{"step":"fingerprint","minMatch":0.75}]'
                        (default: signature, fingerprint 0.75, tinyml 0.6 / review 0.8)
+  --limits JSON        rate limits of the calls anyone may make, each {"burst": N, "perSecond": N}:
+                       challengesPerDevice (default 10, 1/s), challengesPerAddress (200, 100/s:
+                       raise it behind a reverse proxy or NAT, where every gateway has one address),
+                       badSignaturesRecordedPerDevice (5, 0.1/s)
   --max-connections N  open connections at most (default 800; keep it under the process's
                        file limit, ulimit -n)
   --max-connections-per-address N
                        open connections from one client address at most (default 256)
+  --new-webhook-secret print a new whsec_ webhook secret and exit
   -h, --help           this text
 
 Environment: M2M_ADMIN_KEY, M2M_ENROLLMENT_TOKEN (random ones are generated and printed to
-stderr when unset), M2M_PUBLIC_URL, M2M_WEBHOOK_URL and M2M_WEBHOOK_SECRET (events are kept in the
-outbox; delivery comes in a later version).`;
+stderr when unset), M2M_PUBLIC_URL.
+Webhooks (every registration, decision and revocation, signed per Standard Webhooks):
+  M2M_WEBHOOK_URL + M2M_WEBHOOK_SECRET   one subscriber
+  M2M_WEBHOOKS='[{"url":"https://...","secret":"whsec_..."}, ...]'   several
+A secret may hold several space-separated whsec_ secrets while receivers rotate.`;
 
 function fail(message: string): never {
   process.stderr.write(`m2m-verifier: ${message}\n`);
@@ -44,6 +55,16 @@ function orFail<T>(attempt: () => T, message: (err: Error) => string): T {
   }
 }
 
+/** Subscribers from the environment, checked here so a bad secret stops the start with its reason. */
+function webhookSubscribers(): SubscriberConfig[] {
+  const { M2M_WEBHOOK_URL: url, M2M_WEBHOOK_SECRET: secret, M2M_WEBHOOKS: list } = process.env;
+  if (url && !secret)
+    throw new Error('M2M_WEBHOOK_URL needs M2M_WEBHOOK_SECRET (m2m-verifier --new-webhook-secret makes one)');
+  const subscribers = [...(url ? [{ url, secret: secret ?? '' }] : []), ...(list ? parseSubscribers(list) : [])];
+  for (const subscriber of subscribers) toSubscriber(subscriber);
+  return subscribers;
+}
+
 async function main(): Promise<void> {
   const { values } = orFail(
     () =>
@@ -55,8 +76,10 @@ async function main(): Promise<void> {
           'public-url': { type: 'string' },
           'manual-approval': { type: 'boolean', default: false },
           workflow: { type: 'string' },
+          limits: { type: 'string' },
           'max-connections': { type: 'string' },
           'max-connections-per-address': { type: 'string' },
+          'new-webhook-secret': { type: 'boolean', default: false },
           help: { type: 'boolean', short: 'h', default: false },
         },
       }),
@@ -64,6 +87,10 @@ async function main(): Promise<void> {
   );
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (values['new-webhook-secret']) {
+    process.stdout.write(`${generateSecret()}\n`);
     return;
   }
   const port = Number(values.port);
@@ -89,6 +116,12 @@ async function main(): Promise<void> {
     err => `--workflow: ${err.message}`,
   );
 
+  const limits = orFail(
+    () =>
+      values.limits === undefined ? undefined : limitsSchema.parse(parseJson(values.limits, '--limits'), 'limits'),
+    err => `--limits: ${err.message}`,
+  );
+
   const generated = (name: string) => {
     const value = crypto.randomBytes(24).toString('base64url');
     process.stderr.write(`m2m-verifier: ${name} not set; generated one for this run: ${value}\n`);
@@ -96,6 +129,8 @@ async function main(): Promise<void> {
   };
   const adminKey = process.env.M2M_ADMIN_KEY || generated('M2M_ADMIN_KEY');
   const enrollmentToken = process.env.M2M_ENROLLMENT_TOKEN || generated('M2M_ENROLLMENT_TOKEN');
+
+  const subscribers = orFail(webhookSubscribers, err => err.message);
 
   const store = await openStore(values.store).catch(err =>
     fail(err instanceof M2MError ? err.message : `cannot open store ${values.store}: ${err.message}`),
@@ -109,6 +144,11 @@ async function main(): Promise<void> {
     enrollmentToken,
     manualApproval: values['manual-approval'],
     workflow,
+    limits,
+    webhooks: {
+      subscribers,
+      onError: err => process.stderr.write(`m2m-verifier: webhook delivery: ${(err as Error).message}\n`),
+    },
     connections: Object.fromEntries(Object.entries(connections).filter(([, n]) => n !== undefined)),
     onError: err => process.stderr.write(`m2m-verifier: internal error: ${(err as Error).stack ?? err}\n`),
   }).catch(err => fail(`cannot start: ${(err as Error).message}`));

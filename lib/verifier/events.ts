@@ -1,47 +1,38 @@
 /**
- * Outbox events, shaped like Didit's webhooks (DESIGN.md §4) with `device_id` added and
- * `vendor_data` = device id, so one receiver handles both.
+ * The verifier's events (DESIGN.md §4), in the payload shape Standard Webhooks recommends:
+ * `{type, timestamp, data}`. The event id travels in the `webhook-id` header, stable across
+ * retries; in-process listeners (the m2m-verifier node's output) get it on the event.
  */
 import * as crypto from 'node:crypto';
-import type { Decision, DeviceRecord, OutboxEvent, SessionRecord } from './types';
+import type { DeviceRecord, OutboxEvent, SessionRecord } from './types';
 
-const DIDIT_STATUS: Record<Decision, string> = { approved: 'Approved', declined: 'Declined', in_review: 'In Review' };
+export type DeviceEventType = 'device.registered' | 'device.revoked' | 'device.approved' | 'device.reinstated';
+export type EventType = DeviceEventType | 'attestation.decided';
 
-function event(webhookType: string, nowMs: number, fields: Record<string, unknown>): OutboxEvent {
-  const eventId = crypto.randomUUID();
-  const timestamp = Math.floor(nowMs / 1000);
+function event(type: EventType, nowMs: number, data: Record<string, unknown>): OutboxEvent {
   return {
-    eventId,
-    webhookType,
+    eventId: `evt_${crypto.randomUUID().replace(/-/g, '')}`,
+    webhookType: type,
     createdAt: nowMs,
-    payload: { event_id: eventId, webhook_type: webhookType, timestamp, created_at: timestamp, ...fields },
+    payload: { type, timestamp: new Date(nowMs).toISOString(), data },
   };
 }
 
 export function decisionEvent(session: SessionRecord, workflowId: string, nowMs: number): OutboxEvent {
-  return event('status.updated', nowMs, {
-    session_id: session.sessionId,
-    status: DIDIT_STATUS[session.decision],
-    workflow_id: workflowId,
-    vendor_data: session.deviceId,
-    device_id: session.deviceId,
-    metadata: {},
-    decision: { decision: session.decision, reasons: session.reasons, score: session.score ?? null },
+  return event('attestation.decided', nowMs, {
+    deviceId: session.deviceId,
+    decision: session.decision,
+    reasons: session.reasons,
+    sessionId: session.sessionId,
+    score: session.score ?? null,
+    workflow: workflowId,
   });
 }
 
 export function deviceEvent(
-  webhookType: 'device.registered' | 'device.revoked' | 'device.approved' | 'device.reinstated',
+  type: DeviceEventType,
   device: Pick<DeviceRecord, 'deviceId' | 'status' | 'metadata'>,
   nowMs: number,
 ): OutboxEvent {
-  return event(webhookType, nowMs, {
-    session_id: null,
-    status: device.status,
-    workflow_id: null,
-    vendor_data: device.deviceId,
-    device_id: device.deviceId,
-    metadata: device.metadata ?? {},
-    decision: null,
-  });
+  return event(type, nowMs, { deviceId: device.deviceId, status: device.status, metadata: device.metadata ?? {} });
 }

@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { M2MError, ValidationError } from '../errors';
+import { readRawBody, tooLarge } from '../http-body';
 import { parseJson } from '../schema';
 import { requestPath } from '../url';
 import type { Verifier } from './verifier';
@@ -16,6 +17,8 @@ type Request = IncomingMessage & { body?: unknown; _body?: boolean };
 
 interface Call {
   params: string[];
+  /** The query string's parameters, one value per name. */
+  query: Record<string, string>;
   headers: IncomingMessage['headers'];
   remoteAddress: string;
   /** The body as JSON (or, where the route takes it, a form). */
@@ -89,6 +92,30 @@ const routes: Route[] = [
     admin: true,
     handle: async (verifier, call) => ({ body: await verifier.introspect(call.json({ form: true })) }),
   },
+  {
+    method: 'GET',
+    path: /^\/v1\/webhooks\/subscribers$/,
+    admin: true,
+    handle: async verifier => ({ body: { subscribers: await verifier.listSubscribers() } }),
+  },
+  {
+    method: 'POST',
+    path: /^\/v1\/webhooks\/subscribers\/([^/]+)\/enable$/,
+    admin: true,
+    handle: async (verifier, { params }) => ({ body: await verifier.enableSubscriber(params[0]) }),
+  },
+  {
+    method: 'GET',
+    path: /^\/v1\/webhooks\/deliveries$/,
+    admin: true,
+    handle: async (verifier, { query }) => ({ body: { deliveries: await verifier.listDeliveries(query) } }),
+  },
+  {
+    method: 'POST',
+    path: /^\/v1\/webhooks\/deliveries\/([^/]+)\/replay$/,
+    admin: true,
+    handle: async (verifier, { params }) => ({ status: 202, body: await verifier.replayDelivery(params[0]) }),
+  },
   { method: 'GET', path: /^\/\.well-known\/jwks\.json$/, handle: async verifier => ({ body: verifier.jwks() }) },
   { method: 'GET', path: /^\/v1\/health$/, handle: async verifier => ({ body: await verifier.health() }) },
 ];
@@ -138,19 +165,17 @@ export function sendProblem(res: ServerResponse, err: unknown): void {
   const headers: Record<string, string | number> = {};
   const retryAfter = err instanceof M2MError ? err.detail?.retryAfter : undefined;
   if (typeof retryAfter === 'number') headers['retry-after'] = retryAfter;
-  // Past the body limit the connection is closed rather than the rest of the body read.
-  if (status === 413) {
+  // Past the body limit, or a body that trickles, the connection is closed rather than read on.
+  if (status === 413 || status === 408) {
     headers.connection = 'close';
     res.once('finish', () => res.socket?.destroy());
   }
   send(res, status, body, headers, 'application/problem+json');
 }
 
-const tooLarge = () => new M2MError('payload_too_large', `body over ${MAX_BODY_BYTES} bytes`, 413);
-
 /** The raw body, at most MAX_BODY_BYTES, or what an express body parser already made of it. */
 function readBody(req: Request): Promise<Buffer | { parsed: unknown }> {
-  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return Promise.reject(tooLarge());
+  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return Promise.reject(tooLarge(MAX_BODY_BYTES));
   // Mounted behind express: a body parser got there first.
   if (req._body || (req.body !== undefined && req.readableEnded)) {
     const body = req.body;
@@ -158,23 +183,7 @@ function readBody(req: Request): Promise<Buffer | { parsed: unknown }> {
       Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : { parsed: body },
     );
   }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        req.off('data', onData);
-        req.pause();
-        reject(tooLarge());
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+  return readRawBody(req, { maxBytes: MAX_BODY_BYTES });
 }
 
 /**
@@ -218,6 +227,7 @@ async function handle(verifier: Verifier, req: Request, res: ServerResponse): Pr
   const params = (route.path.exec(pathname) ?? []).slice(1).map(decodeParam);
   const { status = 200, body: answer } = await route.handle(verifier, {
     params,
+    query: Object.fromEntries(new URLSearchParams(req.url?.split('?')[1] ?? '')),
     headers: req.headers,
     remoteAddress: req.socket?.remoteAddress ?? '',
     json: ({ form = false } = {}) => decodeBody(body, headerValue(req.headers['content-type']), form),

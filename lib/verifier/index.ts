@@ -1,5 +1,5 @@
 export { Verifier, NONCE_TTL_MS, MAX_CLOCK_SKEW_S } from './verifier';
-export type { VerifierOptions, AttestationResult, PublicDevice } from './verifier';
+export type { VerifierOptions, AttestationResult, PublicDevice, VerifierEvent, WebhookOptions } from './verifier';
 export { createRequestListener, MAX_BODY_BYTES } from './http';
 export { startVerifierServer } from './server';
 export { openStore } from './store/open';

@@ -42,4 +42,20 @@ export const attestationPayload = s.object({
   ),
 });
 
+/** The admin API's webhook calls: path segments and query strings. */
+export const subscriberIdSchema = s.string({ pattern: /^sub_[0-9a-f]{16}$/, format: 'subscriber id' });
+export const deliveryIdSchema = s.string({ pattern: /^[1-9]\d{0,15}$/, format: 'delivery id' });
+export const deliveryQuery = s.object({
+  status: s.optional(s.literal('pending', 'delivered', 'dead')),
+  limit: s.optional(s.string({ pattern: /^(?:[1-9]\d{0,2}|1000)$/, format: 'limit of 1-1000' })),
+});
+
+/** `--limits`: the unauthenticated calls' rate rules, each `{burst, perSecond}`. */
+const rateRule = s.object({ burst: s.number({ min: 1, max: 1e9 }), perSecond: s.number({ min: 0, max: 1e9 }) });
+export const limitsSchema = s.object({
+  challengesPerDevice: s.optional(rateRule),
+  challengesPerAddress: s.optional(rateRule),
+  badSignaturesRecordedPerDevice: s.optional(rateRule),
+});
+
 export { deviceId as deviceIdSchema };

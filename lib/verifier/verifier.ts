@@ -8,12 +8,22 @@ import { Ed25519PublicKey } from '../crypto/ed25519';
 import { JWS_TYPES, decodeJws, verifyDecoded } from '../crypto/jws';
 import type { Infer } from '../schema';
 import { normaliseUrl } from '../url';
+import { DeliveryWorker } from './delivery';
 import { decisionEvent, deviceEvent } from './events';
 import { RateLimiter, type RateRule } from './rate-limit';
 import * as schemas from './schemas';
-import type { VerifierStore } from './store/types';
+import type { DeliveryRecord, SubscriberRecord, VerifierStore } from './store/types';
+import { type SubscriberConfig, toSubscriber } from './subscribers';
 import { TokenService } from './tokens';
-import type { Decision, DeviceRecord, DeviceStatus, NonceOutcome, SessionRecord, WorkflowStep } from './types';
+import type {
+  Decision,
+  DeviceRecord,
+  DeviceStatus,
+  NonceOutcome,
+  OutboxEvent,
+  SessionRecord,
+  WorkflowStep,
+} from './types';
 import { DEFAULT_WORKFLOW, runWorkflow } from './workflow';
 
 export const NONCE_TTL_MS = 60_000;
@@ -43,6 +53,8 @@ export interface Retention {
   expiredNoncesMs: number;
   sessionsMs: number;
   deliveredEventsMs: number;
+  /** Deliveries that ran out of attempts stay listable and replayable this long. */
+  deadDeliveriesMs: number;
   /** How often the purge runs. */
   purgeEveryMs: number;
 }
@@ -51,6 +63,7 @@ export const DEFAULT_RETENTION: Retention = {
   expiredNoncesMs: 10 * 60_000,
   sessionsMs: 30 * 86_400_000,
   deliveredEventsMs: 7 * 86_400_000,
+  deadDeliveriesMs: 30 * 86_400_000,
   purgeEveryMs: 60_000,
 };
 
@@ -73,7 +86,26 @@ export interface VerifierOptions {
   workflow?: WorkflowStep[];
   limits?: Partial<VerifierLimits>;
   retention?: Partial<Retention>;
+  /** Where events are delivered as signed webhooks (DESIGN.md §4). */
+  webhooks?: WebhookOptions;
   now?: () => number;
+}
+
+export interface WebhookOptions {
+  subscribers: SubscriberConfig[];
+  /** The longest wait before each retry (full jitter below it); its length is the number of retries. */
+  retryCapsMs?: number[];
+  timeoutMs?: number;
+  pollMs?: number;
+  onError?: (err: unknown) => void;
+}
+
+/** An event as in-process listeners get it: the webhook body and the id its deliveries carry. */
+export interface VerifierEvent {
+  id: string;
+  type: string;
+  timestamp: string;
+  data: Record<string, unknown>;
 }
 
 export interface AttestationResult {
@@ -124,6 +156,8 @@ export class Verifier {
   private readonly retention: Retention;
   private readonly purgeTimer: NodeJS.Timeout;
   private purging?: Promise<unknown>;
+  private readonly listeners = new Set<(event: VerifierEvent) => void>();
+  private delivery?: DeliveryWorker;
 
   private constructor(options: VerifierOptions, publicUrl: string, tokens: TokenService) {
     this.options = options;
@@ -157,16 +191,47 @@ export class Verifier {
       options.tokenAudience ?? publicUrl,
       options.tokenTtlSeconds ?? 15 * 60,
     );
-    return new Verifier(options, publicUrl, tokens);
+    const verifier = new Verifier(options, publicUrl, tokens);
+    if (options.webhooks?.subscribers.length) {
+      const { subscribers, ...delivery } = options.webhooks;
+      try {
+        verifier.delivery = new DeliveryWorker({
+          ...delivery,
+          store: options.store,
+          subscribers: subscribers.map(toSubscriber),
+          now: options.now,
+        });
+        await verifier.delivery.start();
+      } catch (err) {
+        clearInterval(verifier.purgeTimer);
+        throw err;
+      }
+    }
+    return verifier;
+  }
+
+  /** Calls `listener` with every event this verifier writes; the function returned stops that. */
+  onEvent(listener: (event: VerifierEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** After an event is committed: wake the sender, tell in-process listeners. */
+  private published(event: OutboxEvent): void {
+    this.delivery?.notify();
+    if (!this.listeners.size) return;
+    const { type, timestamp, data } = event.payload as Omit<VerifierEvent, 'id'>;
+    for (const listener of this.listeners) listener({ id: event.eventId, type, timestamp, data });
   }
 
   /** Deletes expired nonces, old sessions and delivered events (DEFAULT_RETENTION); runs on a timer. */
-  async purge(): Promise<{ nonces: number; sessions: number; events: number }> {
+  async purge(): Promise<{ nonces: number; sessions: number; events: number; deliveries: number }> {
     const now = this.now();
     const run = this.store.purge({
       noncesExpired: now - this.retention.expiredNoncesMs,
       sessions: now - this.retention.sessionsMs,
       deliveredEvents: now - this.retention.deliveredEventsMs,
+      deadDeliveries: now - this.retention.deadDeliveriesMs,
     });
     this.purging = run.catch(() => undefined);
     return run;
@@ -208,7 +273,9 @@ export class Verifier {
       updatedAt: now,
       generation: 0,
     };
-    if (await this.store.insertDevice(device, deviceEvent('device.registered', device, now))) {
+    const registered = deviceEvent('device.registered', device, now);
+    if (await this.store.insertDevice(device, registered)) {
+      this.published(registered);
       return { created: true, deviceId: device.deviceId, status: device.status };
     }
     const known = await this.store.getDevice(device.deviceId);
@@ -259,7 +326,9 @@ export class Verifier {
           reasons: ['bad_signature'],
           createdAt: now,
         };
-        await this.store.recordSession(session, decisionEvent(session, 'default', now));
+        const event = decisionEvent(session, 'default', now);
+        await this.store.recordSession(session, event);
+        this.published(event);
       }
       return declined('bad_signature');
     }
@@ -272,6 +341,7 @@ export class Verifier {
       fingerprint: payload.evidence?.fingerprint,
       tinyml: payload.evidence?.tinyml,
     });
+    let event: OutboxEvent | undefined;
     const decide = (outcome: NonceOutcome) => {
       // A salt mismatch and a failed k-of-n match both say fingerprint_mismatch: report it once.
       const reasons = [...new Set([...(outcome === 'consumed' ? [] : [outcome]), ...checks, ...result.reasons])];
@@ -284,9 +354,11 @@ export class Verifier {
         score: result.score,
         createdAt: now,
       };
-      return { session, event: decisionEvent(session, device.workflow ? `device:${device.deviceId}` : 'default', now) };
+      event = decisionEvent(session, device.workflow ? `device:${device.deviceId}` : 'default', now);
+      return { session, event };
     };
     const { session } = await this.store.consumeNonceAndRecord(payload.nonce, device.deviceId, now, decide);
+    if (event) this.published(event);
     const answer: AttestationResult = { decision: session.decision, reasons: session.reasons, sessionId };
     if (session.decision === 'approved') {
       const issued = this.tokens.issue(
@@ -347,14 +419,10 @@ export class Verifier {
     const device = await this.store.getDevice(id);
     if (!device) throw new M2MError('device_unknown', `no device ${id}`, 404);
     const now = this.now();
-    const changed = await this.store.setDeviceStatus(
-      id,
-      to,
-      [...from],
-      deviceEvent(event, { ...device, status: to }, now),
-      now,
-    );
-    if (!changed) throw new M2MError('wrong_status', `cannot ${action} a device that is ${device.status}`, 409);
+    const written = deviceEvent(event, { ...device, status: to }, now);
+    if (!(await this.store.setDeviceStatus(id, to, [...from], written, now)))
+      throw new M2MError('wrong_status', `cannot ${action} a device that is ${device.status}`, 409);
+    this.published(written);
     return { deviceId: id, status: to };
   }
 
@@ -395,8 +463,36 @@ export class Verifier {
     return { status: 'ok', store: 'ok' };
   }
 
+  async listSubscribers(): Promise<SubscriberRecord[]> {
+    return this.store.listSubscribers();
+  }
+
+  /** Delivers to a subscriber again after it answered 410 Gone. */
+  async enableSubscriber(id: string): Promise<SubscriberRecord> {
+    const subscriberId = schemas.subscriberIdSchema.parse(id, 'subscriber id');
+    if (!(await this.store.setSubscriberStatus(subscriberId, 'active', null, this.now())))
+      throw new M2MError('subscriber_unknown', `no subscriber ${subscriberId}`, 404);
+    this.delivery?.notify();
+    return (await this.store.listSubscribers()).find(subscriber => subscriber.id === subscriberId)!;
+  }
+
+  async listDeliveries(query: { status?: string; limit?: string }): Promise<DeliveryRecord[]> {
+    const { status, limit } = schemas.deliveryQuery.parse(query, 'query');
+    return this.store.listDeliveries({ status, limit: limit ? Number(limit) : 100 });
+  }
+
+  /** Sends a dead (or delivered) event to its subscriber again, attempts counted afresh. */
+  async replayDelivery(id: string): Promise<{ id: number; status: 'pending' }> {
+    const deliveryId = Number(schemas.deliveryIdSchema.parse(id, 'delivery id'));
+    if (!(await this.store.replayDelivery(deliveryId, this.now())))
+      throw new M2MError('wrong_status', `no dead or delivered delivery ${deliveryId}`, 409);
+    this.delivery?.notify();
+    return { id: deliveryId, status: 'pending' };
+  }
+
   async close(): Promise<void> {
     clearInterval(this.purgeTimer);
+    await this.delivery?.close();
     await this.purging;
     await this.store.close();
   }

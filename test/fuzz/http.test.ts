@@ -43,6 +43,11 @@ const ROUTES = [
   '/v1/devices/{id}/approve',
   '/v1/devices/{id}/reinstate',
   '/v1/tokens/introspect',
+  '/v1/webhooks/subscribers',
+  '/v1/webhooks/subscribers/{id}/enable',
+  '/v1/webhooks/deliveries',
+  '/v1/webhooks/deliveries?status={id}&limit={id}',
+  '/v1/webhooks/deliveries/{id}/replay',
   '/.well-known/jwks.json',
   '/v1/health',
 ];

@@ -379,32 +379,37 @@ describe('verifier: identity API v1 over HTTP', () => {
       assert.deepEqual((await v.get('/v1/health')).body, { status: 'ok', store: 'ok' });
     });
 
-    it('writes registrations, decisions and revocations to the outbox in Didit shape', async () => {
+    it('reports registrations, decisions and revocations as events {type, timestamp, data}', async () => {
+      const events: Array<{ id: string; type: string; timestamp: string; data: any }> = [];
+      v.verifier.onEvent(event => events.push(event));
       const device = await registered();
-      await attest(device, await nonceFor(device));
+      const decision = await attest(device, await nonceFor(device));
       await v.post(`/v1/devices/${device.deviceId}/revoke`, {}, admin);
-      const events = await (v.verifier as any).store.pendingEvents(10);
+      await v.post(`/v1/devices/${device.deviceId}/reinstate`, {}, admin);
       assert.deepEqual(
-        events.map((e: { webhookType: string }) => e.webhookType),
-        ['device.registered', 'status.updated', 'device.revoked'],
+        events.map(event => event.type),
+        ['device.registered', 'attestation.decided', 'device.revoked', 'device.reinstated'],
       );
-      const decision = events[1].payload;
-      assert.equal(decision.status, 'Approved');
-      assert.equal(decision.vendor_data, device.deviceId);
-      for (const key of [
-        'event_id',
-        'webhook_type',
-        'timestamp',
-        'created_at',
-        'session_id',
-        'status',
-        'workflow_id',
-        'vendor_data',
-        'metadata',
-        'decision',
-        'device_id',
-      ])
-        assert.ok(key in decision, key);
+      assert.deepEqual(events[1].data, {
+        deviceId: device.deviceId,
+        decision: 'approved',
+        reasons: decision.body.reasons,
+        sessionId: decision.body.sessionId,
+        score: null,
+        workflow: 'default',
+      });
+      assert.deepEqual([events[2].data.deviceId, events[2].data.status], [device.deviceId, 'revoked']);
+      assert.equal(new Set(events.map(event => event.id)).size, 4);
+      assert.equal(events[0].timestamp, new Date(v.clock.now).toISOString());
+    });
+
+    it('writes no event for what changed nothing: a repeated registration, an unknown device', async () => {
+      const events: string[] = [];
+      v.verifier.onEvent(event => events.push(event.type));
+      const device = await registered();
+      await v.post('/v1/devices', { registration: registration(device, v.clock.now) }, enrol);
+      await attest(makeDevice('nobody'), 'A'.repeat(43));
+      assert.deepEqual(events, ['device.registered']);
     });
   });
 });

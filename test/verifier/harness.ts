@@ -19,8 +19,11 @@ export interface Harness extends RunningVerifier {
   stop(): Promise<void>;
 }
 
-export async function startHarness(options: Partial<ServerOptions> = {}): Promise<Harness> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-verifier-'));
+/** `dir` reuses a database from an earlier harness (closed with `close()`, which keeps it). */
+export async function startHarness(
+  options: Partial<ServerOptions> = {},
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-verifier-')),
+): Promise<Harness> {
   const clock = { now: Date.now() };
   const running = await startVerifierServer({
     port: 0,

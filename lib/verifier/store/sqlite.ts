@@ -8,7 +8,18 @@ import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DeviceRecord, DeviceStatus, NonceOutcome, NonceRecord, OutboxEvent, SessionRecord } from '../types';
-import type { PurgeBefore, PurgeCounts, SigningKeyRecord, VerifierStore } from './types';
+import type {
+  ClaimedDelivery,
+  DeliveryOutcome,
+  DeliveryRecord,
+  DeliveryStatus,
+  PurgeBefore,
+  PurgeCounts,
+  SigningKeyRecord,
+  SubscriberRecord,
+  SubscriberStatus,
+  VerifierStore,
+} from './types';
 
 /**
  * Versioned migrations, applied in order and recorded in SQLite's user_version. A database
@@ -58,6 +69,37 @@ CREATE TABLE IF NOT EXISTS signing_keys (
   `ALTER TABLE devices ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
 CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered_at) WHERE delivered_at IS NOT NULL;`,
+  `DROP INDEX outbox_delivered;
+ALTER TABLE outbox DROP COLUMN delivered_at;
+ALTER TABLE outbox ADD COLUMN fanned_out INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX outbox_unfanned ON outbox (seq) WHERE fanned_out = 0;
+CREATE INDEX outbox_created ON outbox (created_at);
+CREATE TABLE subscribers (
+  id TEXT PRIMARY KEY,
+  url TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('active', 'disabled')),
+  disabled_reason TEXT,
+  configured INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE deliveries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  event_id TEXT NOT NULL,
+  subscriber_id TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  lease_until INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  last_status INTEGER,
+  created_at INTEGER NOT NULL,
+  delivered_at INTEGER,
+  UNIQUE (event_id, subscriber_id)
+);
+CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX deliveries_status ON deliveries (status, id);
+CREATE INDEX deliveries_created ON deliveries (created_at);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -82,6 +124,61 @@ interface DeviceRow {
   updated_at: number;
   generation: number;
 }
+
+interface SubscriberRow {
+  id: string;
+  url: string;
+  status: SubscriberStatus;
+  disabled_reason: string | null;
+  configured: number;
+  created_at: number;
+  updated_at: number;
+}
+
+function toSubscriber(row: SubscriberRow): SubscriberRecord {
+  return {
+    id: row.id,
+    url: row.url,
+    status: row.status,
+    ...(row.disabled_reason ? { disabledReason: row.disabled_reason } : {}),
+    configured: row.configured === 1,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+interface DeliveryRow {
+  id: number;
+  event_id: string;
+  webhook_type: string;
+  subscriber_id: string;
+  status: DeliveryStatus;
+  attempts: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  last_status: number | null;
+  created_at: number;
+  delivered_at: number | null;
+}
+
+function toDelivery(row: DeliveryRow): DeliveryRecord {
+  return {
+    id: row.id,
+    eventId: row.event_id,
+    type: row.webhook_type,
+    subscriberId: row.subscriber_id,
+    status: row.status,
+    attempts: row.attempts,
+    nextAttemptAt: row.next_attempt_at,
+    ...(row.last_error ? { lastError: row.last_error } : {}),
+    ...(row.last_status ? { lastStatus: row.last_status } : {}),
+    createdAt: row.created_at,
+    ...(row.delivered_at ? { deliveredAt: row.delivered_at } : {}),
+  };
+}
+
+const DELIVERY_COLUMNS = `d.id, d.event_id, o.webhook_type, d.subscriber_id, d.status, d.attempts, d.next_attempt_at,
+  d.last_error, d.last_status, d.created_at, d.delivered_at`;
 
 function toDevice(row: DeviceRow): DeviceRecord {
   return {
@@ -132,14 +229,50 @@ export class SqliteStore implements VerifierStore {
       getNonce: db.prepare('SELECT device_id, expires_at, consumed_at FROM nonces WHERE nonce = ?'),
       purgeNonces: db.prepare('DELETE FROM nonces WHERE expires_at < ?'),
       purgeSessions: db.prepare('DELETE FROM sessions WHERE created_at < ?'),
-      purgeEvents: db.prepare('DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < ?'),
+      purgeDeliveries: db.prepare(
+        `DELETE FROM deliveries WHERE (status = 'delivered' AND created_at < @delivered) OR created_at < @dead`,
+      ),
+      purgeEvents: db.prepare(
+        `DELETE FROM outbox WHERE created_at < @delivered
+        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.event_id)`,
+      ),
       insertSession: db.prepare(
         'INSERT INTO sessions (session_id, device_id, decision, reasons, score, created_at) VALUES (?, ?, ?, ?, ?, ?)',
       ),
       insertEvent: db.prepare('INSERT INTO outbox (event_id, webhook_type, payload, created_at) VALUES (?, ?, ?, ?)'),
-      pendingEvents: db.prepare(
-        'SELECT event_id, webhook_type, payload, created_at FROM outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT ?',
+      syncSubscribersUnconfigure: db.prepare('UPDATE subscribers SET configured = 0'),
+      syncSubscriber: db.prepare(`INSERT INTO subscribers (id, url, status, configured, created_at, updated_at)
+        VALUES (@id, @url, 'active', 1, @now, @now) ON CONFLICT (id) DO UPDATE SET configured = 1, url = @url`),
+      listSubscribers: db.prepare('SELECT * FROM subscribers ORDER BY created_at, id'),
+      setSubscriberStatus: db.prepare(
+        'UPDATE subscribers SET status = @status, disabled_reason = @reason, updated_at = @now WHERE id = @id',
       ),
+      unfanned: db.prepare('SELECT seq, event_id FROM outbox WHERE fanned_out = 0 ORDER BY seq LIMIT ?'),
+      fanOutEvent: db.prepare(`INSERT INTO deliveries (event_id, subscriber_id, status, next_attempt_at, created_at)
+        SELECT @eventId, id, 'pending', @now, @now FROM subscribers WHERE status = 'active' AND configured = 1
+        ON CONFLICT (event_id, subscriber_id) DO NOTHING`),
+      markFanned: db.prepare('UPDATE outbox SET fanned_out = 1 WHERE seq = ?'),
+      claim: db.prepare(`UPDATE deliveries SET lease_until = @leaseUntil, attempts = attempts + 1
+        WHERE id IN (SELECT d.id FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+          WHERE d.status = 'pending' AND d.next_attempt_at <= @now AND d.lease_until <= @now
+            AND s.status = 'active' AND s.configured = 1 AND s.id NOT IN (SELECT value FROM json_each(@skip))
+          ORDER BY d.next_attempt_at LIMIT @limit)
+        RETURNING id`),
+      claimed: db.prepare(`SELECT ${DELIVERY_COLUMNS}, s.url, o.payload FROM deliveries d
+        JOIN outbox o ON o.event_id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id
+        WHERE d.id IN (SELECT value FROM json_each(?))`),
+      finish: db.prepare(`UPDATE deliveries SET status = @status, next_attempt_at = @nextAttemptAt, lease_until = 0,
+        last_error = @error, last_status = @httpStatus, delivered_at = @deliveredAt WHERE id = @id`),
+      nextDue:
+        db.prepare(`SELECT d.next_attempt_at AS due FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+        WHERE d.status = 'pending' AND d.lease_until <= @now AND s.status = 'active' AND s.configured = 1
+          AND s.id NOT IN (SELECT value FROM json_each(@skip))
+        ORDER BY d.next_attempt_at LIMIT 1`),
+      listDeliveries: db.prepare(`SELECT ${DELIVERY_COLUMNS} FROM deliveries d JOIN outbox o ON o.event_id = d.event_id
+        WHERE @status IS NULL OR d.status = @status ORDER BY d.id DESC LIMIT @limit`),
+      replay:
+        db.prepare(`UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = @now, lease_until = 0,
+        delivered_at = NULL WHERE id = @id AND status IN ('dead', 'delivered')`),
       getKey: db.prepare('SELECT kid, seed, created_at FROM signing_keys ORDER BY created_at DESC LIMIT 1'),
       insertKey: db.prepare('INSERT INTO signing_keys (kid, seed, created_at) VALUES (?, ?, ?)'),
       ping: db.prepare('SELECT 1'),
@@ -215,7 +348,11 @@ export class SqliteStore implements VerifierStore {
       .transaction(() => ({
         nonces: this.statements.purgeNonces.run(before.noncesExpired).changes,
         sessions: this.statements.purgeSessions.run(before.sessions).changes,
-        events: this.statements.purgeEvents.run(before.deliveredEvents).changes,
+        deliveries: this.statements.purgeDeliveries.run({
+          delivered: before.deliveredEvents,
+          dead: before.deadDeliveries,
+        }).changes,
+        events: this.statements.purgeEvents.run({ delivered: before.deliveredEvents }).changes,
       }))
       .immediate();
   }
@@ -269,20 +406,82 @@ export class SqliteStore implements VerifierStore {
       .immediate();
   }
 
-  async pendingEvents(limit: number): Promise<OutboxEvent[]> {
+  async syncSubscribers(subscribers: Array<{ id: string; url: string }>, now: number): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.statements.syncSubscribersUnconfigure.run();
+        for (const { id, url } of subscribers) this.statements.syncSubscriber.run({ id, url, now });
+      })
+      .immediate();
+  }
+
+  async listSubscribers(): Promise<SubscriberRecord[]> {
+    return (this.statements.listSubscribers.all() as SubscriberRow[]).map(toSubscriber);
+  }
+
+  async setSubscriberStatus(
+    id: string,
+    status: SubscriberStatus,
+    reason: string | null,
+    now: number,
+  ): Promise<boolean> {
+    return this.statements.setSubscriberStatus.run({ id, status, reason, now }).changes === 1;
+  }
+
+  async fanOut(limit: number, now: number): Promise<number> {
+    return this.db
+      .transaction(() => {
+        const events = this.statements.unfanned.all(limit) as Array<{ seq: number; event_id: string }>;
+        for (const { seq, event_id } of events) {
+          this.statements.fanOutEvent.run({ eventId: event_id, now });
+          this.statements.markFanned.run(seq);
+        }
+        return events.length;
+      })
+      .immediate();
+  }
+
+  async claimDeliveries(now: number, limit: number, leaseMs: number, skip: string[] = []): Promise<ClaimedDelivery[]> {
+    return this.db
+      .transaction(() => {
+        const claim = { now, limit, leaseUntil: now + leaseMs, skip: JSON.stringify(skip) };
+        const ids = (this.statements.claim.all(claim) as Array<{ id: number }>).map(row => row.id);
+        if (!ids.length) return [];
+        return (
+          this.statements.claimed.all(JSON.stringify(ids)) as Array<DeliveryRow & { url: string; payload: string }>
+        ).map(row => ({ ...toDelivery(row), url: row.url, body: row.payload }));
+      })
+      .immediate();
+  }
+
+  async finishDeliveries(outcomes: Array<{ id: number; outcome: DeliveryOutcome }>, now: number): Promise<void> {
+    this.db
+      .transaction(() => {
+        for (const { id, outcome } of outcomes)
+          this.statements.finish.run({
+            id,
+            status: outcome.status,
+            nextAttemptAt: outcome.nextAttemptAt ?? now,
+            error: outcome.error ?? null,
+            httpStatus: outcome.httpStatus ?? null,
+            deliveredAt: outcome.status === 'delivered' ? now : null,
+          });
+      })
+      .immediate();
+  }
+
+  async nextDeliveryAt(now: number, skip: string[] = []): Promise<number | undefined> {
+    return (this.statements.nextDue.get({ now, skip: JSON.stringify(skip) }) as { due: number } | undefined)?.due;
+  }
+
+  async listDeliveries(filter: { status?: DeliveryStatus; limit: number }): Promise<DeliveryRecord[]> {
     return (
-      this.statements.pendingEvents.all(limit) as Array<{
-        event_id: string;
-        webhook_type: string;
-        payload: string;
-        created_at: number;
-      }>
-    ).map(row => ({
-      eventId: row.event_id,
-      webhookType: row.webhook_type,
-      payload: JSON.parse(row.payload),
-      createdAt: row.created_at,
-    }));
+      this.statements.listDeliveries.all({ status: filter.status ?? null, limit: filter.limit }) as DeliveryRow[]
+    ).map(toDelivery);
+  }
+
+  async replayDelivery(id: number, now: number): Promise<boolean> {
+    return this.statements.replay.run({ id, now }).changes === 1;
   }
 
   async ping(): Promise<void> {

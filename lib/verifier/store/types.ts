@@ -14,13 +14,65 @@ export interface SigningKeyRecord {
 export interface PurgeBefore {
   noncesExpired: number;
   sessions: number;
+  /** Events with no delivery still pending, and their delivered deliveries. */
   deliveredEvents: number;
+  /** Deliveries that ran out of attempts, kept for an operator to replay until then. */
+  deadDeliveries: number;
 }
 
 export interface PurgeCounts {
   nonces: number;
   sessions: number;
   events: number;
+  deliveries: number;
+}
+
+export type SubscriberStatus = 'active' | 'disabled';
+
+/** A webhook receiver the verifier delivers its events to. Its secret lives in configuration, not here. */
+export interface SubscriberRecord {
+  /** Derived from the URL, stable across restarts. */
+  id: string;
+  url: string;
+  status: SubscriberStatus;
+  /** Why delivery stopped (it answered 410 Gone). */
+  disabledReason?: string;
+  /** Still in the verifier's configuration. */
+  configured: boolean;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export type DeliveryStatus = 'pending' | 'delivered' | 'dead';
+
+/** One event on its way to one subscriber. */
+export interface DeliveryRecord {
+  id: number;
+  eventId: string;
+  type: string;
+  subscriberId: string;
+  status: DeliveryStatus;
+  attempts: number;
+  nextAttemptAt: number;
+  lastError?: string;
+  lastStatus?: number;
+  createdAt: number;
+  deliveredAt?: number;
+}
+
+/** A delivery leased to one sender, with what it needs to send. */
+export interface ClaimedDelivery extends DeliveryRecord {
+  url: string;
+  /** The event body, as stored: the exact bytes every attempt sends. */
+  body: string;
+}
+
+export interface DeliveryOutcome {
+  status: DeliveryStatus;
+  /** When `status` is pending: the next attempt. */
+  nextAttemptAt?: number;
+  error?: string;
+  httpStatus?: number;
 }
 
 export interface VerifierStore {
@@ -60,7 +112,32 @@ export interface VerifierStore {
   purge(before: PurgeBefore): Promise<PurgeCounts>;
 
   getOrCreateSigningKey(create: () => SigningKeyRecord): Promise<SigningKeyRecord>;
-  pendingEvents(limit: number): Promise<OutboxEvent[]>;
+
+  /** Makes `subscribers` the configured set: new ones are added active, absent ones kept (with their history) but unconfigured. */
+  syncSubscribers(subscribers: Array<{ id: string; url: string }>, now: number): Promise<void>;
+  listSubscribers(): Promise<SubscriberRecord[]>;
+  /** False when there is no such subscriber. */
+  setSubscriberStatus(id: string, status: SubscriberStatus, reason: string | null, now: number): Promise<boolean>;
+  /**
+   * Turns up to `limit` outbox events not yet fanned out into one pending delivery per active,
+   * configured subscriber; returns how many events it took.
+   */
+  fanOut(limit: number, now: number): Promise<number>;
+  /**
+   * Leases up to `limit` due deliveries (pending, next attempt reached, no live lease) to the
+   * caller until `now + leaseMs`, counting the attempt. Several processes may claim at once; each
+   * delivery goes to one of them, and comes back after the lease if its sender died. `skip`:
+   * subscriber ids whose deliveries wait (their receiver is failing).
+   */
+  claimDeliveries(now: number, limit: number, leaseMs: number, skip?: string[]): Promise<ClaimedDelivery[]>;
+  /** Records attempts' outcomes, several in one transaction. */
+  finishDeliveries(outcomes: Array<{ id: number; outcome: DeliveryOutcome }>, now: number): Promise<void>;
+  /** The earliest next attempt of a delivery no one holds a lease on, if any, `skip`ping those subscribers. */
+  nextDeliveryAt(now: number, skip?: string[]): Promise<number | undefined>;
+  listDeliveries(filter: { status?: DeliveryStatus; limit: number }): Promise<DeliveryRecord[]>;
+  /** Sends a dead (or delivered) delivery again, from its first attempt; false when there is none such. */
+  replayDelivery(id: number, now: number): Promise<boolean>;
+
   /** Liveness of the database itself. */
   ping(): Promise<void>;
   close(): Promise<void>;
