@@ -72,19 +72,30 @@ async function load(
   return { latencies: latencies.sort((a, b) => a - b), seconds: Number(process.hrtime.bigint() - start) / 1e9 };
 }
 
-export async function run(): Promise<void> {
+/** A standalone verifier in its own process with DEVICES registered, and a way to sign attestations for it. */
+export async function benchVerifier(env: Record<string, string> = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'));
-  const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'verifier.db')}`], {
+  // All challenges come from one loopback address, far above what one gateway's would.
+  const unlimited = { burst: 1e9, perSecond: 1e9 };
+  const limits = JSON.stringify({ challengesPerDevice: unlimited, challengesPerAddress: unlimited });
+  const args = ['--port', '0', '--store', `sqlite:${path.join(dir, 'verifier.db')}`, '--limits', limits];
+  const { child, url } = await startCli(args, {
     M2M_ENROLLMENT_TOKEN: 'bench',
     M2M_ADMIN_KEY: 'bench',
+    ...env,
   });
+  const devices: DeviceIdentity[] = Array.from({ length: DEVICES }, (_, i) => ({
+    deviceId: `bench-${i}`,
+    privateKey: Ed25519PrivateKey.generate(),
+    fingerprintSalt: new Uint8Array(16).fill(i),
+    createdAt: '',
+  }));
+  const stop = async () => {
+    child.kill('SIGTERM');
+    await new Promise(resolve => child.once('exit', resolve));
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
   try {
-    const devices: DeviceIdentity[] = Array.from({ length: DEVICES }, (_, i) => ({
-      deviceId: `bench-${i}`,
-      privateKey: Ed25519PrivateKey.generate(),
-      fingerprintSalt: new Uint8Array(16).fill(i),
-      createdAt: '',
-    }));
     for (const device of devices) {
       const answer = await post(
         `${url}/v1/devices`,
@@ -93,22 +104,54 @@ export async function run(): Promise<void> {
       );
       if (answer.status !== 201) throw new Error(`registration failed: ${JSON.stringify(answer.body)}`);
     }
-    const attest = async (device: DeviceIdentity, nonce: string) =>
-      buildAttestation(device, {
-        audience: url,
-        nonce,
-        rawComponents: COMPONENTS,
-        tinyml: { score: 0.95, model: 'bench' },
-      });
-
-    // Warm-up, then attestations alone: challenges fetched and attestations signed up front.
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const attest = async (device: DeviceIdentity, nonce: string) =>
+    buildAttestation(device, {
+      audience: url,
+      nonce,
+      rawComponents: COMPONENTS,
+      tinyml: { score: 0.95, model: 'bench' },
+    });
+  /** `count` attestations signed over fresh challenges, round robin over the devices. */
+  const prepare = async (count: number) => {
     const prepared: string[] = [];
-    for (let i = 0; i < ATTESTATIONS + 500 + LIGHT; i++) {
+    for (let i = 0; i < count; i++) {
       const device = devices[i % DEVICES];
       prepared.push(
         await attest(device, (await post(`${url}/v1/challenges`, { deviceId: device.deviceId })).body.nonce),
       );
     }
+    return prepared;
+  };
+  return { url, devices, attest, prepare, stop };
+}
+
+/** Attestations per second, saturated, against a verifier started with `env`. */
+export async function attestationsPerSecond(env: Record<string, string>, count = 3000): Promise<number> {
+  const verifier = await benchVerifier(env);
+  try {
+    const prepared = await verifier.prepare(count + 300);
+    await load(300, async i => {
+      await post(`${verifier.url}/v1/attestations`, { attestation: prepared[count + i] });
+    });
+    const timed = await load(count, async i => {
+      const { body } = await post(`${verifier.url}/v1/attestations`, { attestation: prepared[i] });
+      if (body.decision !== 'approved') throw new Error(`declined: ${JSON.stringify(body)}`);
+    });
+    return count / timed.seconds;
+  } finally {
+    await verifier.stop();
+  }
+}
+
+export async function run(): Promise<void> {
+  const { url, devices, attest, prepare, stop } = await benchVerifier();
+  try {
+    // Warm-up, then attestations alone: challenges fetched and attestations signed up front.
+    const prepared = await prepare(ATTESTATIONS + 500 + LIGHT);
     let approved = 0;
     await load(500, async i => {
       await post(`${url}/v1/attestations`, { attestation: prepared[ATTESTATIONS + i] });
@@ -167,9 +210,6 @@ export async function run(): Promise<void> {
       `target: ≥ 2,000 attestations/s → ${Math.round(ATTESTATIONS / attestOnly.seconds)}/s; p99 ≤ 10 ms → ${percentile(light.latencies, 99).toFixed(2)} ms with 4 in flight, ${percentile(attestOnly.latencies, 99).toFixed(2)} ms saturated with ${CONCURRENCY}`,
     );
   } finally {
-    agent.destroy();
-    child.kill('SIGTERM');
-    await new Promise(resolve => child.once('exit', resolve));
-    fs.rmSync(dir, { recursive: true, force: true });
+    await stop();
   }
 }

@@ -45,8 +45,13 @@ module.exports = {
   return path.join(userDir, 'settings.js');
 }
 
-export function startNodeRed(userDir: string, port: number, stdio: 'inherit' | 'pipe' = 'inherit'): ChildProcess {
-  const redJs = require.resolve('node-red/red.js', { paths: [packageRoot] });
+/** Node-RED from `userDir`, on `port`; `redJs` picks another Node-RED than the one this package has. */
+export function startNodeRed(
+  userDir: string,
+  port: number,
+  stdio: 'inherit' | 'pipe' = 'inherit',
+  redJs = require.resolve('node-red/red.js', { paths: [packageRoot] }),
+): ChildProcess {
   return spawn(process.execPath, [redJs, '--userDir', userDir, '--settings', path.join(userDir, 'settings.js')], {
     stdio: stdio === 'inherit' ? 'inherit' : ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, PORT: String(port) },

@@ -9,7 +9,7 @@ import { M2MError } from '../../lib/errors';
 import { type CheckResult, TokenChecker } from '../../lib/receiver/token-check';
 import { requestPath } from '../../lib/url';
 import type { IdentityApiNode } from '../shared/config-nodes';
-import { nodeError, status } from '../shared/node-kit';
+import { nodeError, status, throttledStatus } from '../shared/node-kit';
 
 interface TokenCheckDef extends NodeDef {
   api: string;
@@ -69,16 +69,10 @@ export = (RED: NodeAPI) => {
     }
     const counts = { valid: 0, invalid: 0 };
     let lastReason = '';
-    let statusTimer: NodeJS.Timeout | undefined;
-    // Status at message rate would flood the editor; twice a second is what a person can read.
-    const showStatus = () => {
-      statusTimer ??= setTimeout(() => {
-        statusTimer = undefined;
-        const text = t('status.counts', { valid: counts.valid, invalid: counts.invalid });
-        this.status((lastReason ? status.declined : status.working)(lastReason ? `${text} (${lastReason})` : text));
-      }, 500);
-    };
-    this.on('close', () => clearTimeout(statusTimer));
+    const showStatus = throttledStatus(this, () => {
+      const text = t('status.counts', { valid: counts.valid, invalid: counts.invalid });
+      return (lastReason ? status.declined : status.working)(lastReason ? `${text} (${lastReason})` : text);
+    });
     if (checker) this.status(status.idle(t('status.ready')));
 
     this.on('input', (msg: M2MMessage, send, done) => {

@@ -1,14 +1,18 @@
 /**
  * Hosts identity API v1 inside Node-RED: the verifier's request listener mounted on httpNode
- * under a path (default /m2m), with its SQLite store under the user dir.
+ * under a path (default /m2m), with its SQLite store under the user dir. Every event leaves on
+ * the node's output, in process, and as a signed webhook to each configured URL.
  */
 import * as path from 'node:path';
-import type { Node, NodeAPI, NodeDef } from 'node-red';
+import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { M2MError } from '../../lib/errors';
-import { Verifier, createRequestListener, openStore } from '../../lib/verifier';
+import { Verifier, type VerifierEvent, createRequestListener, openStore } from '../../lib/verifier';
 import { sendProblem } from '../../lib/verifier/http';
+import type { SubscriberConfig } from '../../lib/verifier/subscribers';
+import { eventFacts } from '../../lib/webhooks/receiver';
 import { answerParserErrors, mount, nodeUrlPath, type ExpressApp, type Handler } from '../shared/express';
 import { dataDir, localVerifierUrl, nodeError, status } from '../shared/node-kit';
+import { localWebhookSecret } from '../shared/webhook-secret';
 
 interface VerifierDef extends NodeDef {
   path: string;
@@ -16,11 +20,15 @@ interface VerifierDef extends NodeDef {
   publicUrl: string;
   manualApproval: boolean;
   loopbackEnrollment: boolean;
+  /** Webhook URLs, one per line; `/path` is a path of this Node-RED's httpNode. */
+  webhooks: string;
 }
 
 interface VerifierCredentials {
   adminKey?: string;
   enrollmentToken?: string;
+  /** Signs every webhook; several space-separated during a rotation; empty: this Node-RED's own secret. */
+  webhookSecret?: string;
 }
 
 function mountPath(configured: string): string {
@@ -29,10 +37,30 @@ function mountPath(configured: string): string {
 }
 
 export = (RED: NodeAPI) => {
+  /** Mount path → the node serving it: a second verifier on one path would never be reached. */
+  const mounted = new Map<string, string>();
+
+  function subscribers(config: VerifierDef, secret: string | undefined): SubscriberConfig[] {
+    const urls = (config.webhooks ?? '')
+      .split('\n')
+      .map(line => line.trim())
+      .filter(Boolean);
+    if (!urls.length) return [];
+    const signWith = secret?.trim() || localWebhookSecret(RED);
+    return urls.map(url => ({ url: url.startsWith('/') ? localVerifierUrl(RED, url) : url, secret: signWith }));
+  }
+
   function M2MVerifier(this: Node<VerifierCredentials>, config: VerifierDef) {
     RED.nodes.createNode(this, config);
     const mountAt = mountPath(config.path);
     const publicUrl = config.publicUrl?.trim() || localVerifierUrl(RED, mountAt);
+    const owner = mounted.get(mountAt);
+    if (owner && owner !== this.id) {
+      this.status(status.failed(RED._('m2m-verifier.status.pathTaken', { path: mountAt })));
+      this.error(RED._('m2m-verifier.errors.path_taken', { path: mountAt, node: owner }));
+      return;
+    }
+    mounted.set(mountAt, this.id);
 
     this.status(status.waiting(RED._('m2m-verifier.status.starting')));
     // Opening the store can fail (a path without permission): that becomes a red status, not a crash.
@@ -45,6 +73,10 @@ export = (RED: NodeAPI) => {
         enrollmentToken: this.credentials.enrollmentToken || undefined,
         manualApproval: !!config.manualApproval,
         loopbackEnrollment: !!config.loopbackEnrollment,
+        webhooks: {
+          subscribers: subscribers(config, this.credentials.webhookSecret),
+          onError: err => this.warn(nodeError(RED, 'm2m-verifier', err).message),
+        },
       }).catch(async err => {
         await store.close();
         throw err;
@@ -71,6 +103,11 @@ export = (RED: NodeAPI) => {
       mount(RED.httpNode as unknown as ExpressApp, mountAt, handler),
       answerParserErrors(RED, nodeUrlPath(RED, mountAt)),
     ];
+    const toFlow = (event: VerifierEvent) => {
+      const { id, ...body } = event;
+      this.send({ topic: event.type, payload: body, m2m: eventFacts(body, id, 'in-process') } as NodeMessage);
+    };
+    const stopEvents = ready.then(verifier => verifier.onEvent(toFlow)).catch(() => () => undefined);
     ready.then(
       () => this.status(status.working(RED._('m2m-verifier.status.serving', { path: mountAt }))),
       err => {
@@ -81,6 +118,8 @@ export = (RED: NodeAPI) => {
 
     this.on('close', (done: () => void) => {
       for (const remove of unmount) remove();
+      if (mounted.get(mountAt) === this.id) mounted.delete(mountAt);
+      stopEvents.then(stop => stop());
       ready
         .then(
           verifier => verifier.close(),
@@ -97,6 +136,7 @@ export = (RED: NodeAPI) => {
       credentials: {
         adminKey: { type: 'password' },
         enrollmentToken: { type: 'password' },
+        webhookSecret: { type: 'password' },
       },
     },
   );

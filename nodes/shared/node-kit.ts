@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { NodeAPI, NodeStatus } from 'node-red';
+import type { Node, NodeAPI, NodeStatus } from 'node-red';
 import { M2MError } from '../../lib/errors';
 
 /**
@@ -20,6 +20,21 @@ export const status = {
   failed: (text: string): NodeStatus => ({ fill: 'red', shape: 'ring', text }),
   idle: (text: string): NodeStatus => ({ fill: 'grey', shape: 'ring', text }),
 };
+
+/**
+ * A status that follows a count at message rate would flood the editor: the function returned
+ * shows `render()` at most twice a second, what a person can read.
+ */
+export function throttledStatus(node: Node, render: () => NodeStatus): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  node.on('close', () => clearTimeout(timer));
+  return () => {
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      node.status(render());
+    }, 500);
+  };
+}
 
 export function errorCode(err: unknown): string {
   return err instanceof M2MError ? err.code : 'internal';

@@ -187,7 +187,10 @@ describe('lib/edge/reauth: one current token per device', () => {
     const calls: Trigger[] = [];
     const saved = { deviceId: 'press-7', token: 'saved', expiresAt: clock.now() + 600_000 };
     const k = new TokenKeeper(
-      async trigger => (calls.push(trigger), approved(clock)),
+      async trigger => {
+        calls.push(trigger);
+        return approved(clock);
+      },
       'press-7',
       DEFAULT_REAUTH,
       clock,

@@ -215,136 +215,159 @@ describe('the editor in headless Chromium', function () {
     await editorReady(page);
   });
 
-  for (const example of examples) {
-    it(`imports ${example} through Menu > Import > Examples, deploys it, and shows no error`, async () => {
-      const [folder, file] = [path.dirname(example), path.basename(example, '.json')];
-      const before: string[] = await page.evaluate(() => {
-        const ids: string[] = [];
-        RED.nodes.eachNode((n: any) => {
-          ids.push(n.id);
-        });
-        RED.nodes.eachConfig((n: any) => {
-          ids.push(n.id);
-        });
-        return ids;
-      });
-      // Menu > Import > Examples > our package > folder > flow, into a new flow tab.
-      await page.locator('#red-ui-header-button-sidemenu').click();
-      await page.locator('#menu-item-import').click();
-      await page.locator('#red-ui-clipboard-dialog .red-ui-tab', { hasText: 'Examples' }).click();
-      const entry = (label: string) =>
-        page.locator('#red-ui-clipboard-dialog .red-ui-treeList-label', { hasText: label }).first();
-      // The dialog remembers which folders were open; a click on an open one would close it.
-      const trail = ['node-red-contrib-m2m-identity', folder, file];
-      for (const [depth, label] of trail.entries()) {
-        const next = trail[depth + 1];
-        if (!next || !(await entry(next).isVisible())) await entry(label).click();
-        if (next) await entry(next).waitFor({ state: 'visible', timeout: 5_000 });
-      }
-      await page.waitForFunction(() => $('#red-ui-clipboard-dialog-ok').is(':enabled:not(.disabled)'), undefined, {
-        timeout: 5_000,
-      });
-      await page.locator('#red-ui-clipboard-dialog-import-opt-new').click();
-      await page.locator('#red-ui-clipboard-dialog-ok').click();
-      await page.locator('#red-ui-clipboard-dialog').waitFor({ state: 'hidden', timeout: 5_000 });
-      // Imported nodes hang on the pointer until a click puts them down, as for a user.
-      await page.locator('#red-ui-workspace-chart').click({ position: { x: 40, y: 40 } });
-      const ours: string[] = await page.evaluate(old => {
-        const ids: string[] = [];
-        RED.nodes.eachNode((n: any) => {
-          if (/^m2m-/.test(n.type) && !old.includes(n.id)) ids.push(n.id);
-        });
-        return ids;
-      }, before);
-      assert.ok(ours.length > 0, 'the example has none of our nodes');
-      const invalid = await page.evaluate(ids => ids.filter((id: string) => !RED.nodes.node(id).valid), ours);
-      assert.deepEqual(invalid, [], 'imported nodes the editor marks invalid');
-
-      await page.evaluate(() => RED.sidebar.show('debug'));
-      await page.evaluate(() => RED.actions.invoke('core:deploy-flows'));
-      // Our nodes settle on a non-red status (green working, yellow waiting).
-      await page
-        .waitForFunction(
-          ids =>
-            ids.every((id: string) => {
-              const status = RED.nodes.node(id)?.status;
-              return status?.fill && status.fill !== 'red' && !/…/.test(status.text || '');
-            }),
-          ours,
-          { timeout: 20_000 },
-        )
-        .catch(async () => {
-          const statuses = await page.evaluate(
-            ids => ids.map((id: string) => [RED.nodes.node(id).type, RED.nodes.node(id).status]),
-            ours,
-          );
-          await page.screenshot({ path: path.join(os.tmpdir(), `m2m-editor-${file}.png`) });
-          throw new Error(`statuses did not settle: ${JSON.stringify(statuses)}`);
-        });
-      if (file === 'quick-start') {
-        await page.locator('.red-ui-debug-msg', { hasText: 'approved' }).first().waitFor({ timeout: 15_000 });
-        await page.evaluate(id => {
-          RED.workspaces.show(RED.nodes.node(id).z);
-          $('.red-ui-notification').remove();
-        }, ours[0]);
-        await page.screenshot({ path: path.join(docs, 'quickstart-flow.png') });
-      }
-      const named = (name: string) =>
-        page.evaluate(wanted => {
-          let id = '';
-          RED.nodes.eachNode((n: any) => {
-            if (n.name === wanted) id = n.id;
-          });
-          return id;
-        }, name);
-      const swapInImpostor = async () =>
-        assert.equal((await page.request.post(`${url}inject/${await named('swap in impostor')}`)).status(), 200);
-      // Node statuses show what a debug node last saw, whatever the sidebar's preview cuts off.
-      const statusOf = async (name: string, pattern: RegExp) => {
-        const id = await named(name);
-        await page.waitForFunction(
-          ([node, source]) => new RegExp(source).test(RED.nodes.node(node)?.status?.text ?? ''),
-          [id, pattern.source],
-          { timeout: 60_000 },
-        );
-      };
-      if (file === 'attest-with-behaviour') {
-        // Approved with the behaviour score as evidence once enrolled; declined on it once the
-        // impostor sends.
-        await statusOf('approved', /^0\.\d+$/);
-        await swapInImpostor();
-        await statusOf('declined or in review', /tinyml_(low|review)/);
-      }
-      if (file === 'genuine-vs-impostor') {
-        // Enrolment takes 20 windows (~13 s of readings at 100 Hz); then the genuine sensor is
-        // trusted, and the impostor, swapped in with the inject button, is not.
-        const debug = (text: string) =>
-          page.locator('.red-ui-debug-msg', { hasText: text }).first().waitFor({ timeout: 60_000 });
-        await debug('trusted: true');
-        await swapInImpostor();
-        await debug('score_below_threshold');
-        await page.evaluate(id => {
-          RED.workspaces.show(RED.nodes.node(id).z);
-          $('.red-ui-notification').remove();
-        }, ours[0]);
-        await page.screenshot({ path: path.join(docs, 'tinyml-flow.png') });
-      }
-      const errors = await page.locator('.red-ui-debug-msg-level-20').allInnerTexts();
-      assert.deepEqual(errors, [], `errors in the debug sidebar: ${errors.join(' | ')}`);
-
-      // Leave no trace for the next example: an empty deployment through the admin API, and a
-      // freshly loaded editor.
-      const cleared = await page.request.post(`${url}flows`, {
-        data: [],
+  describe('each example, imported as a user does', () => {
+    // Examples that use this Node-RED's identity API run beside the quick start's verifier, as
+    // their info text says; those that host a verifier themselves run alone.
+    const hostedVerifier = JSON.parse(
+      fs.readFileSync(path.join(packageRoot, 'examples', 'quick-start.json'), 'utf8'),
+    ).filter((n: { type: string }) => n.type === 'tab' || n.type === 'm2m-verifier');
+    const deploy = async (flow: unknown[]) => {
+      const answer = await page.request.post(`${url}flows`, {
+        data: flow,
         headers: { 'Node-RED-Deployment-Type': 'full' },
       });
-      assert.equal(cleared.status(), 204);
-      page.once('dialog', dialog => dialog.accept());
+      assert.equal(answer.status(), 204);
+    };
+    const freshEditor = async () => {
+      page.once('dialog', dialog => dialog.accept()); // "leave the page with undeployed changes?"
       await page.reload();
       await editorReady(page);
       await page.evaluate(() => RED.debug.clearMessageList?.(true));
+    };
+    // Leave no trace for the next example, whether this one passed or not.
+    afterEach(async () => {
+      await deploy([]);
+      await freshEditor();
     });
-  }
+
+    for (const example of examples) {
+      it(`imports ${example} through Menu > Import > Examples, deploys it, and shows no error`, async () => {
+        const [folder, file] = [path.dirname(example), path.basename(example, '.json')];
+        const hostsVerifier = JSON.parse(fs.readFileSync(path.join(packageRoot, 'examples', example), 'utf8')).some(
+          (n: { type: string }) => n.type === 'm2m-verifier',
+        );
+        await deploy(hostsVerifier ? [] : hostedVerifier);
+        await freshEditor();
+        const before: string[] = await page.evaluate(() => {
+          const ids: string[] = [];
+          RED.nodes.eachNode((n: any) => {
+            ids.push(n.id);
+          });
+          RED.nodes.eachConfig((n: any) => {
+            ids.push(n.id);
+          });
+          return ids;
+        });
+        // Menu > Import > Examples > our package > folder > flow, into a new flow tab.
+        await page.locator('#red-ui-header-button-sidemenu').click();
+        await page.locator('#menu-item-import').click();
+        await page.locator('#red-ui-clipboard-dialog .red-ui-tab', { hasText: 'Examples' }).click();
+        const entry = (label: string) =>
+          page.locator('#red-ui-clipboard-dialog .red-ui-treeList-label', { hasText: label }).first();
+        // The dialog remembers which folders were open; a click on an open one would close it.
+        const trail = ['node-red-contrib-m2m-identity', ...(folder === '.' ? [] : [folder]), file];
+        for (const [depth, label] of trail.entries()) {
+          const next = trail[depth + 1];
+          if (!next || !(await entry(next).isVisible())) await entry(label).click();
+          if (next) await entry(next).waitFor({ state: 'visible', timeout: 5_000 });
+        }
+        await page.waitForFunction(() => $('#red-ui-clipboard-dialog-ok').is(':enabled:not(.disabled)'), undefined, {
+          timeout: 5_000,
+        });
+        await page.locator('#red-ui-clipboard-dialog-import-opt-new').click();
+        await page.locator('#red-ui-clipboard-dialog-ok').click();
+        await page.locator('#red-ui-clipboard-dialog').waitFor({ state: 'hidden', timeout: 5_000 });
+        // Imported nodes hang on the pointer until a click puts them down, as for a user.
+        await page.locator('#red-ui-workspace-chart').click({ position: { x: 40, y: 40 } });
+        const ours: string[] = await page.evaluate(old => {
+          const ids: string[] = [];
+          RED.nodes.eachNode((n: any) => {
+            if (/^m2m-/.test(n.type) && !old.includes(n.id)) ids.push(n.id);
+          });
+          return ids;
+        }, before);
+        assert.ok(ours.length > 0, 'the example has none of our nodes');
+        const invalid = await page.evaluate(ids => ids.filter((id: string) => !RED.nodes.node(id).valid), ours);
+        assert.deepEqual(invalid, [], 'imported nodes the editor marks invalid');
+
+        await page.evaluate(() => RED.sidebar.show('debug'));
+        await page.evaluate(() => RED.actions.invoke('core:deploy-flows'));
+        // Our nodes settle on a non-red status (green working, yellow waiting).
+        await page
+          .waitForFunction(
+            ids =>
+              ids.every((id: string) => {
+                const status = RED.nodes.node(id)?.status;
+                return status?.fill && status.fill !== 'red' && !/…/.test(status.text || '');
+              }),
+            ours,
+            { timeout: 20_000 },
+          )
+          .catch(async () => {
+            const statuses = await page.evaluate(
+              ids => ids.map((id: string) => [RED.nodes.node(id).type, RED.nodes.node(id).status]),
+              ours,
+            );
+            await page.screenshot({ path: path.join(os.tmpdir(), `m2m-editor-${file}.png`) });
+            throw new Error(`statuses did not settle: ${JSON.stringify(statuses)}`);
+          });
+        if (file === 'quick-start') {
+          // The whole chain: registered, attested, a reading checked, the decision back as a signed webhook.
+          await page
+            .locator('.red-ui-debug-msg', { hasText: 'attestation.decided' })
+            .first()
+            .waitFor({ timeout: 30_000 });
+          await page.evaluate(id => {
+            RED.workspaces.show(RED.nodes.node(id).z);
+            $('.red-ui-notification').remove();
+          }, ours[0]);
+          await page.screenshot({ path: path.join(docs, 'quickstart-flow.png') });
+        }
+        const named = (name: string) =>
+          page.evaluate(wanted => {
+            let id = '';
+            RED.nodes.eachNode((n: any) => {
+              if (n.name === wanted) id = n.id;
+            });
+            return id;
+          }, name);
+        const swapInImpostor = async () =>
+          assert.equal((await page.request.post(`${url}inject/${await named('swap in impostor')}`)).status(), 200);
+        // Node statuses show what a debug node last saw, whatever the sidebar's preview cuts off.
+        const statusOf = async (name: string, pattern: RegExp) => {
+          const id = await named(name);
+          await page.waitForFunction(
+            ([node, source]) => new RegExp(source).test(RED.nodes.node(node)?.status?.text ?? ''),
+            [id, pattern.source],
+            { timeout: 60_000 },
+          );
+        };
+        if (file === 'attest-with-behaviour') {
+          // Approved with the behaviour score as evidence once enrolled; declined on it once the
+          // impostor sends.
+          await statusOf('approved', /^0\.\d+$/);
+          await swapInImpostor();
+          await statusOf('declined or in review', /tinyml_(low|review)/);
+        }
+        if (file === 'genuine-vs-impostor') {
+          // Enrolment takes 20 windows (~13 s of readings at 100 Hz); then the genuine sensor is
+          // trusted, and the impostor, swapped in with the inject button, is not.
+          const debug = (text: string) =>
+            page.locator('.red-ui-debug-msg', { hasText: text }).first().waitFor({ timeout: 60_000 });
+          await debug('trusted: true');
+          await swapInImpostor();
+          await debug('score_below_threshold');
+          await page.evaluate(id => {
+            RED.workspaces.show(RED.nodes.node(id).z);
+            $('.red-ui-notification').remove();
+          }, ours[0]);
+          await page.screenshot({ path: path.join(docs, 'tinyml-flow.png') });
+        }
+        const errors = await page.locator('.red-ui-debug-msg-level-20').allInnerTexts();
+        assert.deepEqual(errors, [], `errors in the debug sidebar: ${errors.join(' | ')}`);
+      });
+    }
+  });
 
   // Last: the help panel leaves a shade over the editor that blocks further clicks.
   it('shows help with Inputs, Outputs and Details for every node (Details for config nodes)', async () => {

@@ -3,19 +3,11 @@
  * become test helpers), checked for what their info text promises.
  */
 import * as assert from 'node:assert/strict';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { nodeRedPath } from '../helpers/node-red';
-import {
-  helper,
-  m2mNodes,
-  removeDir,
-  startNodeRed,
-  stopNodeRed,
-  serveHttpNode,
-  tempUserDirFor,
-  type NodeHttp,
-} from './harness';
+import { helper, m2mNodes, nodeRedPerTest } from './harness';
 
 const examplesDir = path.join(__dirname, '..', '..', '..', 'examples');
 const core = path.join(
@@ -27,32 +19,24 @@ const coreNodes = [
   'function/10-function.js',
   'function/89-delay.js',
   'function/15-change.js',
+  'function/10-switch.js',
   'common/90-comment.js',
   'network/10-mqtt.js',
 ].map(file => require(path.join(core, file)));
 
 type FlowNode = { id: string; type: string; [key: string]: unknown };
 
-function example(file: string): FlowNode[] {
+/** The example's nodes; debug nodes, and those of `asHelpers`, become test helpers. */
+function example(file: string, asHelpers: string[] = []): FlowNode[] {
   const flow = JSON.parse(fs.readFileSync(path.join(examplesDir, file), 'utf8')) as FlowNode[];
-  return flow.map(node => (node.type === 'debug' ? { id: node.id, z: node.z, type: 'helper' } : node));
+  return flow.map(node =>
+    node.type === 'debug' || asHelpers.includes(node.type) ? { id: node.id, z: node.z, type: 'helper' } : node,
+  );
 }
 
 describe('examples', function () {
   this.timeout(60_000);
-  let http: NodeHttp;
-  let userDir: string;
-
-  beforeEach(async () => {
-    await startNodeRed();
-    http = await serveHttpNode();
-    userDir = tempUserDirFor(http);
-  });
-  afterEach(async () => {
-    await stopNodeRed();
-    await http.close();
-    removeDir(userDir);
-  });
+  const nodeRed = nodeRedPerTest();
 
   async function until(check: () => boolean, ms: number, what: string): Promise<void> {
     const started = Date.now();
@@ -69,19 +53,81 @@ describe('examples', function () {
   }
 
   it('quick start: registers the gateway, stamps a reading every 5 s, and the receiver finds each one valid', async () => {
-    await helper.load([http.capture, ...coreNodes, ...m2mNodes], example('quick-start.json'));
+    await helper.load([nodeRed.http.capture, ...coreNodes, ...m2mNodes], example('quick-start.json'));
     const out = collect([
       'qs-debug-provisioned',
       'qs-debug-stamped',
       'qs-debug-valid',
       'qs-debug-invalid',
       'qs-debug-events',
+      'qs-debug-webhooks',
     ]);
     await until(() => out['qs-debug-valid'].length >= 1, 20_000, 'a checked reading');
+    await until(() => out['qs-debug-webhooks'].length >= 2, 5_000, 'the signed events');
+    assert.deepEqual(
+      out['qs-debug-webhooks'].map(msg => [msg.topic, msg.m2m.deviceId, msg.m2m.scheme]),
+      [
+        ['device.registered', 'quickstart-gateway', 'standard'],
+        ['attestation.decided', 'quickstart-gateway', 'standard'],
+      ],
+    );
     assert.equal(out['qs-debug-provisioned'][0].m2m.status, 'active');
     assert.equal(out['qs-debug-valid'][0].m2m.deviceId, 'quickstart-gateway');
     assert.deepEqual(out['qs-debug-invalid'], []);
     assert.deepEqual(out['qs-debug-events'], []);
+  });
+
+  it("central decisions: the quick start verifier's signed events become access notices", async () => {
+    const central = example('m2m-webhook-in/central-decisions.json', ['mqtt out']).filter(
+      n => n.type !== 'mqtt-broker',
+    );
+    await helper.load([nodeRed.http.capture, ...coreNodes, ...m2mNodes], [...example('quick-start.json'), ...central]);
+    const out = collect(['dec-mqtt', 'dec-debug-other']);
+    await until(() => out['dec-mqtt'].length >= 1, 20_000, 'an access notice');
+    const [notice] = out['dec-mqtt'];
+    assert.equal(notice.topic, 'plant/acl/quickstart-gateway');
+    assert.deepEqual([notice.payload.access, notice.payload.decision], ['allow', 'approved']);
+    assert.equal(
+      (helper.getNode('dec-allow').context().flow.get('fleet') as any)['quickstart-gateway'].access,
+      'allow',
+    );
+    assert.deepEqual(
+      out['dec-debug-other'].map(msg => msg.topic),
+      ['device.registered'],
+    );
+  });
+
+  it("receive Didit's webhooks: a signed approval on output 1 with the session's device", async () => {
+    const secret = 'didit-secret-from-the-console';
+    await helper.load(
+      [nodeRed.http.capture, ...coreNodes, ...m2mNodes],
+      example('m2m-webhook-in/didit-webhooks.json'),
+      {
+        'didit-webhook': { secrets: secret },
+      },
+    );
+    const out = collect(['didit-debug-approved', 'didit-debug-status', 'didit-debug-partial']);
+    const body = JSON.stringify({
+      event_id: 'e-9',
+      session_id: 's-9',
+      status: 'Approved',
+      timestamp: Math.floor(Date.now() / 1000),
+      vendor_data: 'press-9',
+      webhook_type: 'status.updated',
+    });
+    const signature = crypto.createHmac('sha256', secret).update(body).digest('hex');
+    const answer = await fetch(`${nodeRed.http.url}/didit-webhooks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-signature': signature },
+      body,
+    });
+    assert.equal(answer.status, 204);
+    await until(() => out['didit-debug-approved'].length === 1, 5_000, 'the approval');
+    assert.deepEqual(out['didit-debug-approved'][0].payload, {
+      deviceId: 'press-9',
+      session: 's-9',
+      status: 'Approved',
+    });
   });
 
   describe('edge and central over MQTT', () => {
@@ -98,7 +144,7 @@ describe('examples', function () {
       const verifier = example('quick-start.json').filter(n => n.type === 'm2m-verifier' || n.type === 'tab');
       const edge = example('m2m-reauth-timer/edge-telemetry-mqtt.json').map(broker);
       const central = example('m2m-token-check/central-check-mqtt.json').map(broker);
-      await helper.load([http.capture, ...coreNodes, ...m2mNodes], [...verifier, ...edge, ...central]);
+      await helper.load([nodeRed.http.capture, ...coreNodes, ...m2mNodes], [...verifier, ...edge, ...central]);
       const out = collect(['central-debug-valid', 'central-debug-invalid']);
       await until(() => out['central-debug-valid'].length >= 2, 20_000, 'readings checked at the centre');
       assert.deepEqual(
@@ -116,7 +162,7 @@ describe('examples', function () {
     const decisions: Array<{ decision: string; reasons: string[] }> = [];
 
     async function deploy(): Promise<void> {
-      await helper.load([http.capture, ...coreNodes, ...m2mNodes], flow());
+      await helper.load([nodeRed.http.capture, ...coreNodes, ...m2mNodes], flow());
       decisions.length = 0;
       for (const id of ['ab-debug-approved', 'ab-debug-declined']) {
         helper
@@ -138,7 +184,10 @@ describe('examples', function () {
       // Enrol the genuine transmitter at once: each call of the sensor function sends 50 readings.
       const sensor = helper.getNode('ab-sensor');
       for (let i = 0; i < 30; i++) sensor.receive({});
-      await until(() => fs.existsSync(path.join(userDir, 'm2m-identity', 'tinyml', 'profiles-ab-verify.json')), 20_000);
+      await until(
+        () => fs.existsSync(path.join(nodeRed.userDir, 'm2m-identity', 'tinyml', 'profiles-ab-verify.json')),
+        20_000,
+      );
       await helper.unload();
 
       await deploy();

@@ -27,6 +27,7 @@ export const m2mNodes = [
   'm2m-tinyml-verify',
   'm2m-attest',
   'm2m-verifier',
+  'm2m-webhook-in',
 ].map(nodeModule);
 
 export interface NodeHttp {
@@ -204,4 +205,23 @@ export const startNodeRed = (): Promise<void> => new Promise(resolve => helper.s
 export async function stopNodeRed(): Promise<void> {
   await helper.unload();
   await new Promise<void>(resolve => helper.stopServer(() => resolve()));
+}
+
+/**
+ * Around each test of the calling suite: the helper's Node-RED, a server for its apps and a fresh
+ * user dir whose uiPort is that server's. The object returned holds the current ones.
+ */
+export function nodeRedPerTest(): { http: NodeHttp; userDir: string } {
+  const current = {} as { http: NodeHttp; userDir: string };
+  beforeEach(async () => {
+    await startNodeRed();
+    current.http = await serveHttpNode();
+    current.userDir = tempUserDirFor(current.http);
+  });
+  afterEach(async () => {
+    await stopNodeRed();
+    await current.http.close();
+    removeDir(current.userDir);
+  });
+  return current;
 }
