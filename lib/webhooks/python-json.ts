@@ -117,14 +117,14 @@ export function pythonFloatRepr(x: number): string {
 }
 
 /**
- * A literal as Python prints it after shorten_floats: an int literal exactly as written (Python
- * ints have no size limit), a whole float as the exact integer value of the double, any other
- * float by repr().
+ * A literal as Python prints the number json.loads made of it: an int literal exactly as written
+ * (Python ints have no size limit), a float by repr(); after shorten_floats a whole float is the
+ * exact integer value of the double.
  */
-function pythonNumber(literal: string): string {
+function pythonNumber(literal: string, shortenFloats: boolean): string {
   if (!/[.eE]/.test(literal)) return literal === '-0' ? '0' : literal;
   const x = Number(literal);
-  return Number.isFinite(x) && Number.isInteger(x) ? BigInt(x).toString() : pythonFloatRepr(x);
+  return shortenFloats && Number.isFinite(x) && Number.isInteger(x) ? BigInt(x).toString() : pythonFloatRepr(x);
 }
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -167,7 +167,7 @@ export function pythonDumps(value: JsonValue, { ensureAscii }: PythonDumpOptions
       const keys = [...item.keys()].sort(byCodePoint);
       return `{${keys.map(key => `${pythonString(key, ensureAscii)}:${encode(item.get(key)!)}`).join(',')}}`;
     }
-    return pythonNumber(item.literal);
+    return pythonNumber(item.literal, true);
   };
   return encode(value);
 }
@@ -183,8 +183,7 @@ export function pythonStr(value: JsonValue | undefined): string | undefined {
   if (typeof value === 'boolean') return value ? 'True' : 'False';
   if (typeof value === 'string') return value;
   if (Array.isArray(value) || value instanceof Map) return undefined;
-  if (!/[.eE]/.test(value.literal)) return value.literal === '-0' ? '0' : value.literal;
-  return pythonFloatRepr(Number(value.literal));
+  return pythonNumber(value.literal, false);
 }
 
 /** The text Didit's X-Signature-V2 is an HMAC of, from any JSON encoding of the same body. */
