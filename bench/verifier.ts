@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { buildAttestation, buildRegistration } from '../lib/edge/attestation';
 import { Ed25519PrivateKey } from '../lib/crypto/ed25519';
 import type { DeviceIdentity } from '../lib/edge/keystore';
-import { startCli } from '../test/helpers/verifier-cli';
+import { NO_RATE_LIMITS, startCli } from '../test/helpers/verifier-cli';
 import { percentile, table } from './stats';
 
 const DEVICES = 50;
@@ -75,10 +75,7 @@ async function load(
 /** A standalone verifier in its own process with DEVICES registered, and a way to sign attestations for it. */
 export async function benchVerifier(env: Record<string, string> = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'));
-  // All challenges come from one loopback address, far above what one gateway's would.
-  const unlimited = { burst: 1e9, perSecond: 1e9 };
-  const limits = JSON.stringify({ challengesPerDevice: unlimited, challengesPerAddress: unlimited });
-  const args = ['--port', '0', '--store', `sqlite:${path.join(dir, 'verifier.db')}`, '--limits', limits];
+  const args = ['--port', '0', '--store', `sqlite:${path.join(dir, 'verifier.db')}`, '--limits', NO_RATE_LIMITS];
   const { child, url } = await startCli(args, {
     M2M_ENROLLMENT_TOKEN: 'bench',
     M2M_ADMIN_KEY: 'bench',

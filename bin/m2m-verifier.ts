@@ -1,15 +1,22 @@
 #!/usr/bin/env node
 /**
  * The standalone verifier: identity API v1 on its own HTTP server.
- *   m2m-verifier [--host 127.0.0.1] [--port 8787] [--store sqlite:PATH] [--public-url URL] [--manual-approval]
+ *   m2m-verifier [--host 127.0.0.1] [--port 8787] [--store sqlite:PATH|postgres://…] [--workers N] …
  * Secrets come from the environment, never from arguments (which `ps` shows to everyone).
+ * With several workers this process is the primary: it checks the configuration, migrates the
+ * store once, generates missing secrets, and forks the workers, which run the same file.
  */
+import cluster from 'node:cluster';
 import * as crypto from 'node:crypto';
+import * as os from 'node:os';
 import { parseArgs } from 'node:util';
 import { M2MError } from '../lib/errors';
 import { parseJson } from '../lib/schema';
 import { openStore, startVerifierServer, workflowSchema } from '../lib/verifier';
+import { metricsOfAllWorkers, runPrimary, serveAsWorker } from '../lib/verifier/cluster';
+import type { MetricsSnapshot } from '../lib/verifier/metrics';
 import { limitsSchema } from '../lib/verifier/schemas';
+import { describeStore } from '../lib/verifier/store/open';
 import { type SubscriberConfig, parseSubscribers, toSubscriber } from '../lib/verifier/subscribers';
 import { generateSecret } from '../lib/webhooks/standard';
 
@@ -17,7 +24,12 @@ const USAGE = `Usage: m2m-verifier [options]
 
   --host HOST          address to listen on (default 127.0.0.1)
   --port PORT          port (default 8787; 0 picks a free one)
-  --store SPEC         sqlite:PATH (default sqlite:./m2m-verifier.db)
+  --store SPEC         sqlite:PATH (default sqlite:./m2m-verifier.db), or postgres://user@host/db
+                       to share one database among verifiers on many machines (also M2M_STORE,
+                       which keeps a password out of ps); see docs/deploy.md
+  --workers N          processes serving the port (default: one per core; 1 for sqlite::memory:)
+  --key-rotation DURATION
+                       how often a new token-signing key takes over, e.g. 30d, 12h (default 30d)
   --public-url URL     the URL devices reach /v1 under: the attestation audience and token
                        issuer (default the listening URL; also M2M_PUBLIC_URL)
   --manual-approval    new devices wait in "pending" until an admin approves them
@@ -35,7 +47,9 @@ const USAGE = `Usage: m2m-verifier [options]
   -h, --help           this text
 
 Environment: M2M_ADMIN_KEY, M2M_ENROLLMENT_TOKEN (random ones are generated and printed to
-stderr when unset), M2M_PUBLIC_URL.
+stderr when unset), M2M_PUBLIC_URL, M2M_STORE.
+Operations: GET /healthz (alive), /readyz (store reachable and migrated), /metrics (Prometheus
+text; the admin key as x-api-key or a bearer token).
 Webhooks (every registration, decision and revocation, signed per Standard Webhooks):
   M2M_WEBHOOK_URL + M2M_WEBHOOK_SECRET   one subscriber
   M2M_WEBHOOKS='[{"url":"https://...","secret":"whsec_..."}, ...]'   several
@@ -72,7 +86,9 @@ async function main(): Promise<void> {
         options: {
           host: { type: 'string', default: '127.0.0.1' },
           port: { type: 'string', default: '8787' },
-          store: { type: 'string', default: 'sqlite:./m2m-verifier.db' },
+          store: { type: 'string', default: process.env.M2M_STORE || 'sqlite:./m2m-verifier.db' },
+          workers: { type: 'string' },
+          'key-rotation': { type: 'string', default: '30d' },
           'public-url': { type: 'string' },
           'manual-approval': { type: 'boolean', default: false },
           workflow: { type: 'string' },
@@ -122,6 +138,19 @@ async function main(): Promise<void> {
     err => `--limits: ${err.message}`,
   );
 
+  const rotationMs = parseDuration(values['key-rotation']);
+  if (!rotationMs) fail(`--key-rotation must be a duration such as 30d, 12h or 90m, got ${values['key-rotation']}`);
+
+  const inMemory = /^(sqlite:)?:memory:$/.test(values.store);
+  let workers = inMemory ? 1 : os.availableParallelism();
+  if (values.workers !== undefined) {
+    workers = Number(values.workers);
+    if (!Number.isInteger(workers) || workers < 1 || workers > 256)
+      fail(`--workers must be a whole number from 1 to 256, got ${values.workers}`);
+    if (inMemory && workers > 1) fail('--workers must be 1 with sqlite::memory: (each process would have its own)');
+  }
+
+  // A worker inherits the primary's secrets, so generating them happens once, in the primary.
   const generated = (name: string) => {
     const value = crypto.randomBytes(24).toString('base64url');
     process.stderr.write(`m2m-verifier: ${name} not set; generated one for this run: ${value}\n`);
@@ -132,9 +161,27 @@ async function main(): Promise<void> {
 
   const subscribers = orFail(webhookSubscribers, err => err.message);
 
-  const store = await openStore(values.store).catch(err =>
-    fail(err instanceof M2MError ? err.message : `cannot open store ${values.store}: ${err.message}`),
-  );
+  const open = () =>
+    openStore(values.store).catch(err =>
+      fail(err instanceof M2MError ? err.message : `cannot open store ${describeStore(values.store)}: ${err.message}`),
+    );
+
+  if (workers > 1 && cluster.isPrimary) {
+    // Migrate (and find a bad store) here, once, before any worker starts.
+    await (await open()).close();
+    const primary = await runPrimary({
+      workers,
+      env: { M2M_ADMIN_KEY: adminKey, M2M_ENROLLMENT_TOKEN: enrollmentToken },
+      log: message => process.stderr.write(`m2m-verifier: ${message}\n`),
+    }).catch(err => fail(`cannot start: ${(err as Error).message}`));
+    process.stderr.write(`m2m-verifier: ${workers} workers\n`);
+    process.stdout.write(`listening on ${primary.url}\n`);
+    stopOnSignal(() => primary.stop());
+    return;
+  }
+
+  let own: (() => MetricsSnapshot) | undefined;
+  const store = await open();
   const running = await startVerifierServer({
     host: values.host,
     port,
@@ -150,21 +197,39 @@ async function main(): Promise<void> {
       onError: err => process.stderr.write(`m2m-verifier: webhook delivery: ${(err as Error).message}\n`),
     },
     connections: Object.fromEntries(Object.entries(connections).filter(([, n]) => n !== undefined)),
+    keyRotation: { periodMs: rotationMs },
+    metricsOfAllProcesses: cluster.isWorker
+      ? metricsOfAllWorkers(() => own?.() ?? { counters: {}, histograms: {} })
+      : undefined,
     onError: err => process.stderr.write(`m2m-verifier: internal error: ${(err as Error).stack ?? err}\n`),
   }).catch(err => fail(`cannot start: ${(err as Error).message}`));
-  process.stdout.write(`listening on ${running.url}\n`);
+  own = () => running.verifier.metricsSnapshot();
+  const stop = stopOnSignal(() => running.close());
+  if (cluster.isWorker) serveAsWorker(running.url, stop);
+  else process.stdout.write(`listening on ${running.url}\n`);
+}
 
+/** Stops once on SIGTERM or SIGINT (and on the returned function), exiting 0 when all is closed. */
+function stopOnSignal(close: () => Promise<void>): () => void {
   let stopping = false;
   const stop = () => {
     if (stopping) return;
     stopping = true;
-    running.close().then(
+    close().then(
       () => process.exit(0),
       () => process.exit(1),
     );
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  return stop;
+}
+
+/** `30d`, `12h`, `90m`, `45s` in milliseconds; undefined for anything else. */
+function parseDuration(text: string): number | undefined {
+  const match = /^(\d+)(s|m|h|d)$/.exec(text.trim());
+  if (!match || Number(match[1]) === 0) return undefined;
+  return Number(match[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 's' | 'm' | 'h' | 'd'];
 }
 
 main().catch(err => fail((err as Error).message));

@@ -30,16 +30,22 @@ interface Route {
   path: RegExp;
   /** Admin routes check `x-api-key` before anything of the request is looked at. */
   admin?: true;
-  handle(verifier: Verifier, call: Call): Promise<{ status?: number; body: unknown }>;
+  handle(verifier: Verifier, call: Call): Promise<Answer>;
 }
+
+/** JSON, or text as it is when `type` is given. */
+type Answer = { status?: number; body: unknown } | { status?: number; body: string; type: string };
 
 const routes: Route[] = [
   {
     method: 'POST',
     path: /^\/v1\/devices$/,
     async handle(verifier, call) {
-      const bearer = headerValue(call.headers.authorization)?.match(/^Bearer\s+(.+)$/i)?.[1];
-      const { created, ...device } = await verifier.register(bearer, call.json(), call.remoteAddress);
+      const { created, ...device } = await verifier.register(
+        bearerToken(call.headers),
+        call.json(),
+        call.remoteAddress,
+      );
       return { status: created ? 201 : 200, body: device };
     },
   },
@@ -118,10 +124,24 @@ const routes: Route[] = [
   },
   { method: 'GET', path: /^\/\.well-known\/jwks\.json$/, handle: async verifier => ({ body: verifier.jwks() }) },
   { method: 'GET', path: /^\/v1\/health$/, handle: async verifier => ({ body: await verifier.health() }) },
+  // For load balancers and orchestrators: alive (the event loop answers), and ready (the store
+  // answers at this code's schema version).
+  { method: 'GET', path: /^\/healthz$/, handle: async () => ({ body: { status: 'ok' } }) },
+  { method: 'GET', path: /^\/readyz$/, handle: async verifier => ({ body: await verifier.health() }) },
+  {
+    method: 'GET',
+    path: /^\/metrics$/,
+    admin: true,
+    handle: async verifier => ({ body: await verifier.metricsText(), type: 'text/plain; version=0.0.4' }),
+  },
 ];
 
 function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
+}
+
+function bearerToken(headers: IncomingMessage['headers']): string | undefined {
+  return headerValue(headers.authorization)?.match(/^Bearer\s+(.+)$/i)?.[1];
 }
 
 /** The RFC 9457 document for an error; anything but an M2MError is an opaque 500. */
@@ -149,7 +169,7 @@ function send(
   type = 'application/json',
 ): void {
   if (res.headersSent || res.destroyed) return;
-  const text = JSON.stringify(body);
+  const text = type === 'application/json' || type === 'application/problem+json' ? JSON.stringify(body) : String(body);
   res.writeHead(status, {
     ...headers,
     'content-type': `${type}; charset=utf-8`,
@@ -223,16 +243,17 @@ async function handle(verifier: Verifier, req: Request, res: ServerResponse): Pr
       ? new M2MError('method_not_allowed', `${req.method} is not allowed here`, 405)
       : new M2MError('not_found', 'no such route', 404);
   }
-  if (route.admin) verifier.checkAdmin(headerValue(req.headers['x-api-key']));
+  // Prometheus sends a credential as a bearer token: admin routes take the key either way.
+  if (route.admin) verifier.checkAdmin(headerValue(req.headers['x-api-key']) ?? bearerToken(req.headers));
   const params = (route.path.exec(pathname) ?? []).slice(1).map(decodeParam);
-  const { status = 200, body: answer } = await route.handle(verifier, {
+  const answer = await route.handle(verifier, {
     params,
     query: Object.fromEntries(new URLSearchParams(req.url?.split('?')[1] ?? '')),
     headers: req.headers,
     remoteAddress: req.socket?.remoteAddress ?? '',
     json: ({ form = false } = {}) => decodeBody(body, headerValue(req.headers['content-type']), form),
   });
-  send(res, status, answer);
+  send(res, answer.status ?? 200, answer.body, {}, 'type' in answer ? answer.type : undefined);
 }
 
 export function createRequestListener(

@@ -1,13 +1,16 @@
 /**
  * Access tokens: EdDSA JWTs (RFC 9068 `at+jwt`) signed by the verifier's own key, published as a
  * JWKS, and introspected per RFC 7662. The signing key lives in the store so tokens outlive a
- * restart and several processes sharing a store agree on it.
+ * restart and several processes sharing a store agree on it. The key rotates (planRotation).
  */
 import * as crypto from 'node:crypto';
 import * as jose from 'jose';
 import { Ed25519PrivateKey } from '../crypto/ed25519';
 import { JWS_TYPES, signJws } from '../crypto/jws';
-import type { VerifierStore } from './store/types';
+import type { KeyRotation, SigningKeyRecord, VerifierStore } from './store/types';
+
+/** Seconds a device's or relying party's clock may be off (iat checks, key retirement). */
+export const MAX_CLOCK_SKEW_S = 300;
 
 export interface TokenClaims {
   sub: string;
@@ -26,44 +29,139 @@ export interface IssuedToken {
   expiresAt: number;
 }
 
+export interface KeyRotationOptions {
+  /** A new key takes over signing this often. */
+  periodMs: number;
+  /** A new key is in the JWKS this long before it signs, so relying parties' caches learn it first. */
+  publishAheadMs: number;
+  /** How often each process re-reads the keys (and rotates when due). */
+  refreshMs: number;
+}
+
+export const DEFAULT_KEY_PERIOD_MS = 30 * 86_400_000;
+
+/** The defaults for a period: published an hour ahead (a quarter period if shorter), re-read a quarter of that. */
+export function keyRotationOptions(options: Partial<KeyRotationOptions> = {}): KeyRotationOptions {
+  const periodMs = options.periodMs ?? DEFAULT_KEY_PERIOD_MS;
+  const publishAheadMs = options.publishAheadMs ?? Math.min(3_600_000, periodMs / 4);
+  return { periodMs, publishAheadMs, refreshMs: options.refreshMs ?? Math.min(60_000, publishAheadMs / 4) };
+}
+
+function newKeyRecord(now: number, signsFrom: number): SigningKeyRecord {
+  const key = Ed25519PrivateKey.generate();
+  return {
+    kid: key.publicKey.thumbprint(),
+    seed: Buffer.from(key.exportSeed()).toString('hex'),
+    createdAt: now,
+    signsFrom,
+  };
+}
+
+/** The key that signs at `now`: the newest whose time has come. Keys come oldest first. */
+function signingKeyAt<K extends { signsFrom: number }>(keys: K[], now: number): K | undefined {
+  let signing = keys[0];
+  for (const key of keys) if (key.signsFrom <= now) signing = key;
+  return signing;
+}
+
+/**
+ * What a rotation does with the keys the store holds at `now`. The first key signs at once (no
+ * one can have cached a JWKS yet); later ones are added `publishAheadMs` before their turn; a key
+ * is removed once the key after it has signed for `retireAfterMs` (the token lifetime plus clock
+ * skew), when no token of its own can still be valid.
+ */
+export function planRotation(
+  keys: SigningKeyRecord[],
+  now: number,
+  rotation: Pick<KeyRotationOptions, 'periodMs' | 'publishAheadMs'> & { retireAfterMs: number },
+): KeyRotation {
+  if (!keys.length) return { add: newKeyRecord(now, now) };
+  const current = signingKeyAt(keys, now)!;
+  const upcoming = keys.some(key => key.signsFrom > now);
+  const due = current.signsFrom + rotation.periodMs - rotation.publishAheadMs <= now;
+  const add =
+    !upcoming && due
+      ? newKeyRecord(now, Math.max(now + rotation.publishAheadMs, current.signsFrom + rotation.periodMs))
+      : undefined;
+  const remove = keys
+    .filter((_key, i) => i + 1 < keys.length && keys[i + 1].signsFrom + rotation.retireAfterMs <= now)
+    .map(key => key.kid);
+  return { ...(add ? { add } : {}), ...(remove.length ? { remove } : {}) };
+}
+
+interface LoadedKey {
+  kid: string;
+  signsFrom: number;
+  key: Ed25519PrivateKey;
+}
+
 export class TokenService {
-  private readonly key: Ed25519PrivateKey;
-  readonly kid: string;
+  private readonly store: VerifierStore;
   private readonly issuer: string;
   private readonly audience: string;
   private readonly ttlSeconds: number;
-  private readonly keySet: ReturnType<typeof jose.createLocalJWKSet>;
+  readonly rotation: KeyRotationOptions;
+  private keys: LoadedKey[] = [];
+  private keySet!: ReturnType<typeof jose.createLocalJWKSet>;
 
-  private constructor(key: Ed25519PrivateKey, kid: string, issuer: string, audience: string, ttlSeconds: number) {
-    this.key = key;
-    this.kid = kid;
+  private constructor(
+    store: VerifierStore,
+    issuer: string,
+    audience: string,
+    ttlSeconds: number,
+    rotation: KeyRotationOptions,
+  ) {
+    this.store = store;
     this.issuer = issuer;
     this.audience = audience;
     this.ttlSeconds = ttlSeconds;
+    this.rotation = rotation;
+  }
+
+  static async open(
+    store: VerifierStore,
+    issuer: string,
+    audience: string,
+    ttlSeconds: number,
+    rotation: KeyRotationOptions,
+    now: number,
+  ): Promise<TokenService> {
+    const service = new TokenService(store, issuer, audience, ttlSeconds, rotation);
+    await service.refresh(now);
+    return service;
+  }
+
+  /** Re-reads the keys every process shares, rotating them when due; runs on the verifier's timer. */
+  async refresh(now: number): Promise<void> {
+    const records = await this.store.rotateSigningKeys(keys =>
+      planRotation(keys, now, { ...this.rotation, retireAfterMs: (this.ttlSeconds + MAX_CLOCK_SKEW_S) * 1000 }),
+    );
+    const known = new Map(this.keys.map(loaded => [loaded.kid, loaded.key]));
+    this.keys = records.map(record => ({
+      kid: record.kid,
+      signsFrom: record.signsFrom,
+      key: known.get(record.kid) ?? Ed25519PrivateKey.fromSeed(new Uint8Array(Buffer.from(record.seed, 'hex'))),
+    }));
     this.keySet = jose.createLocalJWKSet(this.jwks());
   }
 
-  static async open(store: VerifierStore, issuer: string, audience: string, ttlSeconds: number): Promise<TokenService> {
-    const record = await store.getOrCreateSigningKey(() => {
-      const key = Ed25519PrivateKey.generate();
-      return {
-        kid: key.publicKey.thumbprint(),
-        seed: Buffer.from(key.exportSeed()).toString('hex'),
-        createdAt: Date.now(),
-      };
-    });
-    const key = Ed25519PrivateKey.fromSeed(new Uint8Array(Buffer.from(record.seed, 'hex')));
-    return new TokenService(key, record.kid, issuer, audience, ttlSeconds);
+  /** The kid that signs at `now`. */
+  kidAt(now: number): string {
+    return signingKeyAt(this.keys, now)!.kid;
   }
 
+  /** Every key a token may be signed with now or soon: the current one, the next one, and those whose tokens live on. */
   jwks(): { keys: Array<Record<string, string>> } {
-    return { keys: [{ ...this.key.publicKey.toJwk(), kid: this.kid, alg: 'EdDSA', use: 'sig' }] };
+    return {
+      keys: this.keys.map(({ kid, key }) => ({ ...key.publicKey.toJwk(), kid, alg: 'EdDSA', use: 'sig' })),
+    };
   }
 
   issue(claims: TokenClaims, nowMs: number): IssuedToken {
     const iat = Math.floor(nowMs / 1000);
     const exp = iat + this.ttlSeconds;
     const jti = crypto.randomUUID();
+    const signing = signingKeyAt(this.keys, nowMs)!;
     const token = signJws(
       {
         iss: this.issuer,
@@ -83,8 +181,8 @@ export class TokenService {
         },
       },
       JWS_TYPES.token,
-      this.key,
-      this.kid,
+      signing.key,
+      signing.kid,
     );
     return { token, jti, expiresAt: exp * 1000 };
   }

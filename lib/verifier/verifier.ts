@@ -10,11 +10,15 @@ import type { Infer } from '../schema';
 import { normaliseUrl } from '../url';
 import { DeliveryWorker } from './delivery';
 import { decisionEvent, deviceEvent } from './events';
+import { Metrics, type MetricsSnapshot, mergeSnapshots, renderPrometheus } from './metrics';
 import { RateLimiter, type RateRule } from './rate-limit';
 import * as schemas from './schemas';
+import { countingFailures } from './store/counted';
 import type { DeliveryRecord, SubscriberRecord, VerifierStore } from './store/types';
 import { type SubscriberConfig, toSubscriber } from './subscribers';
-import { TokenService } from './tokens';
+import { type KeyRotationOptions, MAX_CLOCK_SKEW_S, TokenService, keyRotationOptions } from './tokens';
+
+export { MAX_CLOCK_SKEW_S };
 import type {
   Decision,
   DeviceRecord,
@@ -27,7 +31,6 @@ import type {
 import { DEFAULT_WORKFLOW, runWorkflow } from './workflow';
 
 export const NONCE_TTL_MS = 60_000;
-export const MAX_CLOCK_SKEW_S = 300;
 const PUBLIC_KEY_CACHE = 10_000;
 
 /**
@@ -83,11 +86,18 @@ export interface VerifierOptions {
    */
   loopbackEnrollment?: boolean;
   tokenTtlSeconds?: number;
+  /** Token-signing key rotation (every 30 days, published an hour ahead, by default). */
+  keyRotation?: Partial<KeyRotationOptions>;
   workflow?: WorkflowStep[];
   limits?: Partial<VerifierLimits>;
   retention?: Partial<Retention>;
   /** Where events are delivered as signed webhooks (DESIGN.md §4). */
   webhooks?: WebhookOptions;
+  /**
+   * The metrics of every process serving this API (`--workers N`: the primary gathers them);
+   * this process's own by default.
+   */
+  metricsOfAllProcesses?: () => Promise<MetricsSnapshot[]>;
   now?: () => number;
 }
 
@@ -155,13 +165,17 @@ export class Verifier {
   private readonly limiters: Record<keyof VerifierLimits, RateLimiter>;
   private readonly retention: Retention;
   private readonly purgeTimer: NodeJS.Timeout;
+  private readonly keyTimer: NodeJS.Timeout;
   private purging?: Promise<unknown>;
+  private refreshing?: Promise<unknown>;
   private readonly listeners = new Set<(event: VerifierEvent) => void>();
   private delivery?: DeliveryWorker;
+  private readonly metrics: Metrics;
 
-  private constructor(options: VerifierOptions, publicUrl: string, tokens: TokenService) {
+  private constructor(options: VerifierOptions, publicUrl: string, tokens: TokenService, metrics: Metrics) {
     this.options = options;
     this.store = options.store;
+    this.metrics = metrics;
     this.publicUrl = publicUrl;
     this.tokens = tokens;
     this.now = options.now ?? Date.now;
@@ -175,9 +189,21 @@ export class Verifier {
     this.purgeTimer = setInterval(() => {
       this.purge().catch(() => undefined);
     }, this.retention.purgeEveryMs).unref();
+    this.keyTimer = setInterval(() => {
+      this.refreshKeys().catch(() => undefined);
+    }, tokens.rotation.refreshMs).unref();
   }
 
-  static async create(options: VerifierOptions): Promise<Verifier> {
+  /** Picks up keys other processes made and rotates when due; runs on a timer. */
+  async refreshKeys(): Promise<void> {
+    const run = this.tokens.refresh(this.now());
+    this.refreshing = run.catch(() => undefined);
+    return run;
+  }
+
+  static async create(given: VerifierOptions): Promise<Verifier> {
+    const metrics = new Metrics();
+    const options = { ...given, store: countingFailures(given.store, () => metrics.count('m2m_store_errors_total')) };
     const publicUrl = normaliseUrl(options.publicUrl);
     if (!publicUrl)
       throw new M2MError(
@@ -190,8 +216,10 @@ export class Verifier {
       publicUrl,
       options.tokenAudience ?? publicUrl,
       options.tokenTtlSeconds ?? 15 * 60,
+      keyRotationOptions(options.keyRotation),
+      (options.now ?? Date.now)(),
     );
-    const verifier = new Verifier(options, publicUrl, tokens);
+    const verifier = new Verifier(options, publicUrl, tokens, metrics);
     if (options.webhooks?.subscribers.length) {
       const { subscribers, ...delivery } = options.webhooks;
       try {
@@ -204,6 +232,7 @@ export class Verifier {
         await verifier.delivery.start();
       } catch (err) {
         clearInterval(verifier.purgeTimer);
+        clearInterval(verifier.keyTimer);
         throw err;
       }
     }
@@ -302,6 +331,16 @@ export class Verifier {
   }
 
   async attest(body: unknown): Promise<AttestationResult> {
+    const started = performance.now();
+    const result = await this.decide(body);
+    this.metrics.observe('m2m_attestation_duration_seconds', (performance.now() - started) / 1000);
+    this.metrics.count('m2m_attestations_total', { decision: result.decision });
+    for (const reason of result.reasons)
+      this.metrics.count('m2m_decision_reasons_total', { decision: result.decision, reason });
+    return result;
+  }
+
+  private async decide(body: unknown): Promise<AttestationResult> {
     const { attestation } = schemas.attestationBody.parse(body);
     const decoded = decodeJws(attestation, JWS_TYPES.attestation);
     const payload = schemas.attestationPayload.parse(decoded.payload, 'attestation');
@@ -463,6 +502,26 @@ export class Verifier {
     return { status: 'ok', store: 'ok' };
   }
 
+  /** This process's counters, for whoever sums those of several. */
+  metricsSnapshot(): MetricsSnapshot {
+    return this.metrics.snapshot();
+  }
+
+  /** Prometheus text: counters of every process serving this API, outbox gauges from the store. */
+  async metricsText(): Promise<string> {
+    const snapshots = (await this.options.metricsOfAllProcesses?.()) ?? [this.metricsSnapshot()];
+    // With the database down the counters still matter most (m2m_store_errors_total among them).
+    const outbox = await this.store.outboxStats().catch(() => undefined);
+    return renderPrometheus(mergeSnapshots(snapshots), {
+      ...(outbox && {
+        m2m_outbox_events_waiting: outbox.unfanned,
+        m2m_webhook_deliveries_pending: outbox.pending,
+        m2m_webhook_deliveries_dead: outbox.dead,
+      }),
+      m2m_verifier_processes: snapshots.length,
+    });
+  }
+
   async listSubscribers(): Promise<SubscriberRecord[]> {
     return this.store.listSubscribers();
   }
@@ -492,8 +551,10 @@ export class Verifier {
 
   async close(): Promise<void> {
     clearInterval(this.purgeTimer);
+    clearInterval(this.keyTimer);
     await this.delivery?.close();
     await this.purging;
+    await this.refreshing;
     await this.store.close();
   }
 }

@@ -4,6 +4,12 @@ import * as path from 'node:path';
 
 export const VERIFIER_BIN = path.join(__dirname, '..', '..', 'bin', 'm2m-verifier.js');
 
+/** `--limits` for load from one address: all challenges come from loopback, far above one gateway's rate. */
+export const NO_RATE_LIMITS = JSON.stringify({
+  challengesPerDevice: { burst: 1e9, perSecond: 1e9 },
+  challengesPerAddress: { burst: 1e9, perSecond: 1e9 },
+});
+
 /** Starts the CLI and resolves with its URL once it prints `listening on`. */
 export function startCli(
   args: string[],

@@ -83,16 +83,18 @@ describe('verifier: standalone command and embedding', () => {
     assert.match(stderr, /--workflow: workflow\[0\]\.step/);
   });
 
-  it('refuses a PostgreSQL URL clearly with exit 2', async () => {
-    const child = spawn(process.execPath, [BIN, '--port', '0', '--store', 'postgres://127.0.0.1/test'], {
+  it('exits 2 with the reason when PostgreSQL is unreachable, the URL from M2M_STORE, its password masked', async () => {
+    const child = spawn(process.execPath, [BIN, '--port', '0', '--workers', '1'], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, M2M_STORE: 'postgres://plant:s3cret@127.0.0.1:1/test?connect_timeout_ms=2000' },
     });
     let stderr = '';
     child.stderr.on('data', chunk => {
       stderr += chunk;
     });
     assert.equal(await exitCode(child), 2);
-    assert.match(stderr, /PostgreSQL store is not available/);
+    assert.match(stderr, /cannot open store postgres:\/\/plant:\*\*\*@127\.0\.0\.1:1\/test.*ECONNREFUSED/);
+    assert.doesNotMatch(stderr, /s3cret/);
   });
 
   it('serves the same API mounted in express behind a JSON body parser', async function () {

@@ -8,8 +8,22 @@ import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DeviceRecord, DeviceStatus, NonceOutcome, NonceRecord, OutboxEvent, SessionRecord } from '../types';
+import {
+  DELIVERY_COLUMNS,
+  type DeliveryRow,
+  type DeviceRow,
+  type NonceRow,
+  type SubscriberRow,
+  toDelivery,
+  toDevice,
+  toSubscriber,
+  whyNotConsumed,
+} from './rows';
+import { schemaMismatch } from './schema-version';
 import type {
   ClaimedDelivery,
+  KeyRotation,
+  OutboxStats,
   DeliveryOutcome,
   DeliveryRecord,
   DeliveryStatus,
@@ -100,99 +114,24 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
 CREATE INDEX deliveries_status ON deliveries (status, id);
 CREATE INDEX deliveries_created ON deliveries (created_at);`,
+  `ALTER TABLE signing_keys ADD COLUMN signs_from INTEGER NOT NULL DEFAULT 0;
+UPDATE signing_keys SET signs_from = created_at;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
-function migrate(db: Database.Database): void {
+/**
+ * Brings the database to `upTo` (this code's version unless a test asks for an older one) in one
+ * IMMEDIATE transaction: the first of several processes opening the file migrates, the others
+ * wait on the lock and find nothing left to do.
+ */
+export function migrateSqlite(db: Database.Database, upTo = SCHEMA_VERSION): void {
   db.transaction(() => {
     const version = db.pragma('user_version', { simple: true }) as number;
-    for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]);
-    if (version < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
+    if (version > SCHEMA_VERSION) throw schemaMismatch(version, SCHEMA_VERSION);
+    for (let v = version; v < upTo; v++) db.exec(MIGRATIONS[v]);
+    if (version < upTo) db.pragma(`user_version = ${upTo}`);
   }).immediate();
-}
-
-interface DeviceRow {
-  device_id: string;
-  jwk: string;
-  thumbprint: string;
-  fingerprint: string;
-  metadata: string;
-  status: DeviceStatus;
-  workflow: string | null;
-  created_at: number;
-  updated_at: number;
-  generation: number;
-}
-
-interface SubscriberRow {
-  id: string;
-  url: string;
-  status: SubscriberStatus;
-  disabled_reason: string | null;
-  configured: number;
-  created_at: number;
-  updated_at: number;
-}
-
-function toSubscriber(row: SubscriberRow): SubscriberRecord {
-  return {
-    id: row.id,
-    url: row.url,
-    status: row.status,
-    ...(row.disabled_reason ? { disabledReason: row.disabled_reason } : {}),
-    configured: row.configured === 1,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
-}
-
-interface DeliveryRow {
-  id: number;
-  event_id: string;
-  webhook_type: string;
-  subscriber_id: string;
-  status: DeliveryStatus;
-  attempts: number;
-  next_attempt_at: number;
-  last_error: string | null;
-  last_status: number | null;
-  created_at: number;
-  delivered_at: number | null;
-}
-
-function toDelivery(row: DeliveryRow): DeliveryRecord {
-  return {
-    id: row.id,
-    eventId: row.event_id,
-    type: row.webhook_type,
-    subscriberId: row.subscriber_id,
-    status: row.status,
-    attempts: row.attempts,
-    nextAttemptAt: row.next_attempt_at,
-    ...(row.last_error ? { lastError: row.last_error } : {}),
-    ...(row.last_status ? { lastStatus: row.last_status } : {}),
-    createdAt: row.created_at,
-    ...(row.delivered_at ? { deliveredAt: row.delivered_at } : {}),
-  };
-}
-
-const DELIVERY_COLUMNS = `d.id, d.event_id, o.webhook_type, d.subscriber_id, d.status, d.attempts, d.next_attempt_at,
-  d.last_error, d.last_status, d.created_at, d.delivered_at`;
-
-function toDevice(row: DeviceRow): DeviceRecord {
-  return {
-    deviceId: row.device_id,
-    jwk: JSON.parse(row.jwk),
-    thumbprint: row.thumbprint,
-    fingerprint: JSON.parse(row.fingerprint),
-    metadata: JSON.parse(row.metadata),
-    status: row.status,
-    workflow: row.workflow ? JSON.parse(row.workflow) : undefined,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    generation: row.generation,
-  };
 }
 
 export class SqliteStore implements VerifierStore {
@@ -211,7 +150,7 @@ export class SqliteStore implements VerifierStore {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
-    migrate(this.db);
+    migrateSqlite(this.db);
     const db = this.db;
     this.statements = {
       insertDevice:
@@ -273,9 +212,16 @@ export class SqliteStore implements VerifierStore {
       replay:
         db.prepare(`UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = @now, lease_until = 0,
         delivered_at = NULL WHERE id = @id AND status IN ('dead', 'delivered')`),
-      getKey: db.prepare('SELECT kid, seed, created_at FROM signing_keys ORDER BY created_at DESC LIMIT 1'),
-      insertKey: db.prepare('INSERT INTO signing_keys (kid, seed, created_at) VALUES (?, ?, ?)'),
-      ping: db.prepare('SELECT 1'),
+      listKeys: db.prepare(
+        'SELECT kid, seed, created_at AS createdAt, signs_from AS signsFrom FROM signing_keys ORDER BY signs_from, kid',
+      ),
+      insertKey: db.prepare(
+        'INSERT INTO signing_keys (kid, seed, created_at, signs_from) VALUES (@kid, @seed, @createdAt, @signsFrom)',
+      ),
+      removeKey: db.prepare('DELETE FROM signing_keys WHERE kid = ?'),
+      outboxStats: db.prepare(`SELECT (SELECT count(*) FROM outbox WHERE fanned_out = 0) AS unfanned,
+        (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending,
+        (SELECT count(*) FROM deliveries WHERE status = 'dead') AS dead`),
     };
   }
 
@@ -366,23 +312,16 @@ export class SqliteStore implements VerifierStore {
     return this.db
       .transaction(() => {
         const { changes } = this.statements.consumeNonce.run(now, nonce, deviceId, now);
-        const outcome = changes === 1 ? 'consumed' : this.whyNotConsumed(nonce, deviceId, now);
+        const outcome =
+          changes === 1
+            ? 'consumed'
+            : whyNotConsumed(this.statements.getNonce.get(nonce) as NonceRow | undefined, deviceId, now);
         const { session, event } = decide(outcome);
         this.writeSession(session);
         this.writeEvent(event);
         return { outcome, session };
       })
       .immediate();
-  }
-
-  private whyNotConsumed(nonce: string, deviceId: string, now: number): NonceOutcome {
-    const row = this.statements.getNonce.get(nonce) as
-      | { device_id: string; expires_at: number; consumed_at: number | null }
-      | undefined;
-    if (!row) return 'nonce_unknown';
-    if (row.device_id !== deviceId) return 'nonce_other_device';
-    if (row.consumed_at !== null) return 'nonce_reused';
-    return row.expires_at <= now ? 'nonce_expired' : 'nonce_unknown';
   }
 
   async recordSession(session: SessionRecord, event: OutboxEvent): Promise<void> {
@@ -394,16 +333,19 @@ export class SqliteStore implements VerifierStore {
       .immediate();
   }
 
-  async getOrCreateSigningKey(create: () => SigningKeyRecord): Promise<SigningKeyRecord> {
+  async rotateSigningKeys(plan: (keys: SigningKeyRecord[]) => KeyRotation): Promise<SigningKeyRecord[]> {
     return this.db
       .transaction(() => {
-        const row = this.statements.getKey.get() as { kid: string; seed: string; created_at: number } | undefined;
-        if (row) return { kid: row.kid, seed: row.seed, createdAt: row.created_at };
-        const key = create();
-        this.statements.insertKey.run(key.kid, key.seed, key.createdAt);
-        return key;
+        const { add, remove = [] } = plan(this.statements.listKeys.all() as SigningKeyRecord[]);
+        if (add) this.statements.insertKey.run(add);
+        for (const kid of remove) this.statements.removeKey.run(kid);
+        return this.statements.listKeys.all() as SigningKeyRecord[];
       })
       .immediate();
+  }
+
+  async outboxStats(): Promise<OutboxStats> {
+    return this.statements.outboxStats.get() as OutboxStats;
   }
 
   async syncSubscribers(subscribers: Array<{ id: string; url: string }>, now: number): Promise<void> {
@@ -485,7 +427,8 @@ export class SqliteStore implements VerifierStore {
   }
 
   async ping(): Promise<void> {
-    this.statements.ping.get();
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version !== SCHEMA_VERSION) throw schemaMismatch(version, SCHEMA_VERSION);
   }
 
   async close(): Promise<void> {

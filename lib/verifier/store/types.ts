@@ -8,7 +8,25 @@ export interface SigningKeyRecord {
   kid: string;
   /** hex of the 32-byte Ed25519 seed: the verifier's own secret, never served. */
   seed: string;
+  /** Published in the JWKS from here on. */
   createdAt: number;
+  /** Signs tokens from here on (until a newer key's `signsFrom`): later than `createdAt` so caches learn it first. */
+  signsFrom: number;
+}
+
+/** What a key rotation changes, decided from the keys the store holds at that moment. */
+export interface KeyRotation {
+  add?: SigningKeyRecord;
+  /** Kids of keys whose last token has expired. */
+  remove?: string[];
+}
+
+/** Work waiting in the outbox, for metrics. */
+export interface OutboxStats {
+  /** Events not yet turned into deliveries. */
+  unfanned: number;
+  pending: number;
+  dead: number;
 }
 
 export interface PurgeBefore {
@@ -97,7 +115,8 @@ export interface VerifierStore {
    * The atomic heart of replay protection: consumes the nonce if it was issued to `deviceId`, is
    * unused and unexpired, and in the same transaction records the session and its event. When the
    * nonce cannot be consumed nothing is consumed, and `decide` is told why so that the session it
-   * records is declined with that reason.
+   * records is declined with that reason. `decide` may be called twice (a store may try the
+   * consumed case first): what the last call returned is what was written.
    */
   consumeNonceAndRecord(
     nonce: string,
@@ -111,7 +130,12 @@ export interface VerifierStore {
   /** Deletes nonces that expired, sessions and delivered events created before the given times. */
   purge(before: PurgeBefore): Promise<PurgeCounts>;
 
-  getOrCreateSigningKey(create: () => SigningKeyRecord): Promise<SigningKeyRecord>;
+  /**
+   * Reads every token-signing key and applies what `plan` makes of them, in one transaction that
+   * excludes every other process's rotation (so N processes starting at once create one key).
+   * Returns the keys after the change, oldest `signsFrom` first.
+   */
+  rotateSigningKeys(plan: (keys: SigningKeyRecord[]) => KeyRotation): Promise<SigningKeyRecord[]>;
 
   /** Makes `subscribers` the configured set: new ones are added active, absent ones kept (with their history) but unconfigured. */
   syncSubscribers(subscribers: Array<{ id: string; url: string }>, now: number): Promise<void>;
@@ -138,7 +162,9 @@ export interface VerifierStore {
   /** Sends a dead (or delivered) delivery again, from its first attempt; false when there is none such. */
   replayDelivery(id: number, now: number): Promise<boolean>;
 
-  /** Liveness of the database itself. */
+  outboxStats(): Promise<OutboxStats>;
+
+  /** The database answers and holds the schema version this code was written for; throws otherwise. */
   ping(): Promise<void>;
   close(): Promise<void>;
 }
