@@ -1,6 +1,7 @@
 /**
  * Hosts identity API v1 inside Node-RED: the verifier's request listener mounted on httpNode
- * under a path (default /m2m), with its SQLite store under the user dir. Every event leaves on
+ * under a path (default /m2m), with its SQLite store under the user dir (or a PostgreSQL shared
+ * with standalone verifiers, docs/deploy.md). Every event leaves on
  * the node's output, in process, and as a signed webhook to each configured URL.
  */
 import * as path from 'node:path';
@@ -29,6 +30,8 @@ interface VerifierCredentials {
   enrollmentToken?: string;
   /** Signs every webhook; several space-separated during a rotation; empty: this Node-RED's own secret. */
   webhookSecret?: string;
+  /** The PostgreSQL password, kept out of the store URL (which the flow file holds). */
+  storePassword?: string;
 }
 
 function mountPath(configured: string): string {
@@ -65,7 +68,9 @@ export = (RED: NodeAPI) => {
     this.status(status.waiting(RED._('m2m-verifier.status.starting')));
     // Opening the store can fail (a path without permission): that becomes a red status, not a crash.
     const ready = Promise.resolve().then(async () => {
-      const store = await openStore(config.store?.trim() || path.join(dataDir(RED, 'verifier'), 'verifier.db'));
+      const store = await openStore(config.store?.trim() || path.join(dataDir(RED, 'verifier'), 'verifier.db'), {
+        password: this.credentials.storePassword ?? '',
+      });
       return Verifier.create({
         store,
         publicUrl,
@@ -137,6 +142,7 @@ export = (RED: NodeAPI) => {
         adminKey: { type: 'password' },
         enrollmentToken: { type: 'password' },
         webhookSecret: { type: 'password' },
+        storePassword: { type: 'password' },
       },
     },
   );

@@ -19,6 +19,7 @@ import {
   type NodeHttp,
 } from './harness';
 import { rawRequest } from '../helpers/raw-http';
+import { PG_URL, POSTGRES } from '../helpers/stores';
 
 describe('nodes: provision and attest against the m2m-verifier node', () => {
   let http: NodeHttp;
@@ -199,6 +200,43 @@ describe('nodes: provision and attest against the m2m-verifier node', () => {
     const health = await fetch(`${http.url}/m2m/v1/health`);
     assert.equal(health.status, 503);
     assert.equal(((await health.json()) as { code: string }).code, 'verifier_unavailable');
+  });
+
+  it('refuses a PostgreSQL URL that carries its password (the flow file would keep it), without crashing', async () => {
+    const { flow, credentials } = identityFlow(http.url);
+    (flow.find(node => node.id === 'verifier') as Record<string, unknown>).store =
+      'postgres://plant:s3cret@127.0.0.1:5432/test';
+    await helper.load([http.capture, catchNode, ...m2mNodes], flow, credentials);
+    const verifier = helper.getNode('verifier');
+    await new Promise(resolve => setTimeout(resolve, 200));
+    const spied = verifier as unknown as Record<'status' | 'error', { lastCall: { args: unknown[] } }>;
+    assert.equal((spied.status.lastCall.args[0] as { fill: string }).fill, 'red');
+    assert.match(
+      JSON.stringify(spied.error.lastCall.args[0], Object.getOwnPropertyNames(spied.error.lastCall.args[0])),
+      /bad_config/,
+    );
+    assert.equal((await fetch(`${http.url}/m2m/v1/health`)).status, 503);
+  });
+
+  it('keeps its store in PostgreSQL with the password as a credential', async function () {
+    if (!PG_URL) {
+      console.log(`      (skipped: ${POSTGRES.skipReason})`);
+      this.skip();
+    }
+    const db = await POSTGRES.fresh();
+    try {
+      const { flow, credentials } = identityFlow(http.url);
+      (flow.find(node => node.id === 'verifier') as Record<string, unknown>).store = db.spec;
+      // This machine's PostgreSQL trusts local connections: the password travels but is not checked.
+      credentials.verifier = { ...credentials.verifier, storePassword: 'kept-as-a-credential' };
+      await helper.load([http.capture, catchNode, ...m2mNodes], flow, credentials);
+      await provision();
+      assert.equal((await attest()).output, 1);
+      const approved = await db.sql("SELECT count(*)::int AS n FROM sessions WHERE decision = 'approved'");
+      assert.equal(approved[0].n, 1, 'the decision is in PostgreSQL');
+    } finally {
+      await db.drop();
+    }
   });
 
   it('removes its routes from httpNode when the flow stops', async () => {
