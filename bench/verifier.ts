@@ -72,10 +72,19 @@ async function load(
   return { latencies: latencies.sort((a, b) => a - b), seconds: Number(process.hrtime.bigint() - start) / 1e9 };
 }
 
-/** A standalone verifier in its own process with DEVICES registered, and a way to sign attestations for it. */
-export async function benchVerifier(env: Record<string, string> = {}) {
+export interface BenchVerifierOptions {
+  env?: Record<string, string>;
+  /** Default: a fresh SQLite file. */
+  store?: string;
+  /** Default 1: one process, one core. */
+  workers?: number;
+}
+
+/** A standalone verifier in its own process(es) with DEVICES registered, and a way to sign attestations for it. */
+export async function benchVerifier({ env = {}, store, workers = 1 }: BenchVerifierOptions = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'));
-  const args = ['--port', '0', '--store', `sqlite:${path.join(dir, 'verifier.db')}`, '--limits', NO_RATE_LIMITS];
+  const spec = store ?? `sqlite:${path.join(dir, 'verifier.db')}`;
+  const args = ['--port', '0', '--store', spec, '--workers', String(workers), '--limits', NO_RATE_LIMITS];
   const { child, url } = await startCli(args, {
     M2M_ENROLLMENT_TOKEN: 'bench',
     M2M_ADMIN_KEY: 'bench',
@@ -126,9 +135,12 @@ export async function benchVerifier(env: Record<string, string> = {}) {
   return { url, devices, attest, prepare, stop };
 }
 
-/** Attestations per second, saturated, against a verifier started with `env`. */
-export async function attestationsPerSecond(env: Record<string, string>, count = 3000): Promise<number> {
-  const verifier = await benchVerifier(env);
+/** Attestations alone (challenges fetched and signed beforehand), CONCURRENCY in flight, after a warm-up. */
+export async function attestationRun(
+  options: BenchVerifierOptions,
+  count = 3000,
+): Promise<{ perSecond: number; p50: number; p99: number }> {
+  const verifier = await benchVerifier(options);
   try {
     const prepared = await verifier.prepare(count + 300);
     await load(300, async i => {
@@ -138,10 +150,19 @@ export async function attestationsPerSecond(env: Record<string, string>, count =
       const { body } = await post(`${verifier.url}/v1/attestations`, { attestation: prepared[i] });
       if (body.decision !== 'approved') throw new Error(`declined: ${JSON.stringify(body)}`);
     });
-    return count / timed.seconds;
+    return {
+      perSecond: count / timed.seconds,
+      p50: percentile(timed.latencies, 50),
+      p99: percentile(timed.latencies, 99),
+    };
   } finally {
     await verifier.stop();
   }
+}
+
+/** Attestations per second, saturated, against one verifier process started with `env`. */
+export async function attestationsPerSecond(env: Record<string, string>, count = 3000): Promise<number> {
+  return (await attestationRun({ env }, count)).perSecond;
 }
 
 export async function run(): Promise<void> {

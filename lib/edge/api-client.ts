@@ -4,12 +4,13 @@
  * sent RFC 9457 problem+json, else one of `verifier_unreachable`, `verifier_timeout`,
  * `bad_response`, `http_<status>`.
  */
-import axios, { type AxiosError, type AxiosInstance, type AxiosResponse } from 'axios';
+import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { M2MError } from '../errors';
 import * as s from '../schema';
 import { normaliseUrl, redactUrl } from '../url';
+import { transportError } from './transport-error';
 
 export class ApiError extends M2MError {
   /** RFC 9457 problem document, when the server sent one. */
@@ -125,7 +126,12 @@ export class IdentityApiClient {
     try {
       response = await this.http.request({ method, url, data: body, headers });
     } catch (err) {
-      throw transportError(err, this.displayUrl);
+      const failed = transportError(err, {
+        service: 'identity API',
+        url: this.displayUrl,
+        codes: { timeout: 'verifier_timeout', unreachable: 'verifier_unreachable', badResponse: 'bad_response' },
+      });
+      throw new ApiError(failed.code, failed.message, 0);
     }
     if (response.status >= 200 && response.status < 300) return response;
     const problem = s.isPlainObject(response.data) ? response.data : undefined;
@@ -146,19 +152,4 @@ function answer<T>(schema: s.Schema<T>, data: unknown, what: string): T {
   } catch (err) {
     throw new ApiError('bad_response', `identity API sent an unexpected ${what} answer: ${(err as Error).message}`, 0);
   }
-}
-
-function transportError(err: unknown, baseUrl: string): ApiError {
-  const axiosError = err as AxiosError;
-  if (axiosError.code === 'ECONNABORTED' || axiosError.code === 'ETIMEDOUT') {
-    return new ApiError('verifier_timeout', `identity API at ${baseUrl} did not answer in time`, 0);
-  }
-  if (axiosError.code === 'ERR_BAD_RESPONSE' || axiosError.code === 'ERR_FR_MAX_CONTENT_LENGTH_EXCEEDED') {
-    return new ApiError('bad_response', `identity API at ${baseUrl} sent an unusable answer`, 0);
-  }
-  return new ApiError(
-    'verifier_unreachable',
-    `identity API at ${baseUrl} is unreachable (${axiosError.code ?? 'network error'})`,
-    0,
-  );
 }
