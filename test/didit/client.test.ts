@@ -5,11 +5,14 @@
  */
 import * as assert from 'node:assert/strict';
 import { DiditClient, MAX_IMAGE_BYTES, imageType } from '../../lib/didit/client';
-import { DOUBLE_API_KEY, DOUBLE_WORKFLOW_ID, type DiditDouble, startDiditDouble } from '../helpers/didit-double';
-
-/** The smallest files each format's signature check accepts, padded to look like images. */
-export const JPEG = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(64, 7)]);
-export const PNG = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(64, 9)]);
+import {
+  DOUBLE_API_KEY,
+  DOUBLE_WORKFLOW_ID,
+  type DiditDouble,
+  JPEG,
+  PNG,
+  startDiditDouble,
+} from '../helpers/didit-double';
 
 describe('didit: API client against the Didit double', () => {
   let didit: DiditDouble;

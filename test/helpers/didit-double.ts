@@ -23,6 +23,10 @@ import type { AddressInfo } from 'node:net';
 export const DOUBLE_API_KEY = 'sk_test_double_key_for_the_didit_test_double';
 export const DOUBLE_WORKFLOW_ID = '11111111-2222-3333-4444-555555555555';
 
+/** The smallest files each format's signature check accepts, padded to look like images. */
+export const JPEG = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(64, 7)]);
+export const PNG = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(64, 9)]);
+
 export interface RecordedRequest {
   method: string;
   path: string;
