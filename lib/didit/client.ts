@@ -23,6 +23,14 @@ export const MAX_IMAGE_BYTES = 5 * 1024 * 1024;
 /** Session statuses, as Didit spells them (docs: integration/verification-statuses). */
 export const FINAL_STATUSES = ['Approved', 'Declined', 'Expired', 'Abandoned', 'Kyc Expired'] as const;
 
+/** A session status as a reason code on output 2: "In Review" → didit_in_review. */
+export function statusReason(status: string): string {
+  return `didit_${status
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .replace(/^_|_$/g, '')}`;
+}
+
 export class DiditError extends M2MError {
   /** Seconds Didit asked us to wait (429 Retry-After). */
   readonly retryAfter?: number;

@@ -9,7 +9,7 @@ import { ApiError } from '../../lib/edge/api-client';
 import { attestDevice, evidenceFrom } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
 import { M2MError } from '../../lib/errors';
-import { errorCode, msgError, nodeError, status } from '../shared/node-kit';
+import { disable, errorCode, msgError, nodeError, providerProblem, status } from '../shared/node-kit';
 
 interface AttestDef extends NodeDef {
   device: string;
@@ -21,6 +21,11 @@ export = (RED: NodeAPI) => {
   function Attest(this: Node, config: AttestDef) {
     RED.nodes.createNode(this, config);
     const device = RED.nodes.getNode(config.device) as DeviceNode | null;
+    const problem = device && providerProblem(device.api, 'm2m');
+    if (problem?.code === 'wrong_provider') {
+      disable(this, RED, 'm2m-attest', RED._('m2m-attest.status.wrong-provider'), problem);
+      return;
+    }
     if (!device) this.status(status.failed(RED._('m2m-attest.status.no-device')));
     else this.status(status.idle(RED._('m2m-attest.status.ready')));
 

@@ -4,11 +4,14 @@
  * it shares.
  */
 import type { NodeAPI, NodeDef } from 'node-red';
+import { DiditClient } from '../../lib/didit/client';
 import { IdentityApiClient } from '../../lib/edge/api-client';
-import type { IdentityApiCredentials, IdentityApiNode } from '../shared/config-nodes';
+import { M2MError } from '../../lib/errors';
+import type { IdentityApiCredentials, IdentityApiNode, IdentityProvider } from '../shared/config-nodes';
 import { localVerifierUrl } from '../shared/node-kit';
 
 interface IdentityApiDef extends NodeDef {
+  provider?: IdentityProvider;
   baseUrl: string;
   timeout: string | number;
 }
@@ -17,8 +20,29 @@ export = (RED: NodeAPI) => {
   function IdentityApi(this: IdentityApiNode, config: IdentityApiDef) {
     RED.nodes.createNode(this, config);
     let client: IdentityApiClient | undefined;
+    let didit: DiditClient | undefined;
+    this.provider = config.provider === 'didit' ? 'didit' : 'm2m';
+    const wrongProvider = (needed: IdentityProvider) =>
+      new M2MError(
+        'wrong_provider',
+        needed === 'm2m'
+          ? `identity API "${config.name || config.id}" is Didit's: this node needs an m2m identity API`
+          : `identity API "${config.name || config.id}" is an m2m one: this node needs a Didit configuration`,
+        400,
+      );
+
+    this.didit = () => {
+      if (this.provider !== 'didit') throw wrongProvider('didit');
+      didit ??= new DiditClient({
+        baseUrl: config.baseUrl?.trim() || undefined,
+        apiKey: this.credentials.apiKey ?? '',
+        timeoutMs: Number(config.timeout) || 20_000,
+      });
+      return didit;
+    };
 
     this.client = () => {
+      if (this.provider !== 'm2m') throw wrongProvider('m2m');
       client ??= new IdentityApiClient({
         baseUrl: config.baseUrl?.trim() || localVerifierUrl(RED),
         timeoutMs: Number(config.timeout) || 10_000,
@@ -30,7 +54,9 @@ export = (RED: NodeAPI) => {
 
     this.on('close', (done: () => void) => {
       client?.close();
+      didit?.close();
       client = undefined;
+      didit = undefined;
       done();
     });
   }

@@ -8,7 +8,7 @@ import { ApiError } from '../../lib/edge/api-client';
 import { provisionDevice } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
 import { M2MError } from '../../lib/errors';
-import { errorCode, errorText, msgError, nodeError, status } from '../shared/node-kit';
+import { disable, errorCode, errorText, msgError, nodeError, providerProblem, status } from '../shared/node-kit';
 
 interface ProvisionDef extends NodeDef {
   device: string;
@@ -26,10 +26,13 @@ export = (RED: NodeAPI) => {
     let closed = false;
 
     if (!device) {
-      this.status(status.failed(RED._('m2m-provision.status.no-device')));
-      this.on('input', (_msg: NodeMessage, _send, done) =>
-        done(nodeError(RED, 'm2m-provision', new M2MError('no_device', 'no m2m-device configured', 400))),
-      );
+      const noDevice = new M2MError('no_device', 'no m2m-device configured', 400);
+      disable(this, RED, 'm2m-provision', RED._('m2m-provision.status.no-device'), noDevice);
+      return;
+    }
+    const problem = providerProblem(device.api, 'm2m');
+    if (problem?.code === 'wrong_provider') {
+      disable(this, RED, 'm2m-provision', RED._('m2m-provision.status.wrong-provider'), problem);
       return;
     }
 

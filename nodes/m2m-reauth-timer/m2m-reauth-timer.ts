@@ -17,7 +17,7 @@ import { M2MError } from '../../lib/errors';
 import { createProof } from '../../lib/proof';
 import type { TinymlEvidence } from '../../lib/verifier/workflow';
 import type { DeviceNode } from '../shared/config-nodes';
-import { dataDir, nodeError, status } from '../shared/node-kit';
+import { dataDir, disable, nodeError, providerProblem, status } from '../shared/node-kit';
 
 interface ReauthDef extends NodeDef {
   device: string;
@@ -55,10 +55,13 @@ export = (RED: NodeAPI) => {
     const device = RED.nodes.getNode(config.device) as DeviceNode | null;
     const t = (key: string, values?: Record<string, string | number>) => RED._(`m2m-reauth-timer.${key}`, values);
     if (!device) {
-      this.status(status.failed(t('status.no-device')));
-      this.on('input', (_msg, _send, done) =>
-        done(nodeError(RED, 'm2m-reauth-timer', new M2MError('no_device', 'no m2m-device configured', 400))),
-      );
+      const noDevice = new M2MError('no_device', 'no m2m-device configured', 400);
+      disable(this, RED, 'm2m-reauth-timer', t('status.no-device'), noDevice);
+      return;
+    }
+    const problem = providerProblem(device.api, 'm2m');
+    if (problem?.code === 'wrong_provider') {
+      disable(this, RED, 'm2m-reauth-timer', t('status.wrong-provider'), problem);
       return;
     }
     const riskScore = number(config.riskScore, 0.6, { max: 1 });

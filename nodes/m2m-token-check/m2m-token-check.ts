@@ -9,7 +9,7 @@ import { M2MError } from '../../lib/errors';
 import { type CheckResult, TokenChecker } from '../../lib/receiver/token-check';
 import { requestPath } from '../../lib/url';
 import type { IdentityApiNode } from '../shared/config-nodes';
-import { nodeError, status, throttledStatus } from '../shared/node-kit';
+import { errorCode, nodeError, status, throttledStatus } from '../shared/node-kit';
 
 interface TokenCheckDef extends NodeDef {
   api: string;
@@ -65,7 +65,7 @@ export = (RED: NodeAPI) => {
       });
     } catch (err) {
       failure = err;
-      this.status(status.failed(t('status.no-api')));
+      this.status(status.failed(t(errorCode(err) === 'wrong_provider' ? 'status.wrong-provider' : 'status.no-api')));
     }
     const counts = { valid: 0, invalid: 0 };
     let lastReason = '';

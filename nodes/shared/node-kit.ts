@@ -87,3 +87,49 @@ export function localVerifierUrl(RED: NodeAPI, mount = '/m2m'): string {
     !settings.uiHost || settings.uiHost === '0.0.0.0' || settings.uiHost === '::' ? '127.0.0.1' : settings.uiHost;
   return `http://${host.includes(':') ? `[${host}]` : host}:${settings.uiPort ?? 1880}${nodeRoot}${mount}`;
 }
+
+/**
+ * A node that cannot work as configured: a red ring saying why from the start (not at the first
+ * message), and every input answered with that error, for Catch nodes.
+ */
+export function disable(node: Node, RED: NodeAPI, type: string, statusText: string, err: M2MError): void {
+  node.status(status.failed(statusText));
+  node.on('input', (_msg: unknown, _send: unknown, done: (err?: Error) => void) => done(nodeError(RED, type, err)));
+}
+
+/**
+ * Why a node that talks to the identity API through `api` cannot, if it cannot: no configuration,
+ * or one of the other provider. Checked at deploy so the editor shows it at once.
+ */
+export function providerProblem(
+  api: (() => { provider: 'm2m' | 'didit' }) | undefined,
+  needed: 'm2m' | 'didit',
+): M2MError | undefined {
+  let provider: string;
+  try {
+    if (!api) throw new M2MError('no_api', 'no identity API configured', 400);
+    provider = api().provider;
+  } catch (err) {
+    return err instanceof M2MError ? err : new M2MError('no_api', String(err), 400);
+  }
+  if (provider === needed) return undefined;
+  return new M2MError(
+    'wrong_provider',
+    needed === 'm2m'
+      ? 'its identity API is a Didit configuration: this node needs an m2m identity API'
+      : 'its identity API is an m2m configuration: this node needs a Didit one',
+    400,
+  );
+}
+
+/**
+ * A typed input's value for a message (msg, flow, global, env or a string), undefined where there
+ * is none: Node-RED throws on a path through a missing object (msg.m2m.sessionId without msg.m2m).
+ */
+export function typedValue(RED: NodeAPI, node: Node, value: string, type: string, msg: unknown): unknown {
+  try {
+    return value ? RED.util.evaluateNodeProperty(value, type || 'str', node, msg as never) : undefined;
+  } catch {
+    return undefined;
+  }
+}

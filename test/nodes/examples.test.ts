@@ -6,6 +6,7 @@ import * as assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { DOUBLE_API_KEY, type DiditDouble, JPEG, startDiditDouble } from '../helpers/didit-double';
 import { nodeRedPath } from '../helpers/node-red';
 import { helper, m2mNodes, nodeRedPerTest } from './harness';
 
@@ -127,6 +128,92 @@ describe('examples', function () {
       deviceId: 'press-9',
       session: 's-9',
       status: 'Approved',
+    });
+  });
+
+  describe('Didit, against the Didit double', () => {
+    let didit: DiditDouble;
+    beforeEach(async () => {
+      didit = await startDiditDouble();
+    });
+    afterEach(async () => {
+      await didit.close();
+    });
+
+    /** The example with its Didit configuration pointed at the double. */
+    function againstDouble(file: string, configId: string): FlowNode[] {
+      return example(file).map(node => (node.id === configId ? { ...node, baseUrl: didit.url } : node));
+    }
+
+    it('operator at a machine: Start opens a session, the HMI gets its link, a confirmed approval unlocks', async () => {
+      const secret = 'didit-webhook-secret-from-the-console';
+      await helper.load(
+        [nodeRed.http.capture, ...coreNodes, ...m2mNodes],
+        againstDouble('m2m-didit-session/operator-at-machine.json', 'op-didit'),
+        { 'op-didit': { apiKey: DOUBLE_API_KEY, webhookSecret: secret } },
+      );
+      const out = collect(['op-hmi', 'op-not-opened', 'op-plc', 'op-refused', 'op-other']);
+      helper.getNode('op-start').receive({});
+      await until(() => out['op-hmi'].length === 1, 5_000, 'the link');
+      assert.match(out['op-hmi'][0].payload, /^https:\/\/verify\.didit\.me\/session\//);
+      assert.equal(didit.requests[0].json?.vendor_data, 'press-7');
+      const sessionId = out['op-hmi'][0].m2m.sessionId;
+
+      const webhook = async (status: string, secondsAgo: number) => {
+        const body = JSON.stringify({
+          session_id: sessionId,
+          status,
+          webhook_type: 'status.updated',
+          vendor_data: 'press-7',
+          timestamp: Math.floor(Date.now() / 1000) - secondsAgo,
+        });
+        const answer = await fetch(`${nodeRed.http.url}/didit-operator`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            'x-signature': crypto.createHmac('sha256', secret).update(body).digest('hex'),
+          },
+          body,
+        });
+        assert.equal(answer.status, 204);
+      };
+      // A webhook claiming approval while Didit itself says otherwise unlocks nothing.
+      didit.finish(sessionId, 'In Review');
+      await webhook('Approved', 10);
+      await until(() => out['op-refused'].length === 1, 5_000, 'the refusal');
+      assert.deepEqual(out['op-refused'][0].m2m.reasons, ['didit_in_review']);
+      didit.finish(sessionId, 'Approved');
+      await webhook('Approved', 0);
+      await until(() => out['op-plc'].length === 1, 5_000, 'the unlock');
+      assert.deepEqual([out['op-plc'][0].topic, out['op-plc'][0].payload], ['plant/press-7/unlock', true]);
+    });
+
+    it('camera station: the camera picture and the badge photo go to Didit, a match opens the turnstile', async () => {
+      const dir = nodeRed.userDir;
+      fs.writeFileSync(path.join(dir, 'latest.jpg'), JPEG);
+      fs.writeFileSync(path.join(dir, '1234.jpg'), JPEG);
+      await helper.load(
+        [nodeRed.http.capture, ...coreNodes, ...m2mNodes],
+        againstDouble('m2m-didit-face-match/camera-station.json', 'face-didit'),
+        { 'face-didit': { apiKey: DOUBLE_API_KEY } },
+      );
+      const out = collect(['face-turnstile', 'face-refused']);
+      const scan = {
+        filename: path.join(dir, 'latest.jpg'),
+        refImage: path.join(dir, '1234.jpg'),
+        topic: 'turnstile-2',
+      };
+      helper.getNode('face-match').receive(scan);
+      await until(() => out['face-turnstile'].length === 1, 5_000, 'the turnstile');
+      assert.deepEqual(
+        [out['face-turnstile'][0].topic, out['face-turnstile'][0].payload],
+        ['plant/turnstile-2/open', true],
+      );
+      assert.equal(didit.requests[0].parts?.face_match_score_decline_threshold, '40');
+      didit.faceScore = 35;
+      helper.getNode('face-match').receive(scan);
+      await until(() => out['face-refused'].length === 1, 5_000, 'the refusal');
+      assert.deepEqual(out['face-refused'][0].m2m.reasons, ['LOW_FACE_MATCH_SIMILARITY']);
     });
   });
 

@@ -28,6 +28,8 @@ export const m2mNodes = [
   'm2m-attest',
   'm2m-verifier',
   'm2m-webhook-in',
+  'm2m-didit-session',
+  'm2m-didit-face-match',
 ].map(nodeModule);
 
 export interface NodeHttp {
