@@ -1,12 +1,11 @@
 /**
  * Compact JWS (RFC 7515) with EdDSA (RFC 8037) only.
  *
- * base64url comes from jose; the signature itself goes through
+ * base64url is Node's own (native, several times jose's pure-JS codec); the signature goes through
  * ./ed25519 so that signing and verifying use the cached node:crypto keys (or the noble fallback)
  * synchronously. Anything but `alg: EdDSA` is refused before a key is looked at, which rules out
  * `none`, HMAC-with-public-key and algorithm confusion.
  */
-import { base64url } from 'jose';
 import { SignatureError } from '../errors';
 import { isPlainObject } from '../schema';
 import type { Ed25519PrivateKey, Ed25519PublicKey } from './ed25519';
@@ -46,8 +45,8 @@ export function signJws(
   extra: Record<string, unknown> = {},
 ): string {
   const header = { ...extra, ...(kid ? { alg: 'EdDSA', typ, kid } : { alg: 'EdDSA', typ }) };
-  const signingInput = `${base64url.encode(JSON.stringify(header))}.${base64url.encode(JSON.stringify(payload))}`;
-  return `${signingInput}.${base64url.encode(key.sign(encoder.encode(signingInput)))}`;
+  const signingInput = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+  return `${signingInput}.${Buffer.from(key.sign(Buffer.from(signingInput, 'latin1'))).toString('base64url')}`;
 }
 
 /** One base64url segment's bytes (Node's decoder: several times jose's pure-JS one). */

@@ -3,7 +3,7 @@
  * `{type, timestamp, data}`. The event id travels in the `webhook-id` header, stable across
  * retries; in-process listeners (the m2m-verifier node's output) get it on the event.
  */
-import * as crypto from 'node:crypto';
+import { uuidv7 } from './ids';
 import type { DeviceRecord, OutboxEvent, SessionRecord } from './types';
 
 export type DeviceEventType = 'device.registered' | 'device.revoked' | 'device.approved' | 'device.reinstated';
@@ -11,7 +11,7 @@ export type EventType = DeviceEventType | 'attestation.decided';
 
 function event(type: EventType, nowMs: number, data: Record<string, unknown>): OutboxEvent {
   return {
-    eventId: `evt_${crypto.randomUUID().replace(/-/g, '')}`,
+    eventId: `evt_${uuidv7(nowMs).replace(/-/g, '')}`,
     webhookType: type,
     createdAt: nowMs,
     payload: { type, timestamp: new Date(nowMs).toISOString(), data },

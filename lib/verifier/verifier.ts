@@ -9,6 +9,7 @@ import { JWS_TYPES, decodeJws, verifyDecoded } from '../crypto/jws';
 import type { Infer } from '../schema';
 import { normaliseUrl } from '../url';
 import { DeliveryWorker } from './delivery';
+import { orderedNonce, uuidv7 } from './ids';
 import { decisionEvent, deviceEvent } from './events';
 import { Metrics, type MetricsSnapshot, mergeSnapshots, renderPrometheus } from './metrics';
 import { RateLimiter, type RateRule } from './rate-limit';
@@ -324,7 +325,7 @@ export class Verifier {
     if (!device || device.status === 'revoked')
       throw new M2MError('device_unknown', `no active device ${deviceId}`, 404);
     this.limiters.challengesPerDevice.check(deviceId, now, `challenges for ${deviceId}`);
-    const nonce = crypto.randomBytes(32).toString('base64url');
+    const nonce = orderedNonce(now);
     const expiresAt = now + NONCE_TTL_MS;
     await this.store.insertNonce({ nonce, deviceId, expiresAt });
     return { nonce, expiresAt: new Date(expiresAt).toISOString() };
@@ -346,7 +347,7 @@ export class Verifier {
     const payload = schemas.attestationPayload.parse(decoded.payload, 'attestation');
     const now = this.now();
     const device = await this.store.getDevice(payload.iss);
-    const sessionId = crypto.randomUUID();
+    const sessionId = uuidv7(now);
 
     // Neither an unknown device nor a bad signature may consume the nonce: they prove nothing.
     // Nothing is written for an unknown device; a bad signature on a known id is recorded for the

@@ -132,6 +132,25 @@ forEachBackend('verifier store', backend => {
     assert.equal(outcomes.filter(o => o.outcome === 'nonce_reused').length, 49);
   });
 
+  it('keeps the other writes of one moment when one of them fails', async () => {
+    const record = device();
+    const nonce = (id: string) => ({ nonce: id, deviceId: record.deviceId, expiresAt: T0 + 60_000 });
+    const settled = await Promise.allSettled([
+      store.insertNonce(nonce('a')),
+      store.insertNonce(nonce('a')),
+      store.insertNonce(nonce('b')),
+    ]);
+    assert.deepEqual(
+      settled.map(s => s.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
+    for (const id of ['a', 'b'])
+      assert.equal(
+        (await store.consumeNonceAndRecord(id, record.deviceId, T0, decider(record.deviceId).decide)).outcome,
+        'consumed',
+      );
+  });
+
   it('purges expired nonces, old sessions and delivered events, keeping the rest', async () => {
     const record = device();
     await store.insertNonce({ nonce: 'old', deviceId: record.deviceId, expiresAt: T0 - 1 });

@@ -137,6 +137,8 @@ export function migrateSqlite(db: Database.Database, upTo = SCHEMA_VERSION): voi
 export class SqliteStore implements VerifierStore {
   private readonly db: Database.Database;
   private readonly statements;
+  private pending: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (err: unknown) => void }> =
+    [];
 
   /** @param file a path, or ':memory:' */
   constructor(file: string) {
@@ -286,7 +288,7 @@ export class SqliteStore implements VerifierStore {
   }
 
   async insertNonce(nonce: NonceRecord): Promise<void> {
-    this.statements.insertNonce.run(nonce.nonce, nonce.deviceId, nonce.expiresAt);
+    await this.groupCommit(() => this.statements.insertNonce.run(nonce.nonce, nonce.deviceId, nonce.expiresAt));
   }
 
   async purge(before: PurgeBefore): Promise<PurgeCounts> {
@@ -309,28 +311,66 @@ export class SqliteStore implements VerifierStore {
     now: number,
     decide: (outcome: NonceOutcome) => { session: SessionRecord; event: OutboxEvent },
   ): Promise<{ outcome: NonceOutcome; session: SessionRecord }> {
-    return this.db
-      .transaction(() => {
-        const { changes } = this.statements.consumeNonce.run(now, nonce, deviceId, now);
-        const outcome =
-          changes === 1
-            ? 'consumed'
-            : whyNotConsumed(this.statements.getNonce.get(nonce) as NonceRow | undefined, deviceId, now);
-        const { session, event } = decide(outcome);
-        this.writeSession(session);
-        this.writeEvent(event);
-        return { outcome, session };
-      })
-      .immediate();
+    return this.groupCommit(() => {
+      const { changes } = this.statements.consumeNonce.run(now, nonce, deviceId, now);
+      const outcome =
+        changes === 1
+          ? 'consumed'
+          : whyNotConsumed(this.statements.getNonce.get(nonce) as NonceRow | undefined, deviceId, now);
+      const { session, event } = decide(outcome);
+      this.writeSession(session);
+      this.writeEvent(event);
+      return { outcome, session };
+    });
   }
 
   async recordSession(session: SessionRecord, event: OutboxEvent): Promise<void> {
-    this.db
-      .transaction(() => {
-        this.writeSession(session);
-        this.writeEvent(event);
-      })
-      .immediate();
+    await this.groupCommit(() => {
+      this.writeSession(session);
+      this.writeEvent(event);
+    });
+  }
+
+  /**
+   * Group commit for the writes on every device's path (challenges, decisions): those queued
+   * during one turn of the event loop share one IMMEDIATE transaction, each in a savepoint of its
+   * own, so one failing undoes only itself. A commit per write appends every touched page to the
+   * WAL again; a busy verifier grouping its writes appends each page once a turn. Each promise
+   * settles once its group is committed, so nothing is reported that could still be lost.
+   */
+  private groupCommit<T>(work: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const settle = resolve as (value: unknown) => void;
+      if (this.pending.push({ work, resolve: settle, reject }) === 1) setImmediate(() => this.commitPending());
+    });
+  }
+
+  private commitPending(): void {
+    const group = this.pending;
+    this.pending = [];
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      this.db
+        .transaction(() => {
+          for (const { work } of group) {
+            try {
+              outcomes.push({ ok: true, value: this.db.transaction(work)() });
+            } catch (error) {
+              outcomes.push({ ok: false, error });
+            }
+          }
+        })
+        .immediate();
+    } catch (error) {
+      // The commit itself failed (disk full, a lock past busy_timeout): nothing of the group stands.
+      for (const { reject } of group) reject(error);
+      return;
+    }
+    group.forEach(({ resolve, reject }, i) => {
+      const outcome = outcomes[i];
+      if (outcome.ok) resolve(outcome.value);
+      else reject(outcome.error);
+    });
   }
 
   async rotateSigningKeys(plan: (keys: SigningKeyRecord[]) => KeyRotation): Promise<SigningKeyRecord[]> {
@@ -432,6 +472,7 @@ export class SqliteStore implements VerifierStore {
   }
 
   async close(): Promise<void> {
+    if (this.pending.length && this.db.open) this.commitPending();
     if (this.db.open) this.db.close();
   }
 }
