@@ -33,6 +33,12 @@ export function deviceEvent(
   type: DeviceEventType,
   device: Pick<DeviceRecord, 'deviceId' | 'status' | 'metadata'>,
   nowMs: number,
+  audit?: { actor: string; reason?: string },
 ): OutboxEvent {
-  return event(type, nowMs, { deviceId: device.deviceId, status: device.status, metadata: device.metadata ?? {} });
+  return event(type, nowMs, {
+    deviceId: device.deviceId,
+    status: device.status,
+    metadata: device.metadata ?? {},
+    ...(audit ? { actor: audit.actor, ...(audit.reason ? { reason: audit.reason } : {}) } : {}),
+  });
 }

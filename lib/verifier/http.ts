@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { M2MError, ValidationError } from '../errors';
 import { readRawBody, tooLarge } from '../http-body';
 import { parseJson } from '../schema';
+import * as schemas from './schemas';
 import { requestPath } from '../url';
 import type { Verifier } from './verifier';
 
@@ -23,6 +24,8 @@ interface Call {
   remoteAddress: string;
   /** The body as JSON (or, where the route takes it, a form). */
   json(options?: { form?: boolean }): unknown;
+  /** The body as JSON, or undefined when there is none. */
+  body(): unknown;
 }
 
 interface Route {
@@ -66,7 +69,7 @@ const routes: Route[] = [
     method: 'GET',
     path: /^\/v1\/devices$/,
     admin: true,
-    handle: async verifier => ({ body: { devices: await verifier.listDevices() } }),
+    handle: async (verifier, { query }) => ({ body: await verifier.listDevices(query) }),
   },
   {
     method: 'GET',
@@ -75,22 +78,20 @@ const routes: Route[] = [
     handle: async (verifier, { params }) => ({ body: await verifier.getDevice(params[0]) }),
   },
   {
-    method: 'POST',
-    path: /^\/v1\/devices\/([^/]+)\/revoke$/,
+    method: 'GET',
+    path: /^\/v1\/devices\/([^/]+)\/history$/,
     admin: true,
-    handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'revoke') }),
+    handle: async (verifier, { params }) => ({ body: await verifier.deviceHistory(params[0]) }),
   },
   {
     method: 'POST',
-    path: /^\/v1\/devices\/([^/]+)\/approve$/,
+    path: /^\/v1\/devices\/([^/]+)\/(revoke|approve|reinstate)$/,
     admin: true,
-    handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'approve') }),
-  },
-  {
-    method: 'POST',
-    path: /^\/v1\/devices\/([^/]+)\/reinstate$/,
-    admin: true,
-    handle: async (verifier, { params }) => ({ body: await verifier.setStatus(params[0], 'reinstate') }),
+    async handle(verifier, call) {
+      const { reason, actor } = schemas.statusChangeBody.parse(call.body() ?? {}, 'body');
+      const action = call.params[1] as 'revoke' | 'approve' | 'reinstate';
+      return { body: await verifier.setStatus(call.params[0], action, { actor: actor ?? 'admin-api', reason }) };
+    },
   },
   {
     method: 'POST',
@@ -252,6 +253,10 @@ async function handle(verifier: Verifier, req: Request, res: ServerResponse): Pr
     headers: req.headers,
     remoteAddress: req.socket?.remoteAddress ?? '',
     json: ({ form = false } = {}) => decodeBody(body, headerValue(req.headers['content-type']), form),
+    body: () =>
+      Buffer.isBuffer(body) && body.length === 0
+        ? undefined
+        : decodeBody(body, headerValue(req.headers['content-type']), false),
   });
   send(res, answer.status ?? 200, answer.body, {}, 'type' in answer ? answer.type : undefined);
 }

@@ -50,6 +50,20 @@ export const deliveryQuery = s.object({
   limit: s.optional(s.string({ pattern: /^(?:[1-9]\d{0,2}|1000)$/, format: 'limit of 1-1000' })),
 });
 
+/** GET /v1/devices: a page of the fleet. */
+export const deviceQuery = s.object({
+  offset: s.optional(s.string({ pattern: /^(?:0|[1-9]\d{0,8})$/, format: 'offset of 0 or more' })),
+  limit: s.optional(s.string({ pattern: /^(?:[1-9]\d{0,2}|1000)$/, format: 'limit of 1-1000' })),
+  status: s.optional(s.literal('active', 'pending', 'revoked')),
+  q: s.optional(s.string({ maxLength: 128 })),
+});
+
+/** The body of revoke, approve and reinstate: who (for the audit trail) and why, both optional. */
+export const statusChangeBody = s.object({
+  reason: s.optional(s.string({ maxLength: 500 })),
+  actor: s.optional(s.string({ minLength: 1, maxLength: 128 })),
+});
+
 /** `--limits`: the unauthenticated calls' rate rules, each `{burst, perSecond}`. */
 const rateRule = s.object({ burst: s.number({ min: 1, max: 1e9 }), perSecond: s.number({ min: 0, max: 1e9 }) });
 export const limitsSchema = s.object({

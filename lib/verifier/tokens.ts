@@ -99,7 +99,7 @@ export class TokenService {
   private readonly store: VerifierStore;
   private readonly issuer: string;
   private readonly audience: string;
-  private readonly ttlSeconds: number;
+  readonly ttlSeconds: number;
   readonly rotation: KeyRotationOptions;
   private keys: LoadedKey[] = [];
   private keySet!: ReturnType<typeof jose.createLocalJWKSet>;

@@ -15,7 +15,7 @@ import { Metrics, type MetricsSnapshot, mergeSnapshots, renderPrometheus } from 
 import { RateLimiter, type RateRule } from './rate-limit';
 import * as schemas from './schemas';
 import { countingFailures } from './store/counted';
-import type { DeliveryRecord, SubscriberRecord, VerifierStore } from './store/types';
+import type { AuditEntry, DeliveryRecord, DeviceSummary, SubscriberRecord, VerifierStore } from './store/types';
 import { type SubscriberConfig, toSubscriber } from './subscribers';
 import { type KeyRotationOptions, MAX_CLOCK_SKEW_S, TokenService, keyRotationOptions } from './tokens';
 
@@ -125,6 +125,29 @@ export interface AttestationResult {
   token?: string;
   expiresAt?: string;
   sessionId: string;
+}
+
+/** An attestation as the admin API shows it. */
+export interface PublicSession {
+  sessionId: string;
+  at: string;
+  decision: Decision;
+  reasons: string[];
+  /** The TinyML score the device sent, when it sent one. */
+  score?: number;
+  /** When the token an approval issued runs out. */
+  tokenExpiresAt?: string;
+}
+
+export interface PublicAudit {
+  at: string;
+  action: DeviceStatus;
+  actor: string;
+  reason?: string;
+}
+
+export interface FleetDevice extends PublicDevice {
+  lastAttestation?: PublicSession;
 }
 
 export interface PublicDevice {
@@ -445,9 +468,11 @@ export class Verifier {
     return reasons;
   }
 
+  /** `audit`: who asked and why, kept in the device's history and sent with the event. */
   async setStatus(
     deviceId: string,
     action: 'revoke' | 'approve' | 'reinstate',
+    audit?: AuditEntry,
   ): Promise<{ deviceId: string; status: DeviceStatus }> {
     const id = schemas.deviceIdSchema.parse(deviceId, 'deviceId');
     const transitions = {
@@ -459,15 +484,55 @@ export class Verifier {
     const device = await this.store.getDevice(id);
     if (!device) throw new M2MError('device_unknown', `no device ${id}`, 404);
     const now = this.now();
-    const written = deviceEvent(event, { ...device, status: to }, now);
-    if (!(await this.store.setDeviceStatus(id, to, [...from], written, now)))
+    const written = deviceEvent(event, { ...device, status: to }, now, audit);
+    if (!(await this.store.setDeviceStatus(id, to, [...from], written, now, audit)))
       throw new M2MError('wrong_status', `cannot ${action} a device that is ${device.status}`, 409);
     this.published(written);
     return { deviceId: id, status: to };
   }
 
-  async listDevices(): Promise<PublicDevice[]> {
-    return (await this.store.listDevices()).map(publicView);
+  /** A page of the fleet, each device with its latest attestation. */
+  async listDevices(
+    query: Record<string, string | undefined> = {},
+  ): Promise<{ total: number; devices: FleetDevice[] }> {
+    const { offset, limit, status, q } = schemas.deviceQuery.parse(query, 'query');
+    const page = await this.store.listDevices({
+      offset: offset ? Number(offset) : 0,
+      limit: limit ? Number(limit) : 1000,
+      status,
+      search: q,
+    });
+    return { total: page.total, devices: page.devices.map(device => this.fleetView(device)) };
+  }
+
+  /** What a device did lately: its attestations and who changed its status, newest first. */
+  async deviceHistory(deviceId: string): Promise<{ sessions: PublicSession[]; audit: PublicAudit[] }> {
+    const id = schemas.deviceIdSchema.parse(deviceId, 'deviceId');
+    if (!(await this.store.getDevice(id))) throw new M2MError('device_unknown', `no device ${id}`, 404);
+    const { sessions, audit } = await this.store.deviceHistory(id, 50);
+    return {
+      sessions: sessions.map(session => this.sessionView(session)),
+      audit: audit.map(({ deviceId: _device, at, ...entry }) => ({ ...entry, at: new Date(at).toISOString() })),
+    };
+  }
+
+  private sessionView(session: SessionRecord): PublicSession {
+    const expires = session.decision === 'approved' ? session.createdAt + this.tokens.ttlSeconds * 1000 : undefined;
+    return {
+      sessionId: session.sessionId,
+      at: new Date(session.createdAt).toISOString(),
+      decision: session.decision,
+      reasons: session.reasons,
+      ...(session.score === undefined ? {} : { score: session.score }),
+      ...(expires ? { tokenExpiresAt: new Date(expires).toISOString() } : {}),
+    };
+  }
+
+  private fleetView(device: DeviceSummary): FleetDevice {
+    return {
+      ...publicView(device),
+      ...(device.lastSession ? { lastAttestation: this.sessionView(device.lastSession) } : {}),
+    };
   }
 
   async getDevice(deviceId: string): Promise<PublicDevice> {

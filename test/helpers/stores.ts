@@ -18,6 +18,8 @@ export interface Backend {
   /** Why the back-end's tests cannot run here, if they cannot. */
   skipReason?: string;
   schemaVersion: number;
+  /** The last version whose signing_keys had no signs_from column. */
+  keysWithoutSignsFrom: number;
   /** A spec for `openStore` naming an empty database. */
   fresh(): Promise<StoreSpec>;
 }
@@ -34,6 +36,7 @@ export interface StoreSpec {
 const sqlite: Backend = {
   name: 'SQLite',
   schemaVersion: SCHEMA_VERSION,
+  keysWithoutSignsFrom: 3,
   async fresh() {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-store-'));
     const file = path.join(dir, 'verifier.db');
@@ -73,6 +76,7 @@ const postgres: Backend = {
   name: 'PostgreSQL',
   skipReason: PG_URL ? undefined : 'set M2M_PG_URL, e.g. postgres://127.0.0.1:5432/test, to run against PostgreSQL',
   schemaVersion: PG_SCHEMA_VERSION,
+  keysWithoutSignsFrom: 1,
   async fresh() {
     const schema = `m2m_test_${crypto.randomBytes(6).toString('hex')}`;
     const spec = pgSpec(schema);

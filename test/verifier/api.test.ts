@@ -3,6 +3,7 @@ import * as jose from 'jose';
 import { Ed25519PrivateKey } from '../../lib/crypto/ed25519';
 import type { DeviceIdentity } from '../../lib/edge/keystore';
 import { JWS_TYPES, attestation, jwsWithHeader, makeDevice, registration, signJws } from '../fixtures/device';
+import type { VerifierEvent } from '../../lib/verifier';
 import { admin, enrol, startHarness, type Harness } from './harness';
 
 describe('verifier: identity API v1 over HTTP', () => {
@@ -368,6 +369,47 @@ describe('verifier: identity API v1 over HTTP', () => {
         device.privateKey.publicKey.thumbprint(),
       );
       assert.equal((await v.get('/v1/devices/nobody', admin)).status, 404);
+    });
+
+    it('pages the fleet with each device’s latest attestation, and keeps who revoked and why', async () => {
+      const first = await registered(makeDevice('line-a'));
+      await registered(makeDevice('line-b'));
+      const events: VerifierEvent[] = [];
+      v.verifier.onEvent(event => events.push(event));
+      assert.equal((await attest(first, await nonceFor(first))).body.decision, 'approved');
+      const page = await v.get('/v1/devices?limit=1&q=line', admin);
+      assert.equal(page.body.total, 2);
+      assert.equal(page.body.devices.length, 1);
+      const last = page.body.devices[0].lastAttestation;
+      assert.equal(last.decision, 'approved');
+      assert.equal(new Date(last.tokenExpiresAt).getTime() - new Date(last.at).getTime(), 15 * 60_000);
+      assert.equal((await v.get('/v1/devices?limit=5000', admin)).status, 400);
+
+      const revoked = await v.post('/v1/devices/line-a/revoke', { reason: 'badge lost', actor: 'anna' }, admin);
+      assert.equal(revoked.status, 200);
+      assert.deepEqual(events.at(-1), {
+        id: events.at(-1)!.id,
+        type: 'device.revoked',
+        timestamp: events.at(-1)!.timestamp,
+        data: {
+          deviceId: 'line-a',
+          status: 'revoked',
+          metadata: { line: 'press shop' },
+          actor: 'anna',
+          reason: 'badge lost',
+        },
+      } as never);
+      await v.post('/v1/devices/line-a/reinstate', undefined, admin);
+      const history = await v.get('/v1/devices/line-a/history', admin);
+      assert.deepEqual(
+        history.body.audit.map((a: Record<string, string>) => [a.action, a.actor, a.reason]),
+        [
+          ['active', 'admin-api', undefined],
+          ['revoked', 'anna', 'badge lost'],
+        ],
+      );
+      assert.equal(history.body.sessions[0].decision, 'approved');
+      assert.equal((await v.get('/v1/devices/nobody/history', admin)).status, 404);
     });
 
     it('answers 401 without and 403 with a wrong admin key', async () => {

@@ -71,7 +71,7 @@ forEachBackend('verifier store', backend => {
     );
     assert.deepEqual(await store.getDevice(record.deviceId), { ...record, workflow: undefined });
     assert.deepEqual(
-      (await store.listDevices()).map(d => d.deviceId),
+      (await store.listDevices({ offset: 0, limit: 10 })).devices.map(d => d.deviceId),
       [record.deviceId],
     );
     assert.equal(await store.getDevice('nobody'), undefined);
@@ -185,6 +185,56 @@ forEachBackend('verifier store', backend => {
       (await store.rotateSigningKeys(() => ({ remove: [plans[0][0].kid] }))).map(k => k.kid),
       ['later'],
     );
+  });
+
+  it('pages, filters and searches the fleet, each device with its latest attestation', async () => {
+    for (let i = 0; i < 12; i++) {
+      const record = {
+        ...device(`line-${String(i).padStart(2, '0')}`),
+        status: i % 3 === 0 ? 'pending' : 'active',
+      } as const;
+      await store.insertDevice(record, deviceEvent('device.registered', record, T0));
+    }
+    const page = await store.listDevices({ offset: 5, limit: 4 });
+    assert.equal(page.total, 12);
+    assert.deepEqual(
+      page.devices.map(d => d.deviceId),
+      ['line-05', 'line-06', 'line-07', 'line-08'],
+    );
+    const pending = await store.listDevices({ offset: 0, limit: 100, status: 'pending' });
+    assert.deepEqual([pending.total, pending.devices[1].deviceId], [4, 'line-03']);
+    const found = await store.listDevices({ offset: 0, limit: 100, search: '1' });
+    assert.deepEqual(
+      found.devices.map(d => d.deviceId),
+      ['line-01', 'line-10', 'line-11'],
+    );
+    assert.equal((await store.listDevices({ offset: 0, limit: 10, search: '%' })).total, 0, 'no LIKE wildcards');
+
+    const { decide } = decider('line-01');
+    for (const [n, outcome] of (['consumed', 'nonce_reused'] as const).entries()) {
+      const { session, event } = decide(outcome);
+      await store.recordSession({ ...session, createdAt: T0 + n, score: 0.9 }, event);
+    }
+    const [withSession] = (await store.listDevices({ offset: 0, limit: 1, search: 'line-01' })).devices;
+    assert.deepEqual(
+      [withSession.lastSession?.decision, withSession.lastSession?.reasons, withSession.lastSession?.score],
+      ['declined', ['nonce_reused'], 0.9],
+    );
+  });
+
+  it('keeps who changed a device’s status and why, with its sessions, newest first', async () => {
+    const record = device('press-7');
+    await store.insertDevice(record, deviceEvent('device.registered', record, T0));
+    const event = () => deviceEvent('device.revoked', record, T0);
+    await store.setDeviceStatus('press-7', 'revoked', ['active'], event(), T0 + 1, { actor: 'anna', reason: 'stolen' });
+    await store.setDeviceStatus('press-7', 'active', ['revoked'], event(), T0 + 2, { actor: 'ben' });
+    await store.setDeviceStatus('press-7', 'active', ['revoked'], event(), T0 + 3, { actor: 'refused change' });
+    const history = await store.deviceHistory('press-7', 10);
+    assert.deepEqual(history.audit, [
+      { deviceId: 'press-7', at: T0 + 2, action: 'active', actor: 'ben' },
+      { deviceId: 'press-7', at: T0 + 1, action: 'revoked', actor: 'anna', reason: 'stolen' },
+    ]);
+    assert.deepEqual(history.sessions, []);
   });
 
   describe('outbox', () => {
@@ -329,7 +379,8 @@ forEachBackend('verifier store', backend => {
     it('migrates a database an older verifier left, keeping its devices and signing key', async () => {
       const old = await backend.fresh();
       try {
-        await old.migrateTo(backend.schemaVersion - 1);
+        // The version before signing keys got signs_from; every later one is applied on top.
+        await old.migrateTo(backend.keysWithoutSignsFrom);
         await old.sql(
           `INSERT INTO signing_keys (kid, seed, created_at) VALUES ('old-kid', '${'ab'.repeat(32)}', ${T0})`,
         );
@@ -341,6 +392,7 @@ forEachBackend('verifier store', backend => {
         try {
           await migrated.ping();
           assert.equal((await migrated.getDevice('kept'))?.generation, 2);
+          assert.deepEqual(await migrated.deviceHistory('kept', 10), { sessions: [], audit: [] });
           const keys = await migrated.rotateSigningKeys(() => ({}));
           assert.deepEqual(
             keys.map(k => [k.kid, k.signsFrom]),

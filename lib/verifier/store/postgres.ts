@@ -15,7 +15,11 @@ import {
   DELIVERY_COLUMNS,
   type DeliveryRow,
   type DeviceRow,
+  type AuditRow,
   type NonceRow,
+  type SessionRow,
+  toAudit,
+  toSession,
   type SubscriberRow,
   toDelivery,
   toDevice,
@@ -24,7 +28,11 @@ import {
 } from './rows';
 import { schemaMismatch } from './schema-version';
 import type {
+  AuditEntry,
+  AuditRecord,
   ClaimedDelivery,
+  DeviceQuery,
+  DeviceSummary,
   DeliveryOutcome,
   DeliveryRecord,
   DeliveryStatus,
@@ -38,7 +46,7 @@ import type {
   VerifierStore,
 } from './types';
 
-/** Versioned like SQLite's; version 1 is SQLite's version 3 (where PostgreSQL support began). */
+/** Versioned like SQLite's; version 1 is SQLite's version 3 (where PostgreSQL support began), 2 its 4, 3 its 5. */
 const MIGRATIONS = [
   `CREATE TABLE devices (
   device_id TEXT PRIMARY KEY,
@@ -111,6 +119,16 @@ CREATE INDEX deliveries_status ON deliveries (status, id);
 CREATE INDEX deliveries_created ON deliveries (created_at);`,
   `ALTER TABLE signing_keys ADD COLUMN signs_from BIGINT NOT NULL DEFAULT 0;
 UPDATE signing_keys SET signs_from = created_at;`,
+  `CREATE TABLE device_audit (
+  id BIGSERIAL PRIMARY KEY,
+  device_id TEXT NOT NULL,
+  at BIGINT NOT NULL,
+  action TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  reason TEXT
+);
+CREATE INDEX device_audit_device ON device_audit (device_id, at);
+CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -333,8 +351,44 @@ export class PostgresStore implements VerifierStore {
     return rows[0] && toDevice(rows[0]);
   }
 
-  async listDevices(): Promise<DeviceRecord[]> {
-    return (await this.query<DeviceRow>('SELECT * FROM devices ORDER BY device_id')).rows.map(toDevice);
+  async listDevices(query: DeviceQuery): Promise<{ total: number; devices: DeviceSummary[] }> {
+    const where = `($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR strpos(device_id, $2) > 0)`;
+    const filter = [query.status ?? null, query.search || null];
+    const [{ rows }, count] = await Promise.all([
+      this.query<DeviceRow>(`SELECT * FROM devices WHERE ${where} ORDER BY device_id LIMIT $3 OFFSET $4`, [
+        ...filter,
+        query.limit,
+        query.offset,
+      ]),
+      this.query<{ total: number }>(`SELECT count(*) AS total FROM devices WHERE ${where}`, filter),
+    ]);
+    const latest = await this.query<SessionRow>(
+      `SELECT DISTINCT ON (device_id) * FROM sessions WHERE device_id = ANY($1::text[])
+      ORDER BY device_id, created_at DESC, session_id DESC`,
+      [rows.map(row => row.device_id)],
+    );
+    const last = new Map(latest.rows.map(row => [row.device_id, toSession(row)]));
+    return {
+      total: count.rows[0].total,
+      devices: rows.map(row => {
+        const session = last.get(row.device_id);
+        return { ...toDevice(row), ...(session ? { lastSession: session } : {}) };
+      }),
+    };
+  }
+
+  async deviceHistory(deviceId: string, limit: number): Promise<{ sessions: SessionRecord[]; audit: AuditRecord[] }> {
+    const [sessions, audit] = await Promise.all([
+      this.query<SessionRow>(
+        'SELECT * FROM sessions WHERE device_id = $1 ORDER BY created_at DESC, session_id DESC LIMIT $2',
+        [deviceId, limit],
+      ),
+      this.query<AuditRow>(
+        'SELECT device_id, at, action, actor, reason FROM device_audit WHERE device_id = $1 ORDER BY at DESC, id DESC LIMIT $2',
+        [deviceId, limit],
+      ),
+    ]);
+    return { sessions: sessions.rows.map(toSession), audit: audit.rows.map(toAudit) };
   }
 
   async setDeviceStatus(
@@ -343,6 +397,7 @@ export class PostgresStore implements VerifierStore {
     from: DeviceStatus[],
     event: OutboxEvent,
     now: number,
+    audit?: AuditEntry,
   ): Promise<boolean> {
     return this.transaction(async client => {
       const { rowCount } = await client.query(
@@ -351,6 +406,11 @@ export class PostgresStore implements VerifierStore {
         [status, now, deviceId, from],
       );
       if (rowCount === 1) await client.query(INSERT_EVENT, eventValues(event));
+      if (rowCount === 1 && audit)
+        await client.query(
+          'INSERT INTO device_audit (device_id, at, action, actor, reason) VALUES ($1, $2, $3, $4, $5)',
+          [deviceId, now, status, audit.actor, audit.reason ?? null],
+        );
       return rowCount === 1;
     });
   }

@@ -1,6 +1,6 @@
 /** Rows as both stores' SQL returns them (same column names), and the records they make. */
-import type { DeviceRecord, DeviceStatus, NonceOutcome } from '../types';
-import type { DeliveryRecord, DeliveryStatus, SubscriberRecord, SubscriberStatus } from './types';
+import type { Decision, DeviceRecord, DeviceStatus, NonceOutcome, SessionRecord } from '../types';
+import type { AuditRecord, DeliveryRecord, DeliveryStatus, SubscriberRecord, SubscriberStatus } from './types';
 
 export interface DeviceRow {
   device_id: string;
@@ -98,4 +98,42 @@ export function whyNotConsumed(row: NonceRow | undefined, deviceId: string, now:
   if (row.device_id !== deviceId) return 'nonce_other_device';
   if (row.consumed_at !== null) return 'nonce_reused';
   return row.expires_at <= now ? 'nonce_expired' : 'nonce_unknown';
+}
+
+export interface SessionRow {
+  session_id: string;
+  device_id: string;
+  decision: Decision;
+  reasons: string;
+  score: number | null;
+  created_at: number;
+}
+
+export function toSession(row: SessionRow): SessionRecord {
+  return {
+    sessionId: row.session_id,
+    deviceId: row.device_id,
+    decision: row.decision,
+    reasons: JSON.parse(row.reasons),
+    ...(row.score === null ? {} : { score: row.score }),
+    createdAt: row.created_at,
+  };
+}
+
+export interface AuditRow {
+  device_id: string;
+  at: number;
+  action: DeviceStatus;
+  actor: string;
+  reason: string | null;
+}
+
+export function toAudit(row: AuditRow): AuditRecord {
+  return {
+    deviceId: row.device_id,
+    at: row.at,
+    action: row.action,
+    actor: row.actor,
+    ...(row.reason ? { reason: row.reason } : {}),
+  };
 }

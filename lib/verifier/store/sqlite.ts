@@ -12,7 +12,11 @@ import {
   DELIVERY_COLUMNS,
   type DeliveryRow,
   type DeviceRow,
+  type AuditRow,
   type NonceRow,
+  type SessionRow,
+  toAudit,
+  toSession,
   type SubscriberRow,
   toDelivery,
   toDevice,
@@ -21,7 +25,11 @@ import {
 } from './rows';
 import { schemaMismatch } from './schema-version';
 import type {
+  AuditEntry,
+  AuditRecord,
   ClaimedDelivery,
+  DeviceQuery,
+  DeviceSummary,
   KeyRotation,
   OutboxStats,
   DeliveryOutcome,
@@ -116,6 +124,16 @@ CREATE INDEX deliveries_status ON deliveries (status, id);
 CREATE INDEX deliveries_created ON deliveries (created_at);`,
   `ALTER TABLE signing_keys ADD COLUMN signs_from INTEGER NOT NULL DEFAULT 0;
 UPDATE signing_keys SET signs_from = created_at;`,
+  `CREATE TABLE device_audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  device_id TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  action TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  reason TEXT
+);
+CREATE INDEX device_audit_device ON device_audit (device_id, at);
+CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -159,7 +177,20 @@ export class SqliteStore implements VerifierStore {
         db.prepare(`INSERT INTO devices (device_id, jwk, thumbprint, fingerprint, metadata, status, workflow, created_at, updated_at)
         VALUES (@deviceId, @jwk, @thumbprint, @fingerprint, @metadata, @status, @workflow, @createdAt, @updatedAt) ON CONFLICT (device_id) DO NOTHING`),
       getDevice: db.prepare('SELECT * FROM devices WHERE device_id = ?'),
-      listDevices: db.prepare('SELECT * FROM devices ORDER BY device_id'),
+      listDevices: db.prepare(`SELECT * FROM devices
+        WHERE (@status IS NULL OR status = @status) AND (@search IS NULL OR instr(device_id, @search) > 0)
+        ORDER BY device_id LIMIT @limit OFFSET @offset`),
+      countDevices: db.prepare(`SELECT count(*) AS total FROM devices
+        WHERE (@status IS NULL OR status = @status) AND (@search IS NULL OR instr(device_id, @search) > 0)`),
+      sessionsOf: db.prepare(
+        'SELECT * FROM sessions WHERE device_id = ? ORDER BY created_at DESC, session_id DESC LIMIT ?',
+      ),
+      auditOf: db.prepare(
+        'SELECT device_id, at, action, actor, reason FROM device_audit WHERE device_id = ? ORDER BY at DESC, id DESC LIMIT ?',
+      ),
+      insertAudit: db.prepare(
+        'INSERT INTO device_audit (device_id, at, action, actor, reason) VALUES (@deviceId, @at, @action, @actor, @reason)',
+      ),
       setStatus:
         db.prepare(`UPDATE devices SET status = @status, updated_at = @now, generation = generation + (@status = 'revoked')
         WHERE device_id = @deviceId AND status IN (SELECT value FROM json_each(@from))`),
@@ -267,8 +298,27 @@ export class SqliteStore implements VerifierStore {
     return row && toDevice(row);
   }
 
-  async listDevices(): Promise<DeviceRecord[]> {
-    return (this.statements.listDevices.all() as DeviceRow[]).map(toDevice);
+  async listDevices(query: DeviceQuery): Promise<{ total: number; devices: DeviceSummary[] }> {
+    const filter = { status: query.status ?? null, search: query.search || null };
+    const rows = this.statements.listDevices.all({
+      ...filter,
+      limit: query.limit,
+      offset: query.offset,
+    }) as DeviceRow[];
+    return {
+      total: (this.statements.countDevices.get(filter) as { total: number }).total,
+      devices: rows.map(row => {
+        const last = this.statements.sessionsOf.get(row.device_id, 1) as SessionRow | undefined;
+        return { ...toDevice(row), ...(last ? { lastSession: toSession(last) } : {}) };
+      }),
+    };
+  }
+
+  async deviceHistory(deviceId: string, limit: number): Promise<{ sessions: SessionRecord[]; audit: AuditRecord[] }> {
+    return {
+      sessions: (this.statements.sessionsOf.all(deviceId, limit) as SessionRow[]).map(toSession),
+      audit: (this.statements.auditOf.all(deviceId, limit) as AuditRow[]).map(toAudit),
+    };
   }
 
   async setDeviceStatus(
@@ -277,11 +327,20 @@ export class SqliteStore implements VerifierStore {
     from: DeviceStatus[],
     event: OutboxEvent,
     now: number,
+    audit?: AuditEntry,
   ): Promise<boolean> {
     return this.db
       .transaction(() => {
         const { changes } = this.statements.setStatus.run({ status, now, deviceId, from: JSON.stringify(from) });
         if (changes === 1) this.writeEvent(event);
+        if (changes === 1 && audit)
+          this.statements.insertAudit.run({
+            deviceId,
+            at: now,
+            action: status,
+            actor: audit.actor,
+            reason: audit.reason ?? null,
+          });
         return changes === 1;
       })
       .immediate();

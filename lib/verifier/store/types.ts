@@ -45,6 +45,32 @@ export interface PurgeCounts {
   deliveries: number;
 }
 
+/** Who changed a device's status, and why: kept with the device and sent with the event. */
+export interface AuditEntry {
+  /** The Node-RED user, or `admin-api` for a call with the admin key. */
+  actor: string;
+  reason?: string;
+}
+
+export interface AuditRecord extends AuditEntry {
+  deviceId: string;
+  action: DeviceStatus;
+  at: number;
+}
+
+export interface DeviceQuery {
+  offset: number;
+  limit: number;
+  status?: DeviceStatus;
+  /** A part of the device id. */
+  search?: string;
+}
+
+/** A device with its latest attestation, for a fleet view. */
+export interface DeviceSummary extends DeviceRecord {
+  lastSession?: SessionRecord;
+}
+
 export type SubscriberStatus = 'active' | 'disabled';
 
 /** A webhook receiver the verifier delivers its events to. Its secret lives in configuration, not here. */
@@ -97,7 +123,10 @@ export interface VerifierStore {
   /** Inserts the device unless the id exists; false when it did. Writes the event in the same transaction. */
   insertDevice(device: DeviceRecord, event: OutboxEvent): Promise<boolean>;
   getDevice(deviceId: string): Promise<DeviceRecord | undefined>;
-  listDevices(): Promise<DeviceRecord[]>;
+  /** A page of devices by id, with the total that match. */
+  listDevices(query: DeviceQuery): Promise<{ total: number; devices: DeviceSummary[] }>;
+  /** The device's latest sessions and status changes, newest first. */
+  deviceHistory(deviceId: string, limit: number): Promise<{ sessions: SessionRecord[]; audit: AuditRecord[] }>;
   /**
    * Sets the status when the current one is in `from`; false when the device is absent or in
    * another status. Setting `revoked` also bumps the device's generation.
@@ -108,6 +137,7 @@ export interface VerifierStore {
     from: DeviceStatus[],
     event: OutboxEvent,
     now: number,
+    audit?: AuditEntry,
   ): Promise<boolean>;
 
   insertNonce(nonce: NonceRecord): Promise<void>;
