@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Node-RED finds a node's editor file, locales and icons beside the built .js, so tsc's output
-// needs the non-TypeScript files of nodes/ copied next to it.
+// Node-RED finds a node's (or plugin's) editor file, locales and icons beside the built .js, so
+// tsc's output needs the non-TypeScript files of nodes/ and plugins/ copied next to it.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -22,5 +22,5 @@ function copyTree(from, to) {
   }
 }
 
-copyTree(path.join(root, 'nodes'), path.join(root, 'dist', 'nodes'));
-console.log(`copy-assets: ${copied.length} files into dist/nodes`);
+for (const folder of ['nodes', 'plugins']) copyTree(path.join(root, folder), path.join(root, 'dist', folder));
+console.log(`copy-assets: ${copied.length} files into dist/nodes and dist/plugins`);

@@ -48,6 +48,44 @@ const attestAnswer = s.object({
 
 const introspectionAnswer = s.object({ active: s.boolean() });
 
+const session = s.object({
+  sessionId: s.string({ maxLength: 128 }),
+  at: s.string({ maxLength: 64 }),
+  decision: s.literal('approved', 'declined', 'in_review'),
+  reasons: s.array(s.string({ maxLength: 128 }), { maxItems: 64 }),
+  score: s.optional(s.number()),
+  tokenExpiresAt: s.optional(s.string({ maxLength: 64 })),
+});
+const fleetDevice = s.object({
+  deviceId: s.string({ pattern: s.patterns.deviceId }),
+  status: s.literal('active', 'pending', 'revoked'),
+  thumbprint: s.string({ maxLength: 128 }),
+  metadata: s.optional(s.jsonValue()),
+  createdAt: s.string({ maxLength: 64 }),
+  updatedAt: s.string({ maxLength: 64 }),
+  lastAttestation: s.optional(session),
+});
+const fleetPage = s.object({
+  total: s.number({ integer: true, min: 0 }),
+  devices: s.array(fleetDevice, { maxItems: 1000 }),
+});
+const deviceHistory = s.object({
+  sessions: s.array(session, { maxItems: 1000 }),
+  audit: s.array(
+    s.object({
+      at: s.string({ maxLength: 64 }),
+      action: s.literal('active', 'pending', 'revoked'),
+      actor: s.string({ maxLength: 128 }),
+      reason: s.optional(s.string({ maxLength: 500 })),
+    }),
+    { maxItems: 1000 },
+  ),
+});
+const statusAnswer = s.object({ deviceId: s.string({ maxLength: 128 }), status: s.string({ maxLength: 16 }) });
+
+export type FleetPage = s.Infer<typeof fleetPage>;
+export type DeviceHistory = s.Infer<typeof deviceHistory>;
+
 export type RegisterAnswer = s.Infer<typeof registerAnswer> & { created: boolean };
 export type ChallengeAnswer = s.Infer<typeof challengeAnswer>;
 export type AttestAnswer = s.Infer<typeof attestAnswer>;
@@ -102,9 +140,37 @@ export class IdentityApiClient {
 
   /** RFC 7662 introspection (needs the admin key): whether the verifier considers `token` active. */
   async introspect(token: string): Promise<boolean> {
-    const headers: Record<string, string> = this.options.apiKey ? { 'x-api-key': this.options.apiKey } : {};
-    const data = (await this.call('post', '/v1/tokens/introspect', { token }, headers)).data;
+    const data = (await this.call('post', '/v1/tokens/introspect', { token }, this.adminHeaders())).data;
     return answer(introspectionAnswer, data, 'introspection').active;
+  }
+
+  /** A page of the fleet (admin key): devices with their latest attestation. */
+  async listDevices(query: Record<string, string>): Promise<FleetPage> {
+    const search = new URLSearchParams(query).toString();
+    const data = (await this.call('get', `/v1/devices${search ? `?${search}` : ''}`, undefined, this.adminHeaders()))
+      .data;
+    return answer(fleetPage, data, 'device list');
+  }
+
+  /** A device's attestations and status changes (admin key). */
+  async deviceHistory(deviceId: string): Promise<DeviceHistory> {
+    const path = `/v1/devices/${encodeURIComponent(deviceId)}/history`;
+    return answer(deviceHistory, (await this.call('get', path, undefined, this.adminHeaders())).data, 'history');
+  }
+
+  /** Revokes, approves or reinstates a device (admin key), recording who and why. */
+  async setDeviceStatus(
+    deviceId: string,
+    action: 'revoke' | 'approve' | 'reinstate',
+    audit: { actor: string; reason?: string },
+  ): Promise<{ deviceId: string; status: string }> {
+    const path = `/v1/devices/${encodeURIComponent(deviceId)}/${action}`;
+    const data = (await this.call('post', path, audit, this.adminHeaders())).data;
+    return answer(statusAnswer, data, 'status change');
+  }
+
+  private adminHeaders(): Record<string, string> {
+    return this.options.apiKey ? { 'x-api-key': this.options.apiKey } : {};
   }
 
   /** Where the verifier publishes its token-signing keys. */

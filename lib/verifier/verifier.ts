@@ -344,9 +344,10 @@ export class Verifier {
     const { deviceId } = schemas.challengeBody.parse(body);
     const now = this.now();
     this.limiters.challengesPerAddress.check(remoteAddress, now, `challenges from ${remoteAddress || 'this client'}`);
-    const device = await this.store.getDevice(deviceId);
-    if (!device || device.status === 'revoked')
-      throw new M2MError('device_unknown', `no active device ${deviceId}`, 404);
+    // A revoked device still gets a challenge (within its rate), so that its next attestation is
+    // declined as device_revoked and recorded: the operator sees a stolen gateway still trying,
+    // and its own flow sees the true reason rather than "unknown".
+    if (!(await this.store.getDevice(deviceId))) throw new M2MError('device_unknown', `no device ${deviceId}`, 404);
     this.limiters.challengesPerDevice.check(deviceId, now, `challenges for ${deviceId}`);
     const nonce = orderedNonce(now);
     const expiresAt = now + NONCE_TTL_MS;

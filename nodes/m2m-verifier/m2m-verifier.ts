@@ -12,6 +12,7 @@ import { sendProblem } from '../../lib/verifier/http';
 import type { SubscriberConfig } from '../../lib/verifier/subscribers';
 import { eventFacts } from '../../lib/webhooks/receiver';
 import { answerParserErrors, mount, nodeUrlPath, type ExpressApp, type Handler } from '../shared/express';
+import { fleetRegistry } from '../shared/fleet-registry';
 import { dataDir, localVerifierUrl, nodeError, status } from '../shared/node-kit';
 import { localWebhookSecret } from '../shared/webhook-secret';
 
@@ -112,7 +113,16 @@ export = (RED: NodeAPI) => {
       const { id, ...body } = event;
       this.send({ topic: event.type, payload: body, m2m: eventFacts(body, id, 'in-process') } as NodeMessage);
     };
-    const stopEvents = ready.then(verifier => verifier.onEvent(toFlow)).catch(() => () => undefined);
+    const stopEvents = ready
+      .then(verifier => {
+        const stopFlow = verifier.onEvent(toFlow);
+        const unlist = fleetRegistry.add({ id: this.id, label: config.name || `verifier ${mountAt}`, verifier });
+        return () => {
+          stopFlow();
+          unlist();
+        };
+      })
+      .catch(() => () => undefined);
     ready.then(
       () => this.status(status.working(RED._('m2m-verifier.status.serving', { path: mountAt }))),
       err => {

@@ -106,7 +106,7 @@ describe('end to end: nodes against the standalone m2m-verifier process', functi
     await load();
     await provision();
     await fetch(`${verifier.url}/v1/devices/press-7/revoke`, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY } });
-    assert.deepEqual((await attest()).m2m.reasons, ['device_unknown']);
+    assert.deepEqual((await attest()).m2m.reasons, ['device_revoked']);
   });
 
   it('declines a replayed attestation and one for another verifier over the wire', async () => {

@@ -154,7 +154,7 @@ describe('nodes: provision and attest against the m2m-verifier node', () => {
     });
     assert.equal(revoke.status, 200);
     const { output, msg } = await attest();
-    assert.deepEqual([output, msg.m2m.reasons], [2, ['device_unknown']]);
+    assert.deepEqual([output, msg.m2m.reasons], [2, ['device_revoked']]);
     const caught = nextMessage('caught');
     helper.getNode('provision').receive({ payload: 'again' });
     const { error, m2m } = await caught;

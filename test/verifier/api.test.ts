@@ -322,7 +322,9 @@ describe('verifier: identity API v1 over HTTP', () => {
       assert.equal((await v.post('/v1/tokens/introspect', { token }, admin)).body.active, true);
       assert.equal((await v.post(`/v1/devices/${device.deviceId}/revoke`, {}, admin)).status, 200);
       assert.deepEqual(await v.post('/v1/tokens/introspect', { token }, admin).then(a => a.body), { active: false });
-      assert.equal((await v.post('/v1/challenges', { deviceId: device.deviceId })).status, 404);
+      const declined = await attest(device, await nonceFor(device));
+      assert.deepEqual([declined.body.decision, declined.body.reasons], ['declined', ['device_revoked']]);
+      assert.equal(declined.body.token, undefined);
       const again = await v.post('/v1/devices', { registration: registration(device, v.clock.now) }, enrol);
       assert.deepEqual([again.status, again.body.code], [403, 'device_revoked']);
     });
