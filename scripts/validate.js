@@ -79,9 +79,10 @@ async function scorecard(dir) {
   return { checks, messages, parseFailures };
 }
 
+/** The built package (dist/ as it is: `prepare` would rebuild it under running tests) packed and unpacked. */
 function packAndUnpack() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-pack-'));
-  const output = execFileSync('npm', ['pack', '--json', '--pack-destination', dir], {
+  const output = execFileSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dir], {
     cwd: root,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -344,11 +344,26 @@ export class Verifier {
     const { deviceId } = schemas.challengeBody.parse(body);
     const now = this.now();
     this.limiters.challengesPerAddress.check(remoteAddress, now, `challenges from ${remoteAddress || 'this client'}`);
-    // A revoked device still gets a challenge (within its rate), so that its next attestation is
-    // declined as device_revoked and recorded: the operator sees a stolen gateway still trying,
-    // and its own flow sees the true reason rather than "unknown".
-    if (!(await this.store.getDevice(deviceId))) throw new M2MError('device_unknown', `no device ${deviceId}`, 404);
+    const device = await this.store.getDevice(deviceId);
+    if (!device) throw new M2MError('device_unknown', `no device ${deviceId}`, 404);
     this.limiters.challengesPerDevice.check(deviceId, now, `challenges for ${deviceId}`);
+    if (device.status === 'revoked') {
+      // Refused (404, DESIGN.md §3) and recorded as a declined attempt, within the challenge rate:
+      // the operator sees a revoked gateway still trying, and its flow the true reason.
+      const session: SessionRecord = {
+        sessionId: uuidv7(now),
+        deviceId,
+        decision: 'declined',
+        reasons: ['device_revoked'],
+        createdAt: now,
+      };
+      const event = decisionEvent(session, 'default', now);
+      await this.store.recordSession(session, event);
+      this.published(event);
+      this.metrics.count('m2m_attestations_total', { decision: 'declined' });
+      this.metrics.count('m2m_decision_reasons_total', { decision: 'declined', reason: 'device_revoked' });
+      throw new M2MError('device_revoked', `device ${deviceId} is revoked`, 404);
+    }
     const nonce = orderedNonce(now);
     const expiresAt = now + NONCE_TTL_MS;
     await this.store.insertNonce({ nonce, deviceId, expiresAt });

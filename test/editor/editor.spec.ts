@@ -1,7 +1,8 @@
 /**
  * The editor as a user meets it, in headless Chromium: the palette, every edit dialog and help
  * panel, and every example imported through Import > Examples, deployed and watched.
- * Screenshots land in docs/ for the README.
+ * Screenshots land in screenshots/ (ignored by git); `npm run screenshots` copies them to docs/
+ * for the README, on purpose, so a test run leaves the checkout clean.
  */
 import * as assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -13,7 +14,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { packageRoot, prepareUserDir, startNodeRed } from '../../bin/node-red-home';
 
 const CHROMIUM = process.env.M2M_CHROMIUM || '/usr/bin/chromium';
-const docs = path.join(packageRoot, 'docs');
+const docs = path.join(packageRoot, 'screenshots');
 const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8'));
 const types = Object.keys(pkg['node-red'].nodes) as string[];
 const examples = fs

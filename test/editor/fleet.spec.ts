@@ -15,7 +15,7 @@ import { packageRoot, prepareUserDir, startNodeRed } from '../../bin/node-red-ho
 import { makeDevice, registration } from '../fixtures/device';
 
 const CHROMIUM = process.env.M2M_CHROMIUM || '/usr/bin/chromium';
-const docs = path.join(packageRoot, 'docs');
+const docs = path.join(packageRoot, 'screenshots');
 const quickStart = fs.readFileSync(path.join(packageRoot, 'examples', 'quick-start.json'), 'utf8');
 const DEVICE = 'quickstart-gateway';
 
@@ -130,6 +130,7 @@ describe('the m2m fleet sidebar in headless Chromium', function () {
       await openFleet(page, nodeRed!.url);
       await rowShows(page, '.m2m-fleet-device-status', 'active');
       await rowShows(page, '.m2m-fleet-decision', 'approved');
+      fs.mkdirSync(docs, { recursive: true });
       await page.locator('#red-ui-sidebar').screenshot({ path: path.join(docs, 'fleet-sidebar.png') });
 
       await row(page).locator('.m2m-fleet-revoke').click();

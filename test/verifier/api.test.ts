@@ -322,9 +322,11 @@ describe('verifier: identity API v1 over HTTP', () => {
       assert.equal((await v.post('/v1/tokens/introspect', { token }, admin)).body.active, true);
       assert.equal((await v.post(`/v1/devices/${device.deviceId}/revoke`, {}, admin)).status, 200);
       assert.deepEqual(await v.post('/v1/tokens/introspect', { token }, admin).then(a => a.body), { active: false });
-      const declined = await attest(device, await nonceFor(device));
-      assert.deepEqual([declined.body.decision, declined.body.reasons], ['declined', ['device_revoked']]);
-      assert.equal(declined.body.token, undefined);
+      v.clock.now += 1000;
+      const refused = await v.post('/v1/challenges', { deviceId: device.deviceId });
+      assert.deepEqual([refused.status, refused.body.code], [404, 'device_revoked']);
+      const history = await v.get(`/v1/devices/${device.deviceId}/history`, admin);
+      assert.deepEqual(history.body.sessions[0].reasons, ['device_revoked'], 'the refused attempt is recorded');
       const again = await v.post('/v1/devices', { registration: registration(device, v.clock.now) }, enrol);
       assert.deepEqual([again.status, again.body.code], [403, 'device_revoked']);
     });
