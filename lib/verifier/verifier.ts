@@ -350,16 +350,7 @@ export class Verifier {
     if (device.status === 'revoked') {
       // Refused (404, DESIGN.md §3) and recorded as a declined attempt, within the challenge rate:
       // the operator sees a revoked gateway still trying, and its flow the true reason.
-      const session: SessionRecord = {
-        sessionId: uuidv7(now),
-        deviceId,
-        decision: 'declined',
-        reasons: ['device_revoked'],
-        createdAt: now,
-      };
-      const event = decisionEvent(session, 'default', now);
-      await this.store.recordSession(session, event);
-      this.published(event);
+      await this.recordDeclined(uuidv7(now), deviceId, 'device_revoked', now);
       this.metrics.count('m2m_attestations_total', { decision: 'declined' });
       this.metrics.count('m2m_decision_reasons_total', { decision: 'declined', reason: 'device_revoked' });
       throw new M2MError('device_revoked', `device ${deviceId} is revoked`, 404);
@@ -397,18 +388,8 @@ export class Verifier {
     // A key registered before keys were checked, and refused by today's rules, proves nothing.
     if (!key) return declined('bad_key');
     if (!verifyDecoded(decoded, key)) {
-      if (this.limiters.badSignaturesRecordedPerDevice.take(device.deviceId, now)) {
-        const session: SessionRecord = {
-          sessionId,
-          deviceId: device.deviceId,
-          decision: 'declined',
-          reasons: ['bad_signature'],
-          createdAt: now,
-        };
-        const event = decisionEvent(session, 'default', now);
-        await this.store.recordSession(session, event);
-        this.published(event);
-      }
+      if (this.limiters.badSignaturesRecordedPerDevice.take(device.deviceId, now))
+        await this.recordDeclined(sessionId, device.deviceId, 'bad_signature', now);
       return declined('bad_signature');
     }
 
@@ -456,6 +437,14 @@ export class Verifier {
       answer.expiresAt = new Date(issued.expiresAt).toISOString();
     }
     return answer;
+  }
+
+  /** Records an attempt declined before any nonce could be consumed, and publishes its event. */
+  private async recordDeclined(sessionId: string, deviceId: string, reason: string, now: number): Promise<void> {
+    const session: SessionRecord = { sessionId, deviceId, decision: 'declined', reasons: [reason], createdAt: now };
+    const event = decisionEvent(session, 'default', now);
+    await this.store.recordSession(session, event);
+    this.published(event);
   }
 
   private publicKey(device: DeviceRecord): Ed25519PublicKey | undefined {

@@ -4,9 +4,9 @@
  */
 import * as assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { attestation, makeDevice, registration } from '../fixtures/device';
+import { freePort } from '../helpers/ports';
 import { POSTGRES, type StoreSpec, describeBackend } from '../helpers/stores';
 
 const SCRIPT = path.join(__dirname, '..', '..', '..', 'docs', 'deploy', 'three-verifiers.sh');
@@ -20,14 +20,6 @@ function haproxyMissing(): boolean {
   } catch {
     return true;
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise(resolve => server.close(resolve));
-  return port;
 }
 
 describeBackend(POSTGRES, 'docs/deploy.md: three verifiers behind HAProxy', () => {

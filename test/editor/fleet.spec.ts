@@ -7,11 +7,11 @@
 import * as assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { packageRoot, prepareUserDir, startNodeRed } from '../../bin/node-red-home';
+import { freePort } from '../helpers/ports';
 import { makeDevice, registration } from '../fixtures/device';
 
 const CHROMIUM = process.env.M2M_CHROMIUM || '/usr/bin/chromium';
@@ -21,18 +21,6 @@ const DEVICE = 'quickstart-gateway';
 
 declare const RED: any;
 declare const $: any;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net
-      .createServer()
-      .listen(0, '127.0.0.1', () => {
-        const { port } = server.address() as net.AddressInfo;
-        server.close(() => resolve(port));
-      })
-      .on('error', reject);
-  });
-}
 
 interface Running {
   url: string;
