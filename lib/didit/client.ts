@@ -64,7 +64,8 @@ const text = (maxLength = 512) => s.string({ maxLength });
 const sessionAnswer = s.object({
   session_id: text(128),
   session_number: s.optional(s.nullable(s.number())),
-  url: s.string({ pattern: /^https?:\/\//, format: 'URL', maxLength: 2048 }),
+  // null for a key without sessions write access (docs: getting-started/api-authentication).
+  url: s.nullable(s.string({ pattern: /^https?:\/\//, format: 'URL', maxLength: 2048 })),
   status: text(64),
   vendor_data: s.optional(s.nullable(text(1024))),
   workflow_id: s.optional(s.nullable(text(128))),
@@ -227,6 +228,12 @@ export class DiditClient {
     const retries = request.vendorData ? this.retryDelaysMs : [];
     const data = await this.call({ method: 'post', url: '/v3/session/', data: body }, retries);
     const answer = parse(sessionAnswer, data, 'session');
+    if (!answer.url)
+      throw new DiditError(
+        'didit_no_session_url',
+        `Didit created session ${answer.session_id} without a link: the API key needs write access to sessions`,
+        0,
+      );
     return {
       sessionId: answer.session_id,
       ...(typeof answer.session_number === 'number' ? { sessionNumber: answer.session_number } : {}),

@@ -195,6 +195,14 @@ describe('didit: API client against the Didit double', () => {
     assert.equal(session.status, 'Not Started');
   });
 
+  it('says so when Didit withholds the session link (a key without sessions write access)', async () => {
+    didit.script = () => ({
+      status: 201,
+      body: { session_id: 'abc', session_number: 1, url: null, status: 'Not Started', session_token: null },
+    });
+    await assert.rejects(client.createSession({ workflowId: DOUBLE_WORKFLOW_ID }), codeOf('didit_no_session_url'));
+  });
+
   it('says when the answer is not what Didit documents, and when Didit is unreachable', async () => {
     didit.script = () => ({ status: 201, body: { session_id: 'x' } });
     await assert.rejects(client.createSession({ workflowId: DOUBLE_WORKFLOW_ID }), codeOf('didit_bad_response'));
