@@ -18,8 +18,6 @@ import { countingFailures } from './store/counted';
 import type { AuditEntry, DeliveryRecord, DeviceSummary, SubscriberRecord, VerifierStore } from './store/types';
 import { type SubscriberConfig, toSubscriber } from './subscribers';
 import { type KeyRotationOptions, MAX_CLOCK_SKEW_S, TokenService, keyRotationOptions } from './tokens';
-
-export { MAX_CLOCK_SKEW_S };
 import type {
   Decision,
   DeviceRecord,
@@ -30,6 +28,8 @@ import type {
   WorkflowStep,
 } from './types';
 import { DEFAULT_WORKFLOW, runWorkflow } from './workflow';
+
+export { MAX_CLOCK_SKEW_S };
 
 export const NONCE_TTL_MS = 60_000;
 const PUBLIC_KEY_CACHE = 10_000;

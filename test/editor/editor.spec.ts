@@ -362,7 +362,8 @@ describe('the editor in headless Chromium', function () {
   it('shows help with Inputs, Outputs and Details for every node (Details for config nodes)', async () => {
     for (const type of types) {
       await page.evaluate(t => RED.sidebar.help.show(t), type);
-      const headings = page.locator('.red-ui-sidebar-help-stack h3');
+      // The help stack keeps earlier pages, hidden, for its back button: only the shown one counts.
+      const headings = page.locator('.red-ui-sidebar-help-stack h3:visible');
       await headings.first().waitFor({ state: 'visible' });
       const titles = (await headings.allInnerTexts()).map(text => text.trim());
       const wanted = (await categoryOf(type)) === 'config' ? ['Details'] : ['Inputs', 'Outputs', 'Details'];
