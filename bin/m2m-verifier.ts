@@ -13,9 +13,10 @@ import { parseArgs } from 'node:util';
 import { M2MError } from '../lib/errors';
 import { parseJson } from '../lib/schema';
 import { openStore, startVerifierServer, workflowSchema } from '../lib/verifier';
-import { metricsOfAllWorkers, runPrimary, serveAsWorker } from '../lib/verifier/cluster';
+import { metricsOfAllWorkers, rateLimitsOfPrimary, runPrimary, serveAsWorker } from '../lib/verifier/cluster';
 import type { MetricsSnapshot } from '../lib/verifier/metrics';
 import { limitsSchema } from '../lib/verifier/schemas';
+import { DEFAULT_LIMITS } from '../lib/verifier/verifier';
 import { describeStore } from '../lib/verifier/store/open';
 import { type SubscriberConfig, parseSubscribers, toSubscriber } from '../lib/verifier/subscribers';
 import { generateSecret } from '../lib/webhooks/standard';
@@ -171,6 +172,7 @@ async function main(): Promise<void> {
     await (await open()).close();
     const primary = await runPrimary({
       workers,
+      limits: { ...DEFAULT_LIMITS, ...limits },
       env: { M2M_ADMIN_KEY: adminKey, M2M_ENROLLMENT_TOKEN: enrollmentToken },
       log: message => process.stderr.write(`m2m-verifier: ${message}\n`),
     }).catch(err => fail(`cannot start: ${(err as Error).message}`));
@@ -201,6 +203,7 @@ async function main(): Promise<void> {
     metricsOfAllProcesses: cluster.isWorker
       ? metricsOfAllWorkers(() => own?.() ?? { counters: {}, histograms: {} })
       : undefined,
+    sharedRateLimits: cluster.isWorker ? rateLimitsOfPrimary() : undefined,
     onError: err => process.stderr.write(`m2m-verifier: internal error: ${(err as Error).stack ?? err}\n`),
   }).catch(err => fail(`cannot start: ${(err as Error).message}`));
   own = () => running.verifier.metricsSnapshot();

@@ -1,11 +1,14 @@
 /**
  * `--workers N`: N verifier processes on one port (node:cluster hands connections out), each with
  * its own store connection. Nothing is shared between them but the store, the secrets the primary
- * passes down in the environment, and the metrics, which the primary gathers over IPC so that any
- * worker's /metrics speaks for all of them.
+ * passes down in the environment, the rate limits' buckets, which the primary keeps so that a
+ * limit holds for the machine whichever worker a connection lands on, and the metrics, which the
+ * primary gathers over IPC so that any worker's /metrics speaks for all of them.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { MetricsSnapshot } from './metrics';
+import { RateLimiter } from './rate-limit';
+import type { SharedRateLimits, VerifierLimits } from './verifier';
 
 type Message =
   | { m2m: 'ready'; url: string }
@@ -13,6 +16,8 @@ type Message =
   | { m2m: 'metrics-collect'; id: number }
   | { m2m: 'metrics-snapshot'; id: number; snapshot: MetricsSnapshot }
   | { m2m: 'metrics-reply'; id: number; snapshots: MetricsSnapshot[] }
+  | { m2m: 'limit-take'; id: number; rule: keyof VerifierLimits; key: string; now: number }
+  | { m2m: 'limit-answer'; id: number; allowed: boolean }
   | { m2m: 'stop' };
 
 function isMessage(value: unknown): value is Message {
@@ -26,6 +31,8 @@ const RESTART_DELAY_MS = 1000;
 
 export interface PrimaryOptions {
   workers: number;
+  /** The limits every worker enforces, kept here for all of them. */
+  limits: VerifierLimits;
   /** Added to each worker's environment: the secrets the primary generated. */
   env: Record<string, string>;
   log(message: string): void;
@@ -41,6 +48,9 @@ export function runPrimary(options: PrimaryOptions): Promise<RunningPrimary> {
   let stopping = false;
   let nextGather = 0;
   const gathering = new Map<number, { snapshots: MetricsSnapshot[]; expected: number; done: () => void }>();
+  const limiters = Object.fromEntries(
+    Object.entries(options.limits).map(([rule, limit]) => [rule, new RateLimiter(limit)]),
+  ) as Record<keyof VerifierLimits, RateLimiter>;
 
   const gather = (requester: Worker, requestId: number) => {
     const id = nextGather++;
@@ -61,6 +71,10 @@ export function runPrimary(options: PrimaryOptions): Promise<RunningPrimary> {
     worker.on('message', (message: unknown) => {
       if (!isMessage(message)) return;
       if (message.m2m === 'metrics-request') gather(worker, message.id);
+      if (message.m2m === 'limit-take') {
+        const allowed = limiters[message.rule]?.take(message.key, message.now) ?? false;
+        worker.send({ m2m: 'limit-answer', id: message.id, allowed } satisfies Message);
+      }
       if (message.m2m === 'metrics-snapshot') {
         const pending = gathering.get(message.id);
         if (!pending) return;
@@ -146,6 +160,33 @@ export function metricsOfAllWorkers(own: () => MetricsSnapshot): () => Promise<M
         resolve(snapshots.length ? snapshots : [own()]);
       });
       process.send?.({ m2m: 'metrics-request', id } satisfies Message);
+    });
+}
+
+/**
+ * In a worker: the rate limits, asked of the primary. A primary that does not answer within a
+ * second gets the call refused: under a flood, failing open would be the flood's way through.
+ */
+export function rateLimitsOfPrimary(): SharedRateLimits {
+  let nextRequest = 0;
+  const waiting = new Map<number, (allowed: boolean) => void>();
+  process.on('message', (message: unknown) => {
+    if (!isMessage(message) || message.m2m !== 'limit-answer') return;
+    waiting.get(message.id)?.(message.allowed);
+    waiting.delete(message.id);
+  });
+  return (rule, key, now) =>
+    new Promise(resolve => {
+      const id = nextRequest++;
+      const timer = setTimeout(() => {
+        waiting.delete(id);
+        resolve(false);
+      }, GATHER_MS);
+      waiting.set(id, allowed => {
+        clearTimeout(timer);
+        resolve(allowed);
+      });
+      process.send?.({ m2m: 'limit-take', id, rule, key, now } satisfies Message);
     });
 }
 

@@ -1,8 +1,9 @@
 /**
  * Token buckets by key (a device id, a client address), for the calls anyone may make without a
  * credential. Buckets live in memory and are bounded: the least recently used key is forgotten
- * first, so a flood of made-up keys costs a fixed amount of memory. Per process: behind a load
- * balancer, each verifier process allows its own share.
+ * first, so a flood of made-up keys costs a fixed amount of memory. Per process, except that the
+ * workers of one `--workers N` verifier share their primary's (./cluster): behind a load balancer,
+ * each verifier machine allows its own share.
  */
 import { M2MError } from '../errors';
 
@@ -44,8 +45,8 @@ export class RateLimiter {
     return allowed;
   }
 
-  /** Like take, but throws RateLimitedError (429) when the bucket is empty. */
-  check(key: string, nowMs: number, what: string): void {
-    if (!this.take(key, nowMs)) throw new RateLimitedError(what, Math.max(1, Math.ceil(1 / this.rule.perSecond)));
+  /** The wait to tell a refused caller, in whole seconds. */
+  retryAfterSeconds(): number {
+    return Math.max(1, Math.ceil(1 / this.rule.perSecond));
   }
 }

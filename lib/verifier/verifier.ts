@@ -12,7 +12,7 @@ import { DeliveryWorker } from './delivery';
 import { orderedNonce, uuidv7 } from './ids';
 import { decisionEvent, deviceEvent } from './events';
 import { Metrics, type MetricsSnapshot, mergeSnapshots, renderPrometheus } from './metrics';
-import { RateLimiter, type RateRule } from './rate-limit';
+import { RateLimitedError, RateLimiter, type RateRule } from './rate-limit';
 import * as schemas from './schemas';
 import { countingFailures } from './store/counted';
 import type { AuditEntry, DeliveryRecord, DeviceSummary, SubscriberRecord, VerifierStore } from './store/types';
@@ -99,6 +99,11 @@ export interface VerifierOptions {
    * this process's own by default.
    */
   metricsOfAllProcesses?: () => Promise<MetricsSnapshot[]>;
+  /**
+   * Where the rate limits' buckets live when several processes serve one port (`--workers N`: the
+   * primary's); this process's own by default.
+   */
+  sharedRateLimits?: SharedRateLimits;
   now?: () => number;
 }
 
@@ -110,6 +115,9 @@ export interface WebhookOptions {
   pollMs?: number;
   onError?: (err: unknown) => void;
 }
+
+/** Takes one call from a bucket kept elsewhere; true when allowed. */
+export type SharedRateLimits = (rule: keyof VerifierLimits, key: string, nowMs: number) => Promise<boolean>;
 
 /** An event as in-process listeners get it: the webhook body and the id its deliveries carry. */
 export interface VerifierEvent {
@@ -343,10 +351,10 @@ export class Verifier {
   async challenge(body: unknown, remoteAddress = ''): Promise<{ nonce: string; expiresAt: string }> {
     const { deviceId } = schemas.challengeBody.parse(body);
     const now = this.now();
-    this.limiters.challengesPerAddress.check(remoteAddress, now, `challenges from ${remoteAddress || 'this client'}`);
+    await this.limit('challengesPerAddress', remoteAddress, now, `challenges from ${remoteAddress || 'this client'}`);
     const device = await this.store.getDevice(deviceId);
     if (!device) throw new M2MError('device_unknown', `no device ${deviceId}`, 404);
-    this.limiters.challengesPerDevice.check(deviceId, now, `challenges for ${deviceId}`);
+    await this.limit('challengesPerDevice', deviceId, now, `challenges for ${deviceId}`);
     if (device.status === 'revoked') {
       // Refused (404, DESIGN.md §3) and recorded as a declined attempt, within the challenge rate:
       // the operator sees a revoked gateway still trying, and its flow the true reason.
@@ -388,7 +396,7 @@ export class Verifier {
     // A key registered before keys were checked, and refused by today's rules, proves nothing.
     if (!key) return declined('bad_key');
     if (!verifyDecoded(decoded, key)) {
-      if (this.limiters.badSignaturesRecordedPerDevice.take(device.deviceId, now))
+      if (await this.take('badSignaturesRecordedPerDevice', device.deviceId, now))
         await this.recordDeclined(sessionId, device.deviceId, 'bad_signature', now);
       return declined('bad_signature');
     }
@@ -437,6 +445,15 @@ export class Verifier {
       answer.expiresAt = new Date(issued.expiresAt).toISOString();
     }
     return answer;
+  }
+
+  private take(rule: keyof VerifierLimits, key: string, now: number): Promise<boolean> {
+    return this.options.sharedRateLimits?.(rule, key, now) ?? Promise.resolve(this.limiters[rule].take(key, now));
+  }
+
+  /** Takes one call, or refuses it: 429 with the wait. */
+  private async limit(rule: keyof VerifierLimits, key: string, now: number, what: string): Promise<void> {
+    if (!(await this.take(rule, key, now))) throw new RateLimitedError(what, this.limiters[rule].retryAfterSeconds());
   }
 
   /** Records an attempt declined before any nonce could be consumed, and publishes its event. */

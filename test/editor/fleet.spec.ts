@@ -72,13 +72,26 @@ async function openFleet(page: Page, url: string): Promise<void> {
   });
   // The tab appears once a running verifier is found.
   await page.waitForFunction(() => RED.sidebar.containsTab('m2m-fleet'), undefined, { timeout: 30_000 });
-  await page.evaluate(() => RED.sidebar.show('m2m-fleet'));
+  await showFleet(page);
+}
+
+/** Brings the fleet tab forward; the editor may bring its own first tab forward while it settles. */
+async function showFleet(page: Page): Promise<void> {
+  await page.waitForFunction(
+    () => {
+      if (!$('.m2m-fleet').is(':visible')) RED.sidebar.show('m2m-fleet');
+      return $('.m2m-fleet').is(':visible');
+    },
+    undefined,
+    { timeout: 30_000, polling: 250 },
+  );
 }
 
 const row = (page: Page) => page.locator(`.m2m-fleet-device[data-device="${DEVICE}"]`);
 
+/** The device's card says `text` (rendered; whether the tab is in front is openFleet's business). */
 async function rowShows(page: Page, selector: string, text: string, timeoutMs = 30_000): Promise<void> {
-  await row(page).locator(selector, { hasText: text }).waitFor({ timeout: timeoutMs });
+  await row(page).locator(selector, { hasText: text }).waitFor({ state: 'attached', timeout: timeoutMs });
 }
 
 describe('the m2m fleet sidebar in headless Chromium', function () {
@@ -144,7 +157,7 @@ describe('the m2m fleet sidebar in headless Chromium', function () {
       const revoked = (await history.json()).audit.find((entry: { action: string }) => entry.action === 'revoked');
       assert.deepEqual([revoked.actor, revoked.reason], ['node-red:editor', 'gateway sent for repair']);
 
-      await page.evaluate(() => RED.sidebar.show('m2m-fleet'));
+      await showFleet(page);
       await row(page).locator('.m2m-fleet-reinstate').click();
       await rowShows(page, '.m2m-fleet-device-status', 'active');
       await press('qs-reattest');
@@ -165,7 +178,7 @@ describe('the m2m fleet sidebar in headless Chromium', function () {
             assert.equal(answer.status, 201);
           }),
         );
-      await page.evaluate(() => RED.sidebar.show('m2m-fleet'));
+      await showFleet(page);
       let started = Date.now();
       await page.locator('.m2m-fleet-search').fill('line-');
       await page.locator('.m2m-fleet-range', { hasText: '1–50 of 1000' }).waitFor();

@@ -223,6 +223,36 @@ describe('verifier: --workers', function () {
     }
   }
 
+  it('holds a rate limit for the machine, whichever worker a connection lands on', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-workers-'));
+    const limits = JSON.stringify({ challengesPerDevice: { burst: 3, perSecond: 0.001 } });
+    const cli = await startCli(
+      ['--port', '0', '--workers', '2', '--store', `sqlite:${path.join(dir, 'v.db')}`, '--limits', limits],
+      { M2M_ADMIN_KEY: ADMIN_KEY, M2M_ENROLLMENT_TOKEN: ENROLLMENT_TOKEN },
+    );
+    try {
+      const post = (pathname: string, body: unknown, headers: Record<string, string> = {}) =>
+        fetch(cli.url + pathname, {
+          method: 'POST',
+          // A new connection each time: the cluster hands them to the workers in turn.
+          headers: { 'content-type': 'application/json', connection: 'close', ...headers },
+          body: JSON.stringify(body),
+        }).then(response => response.status);
+      const device = makeDevice();
+      assert.equal(await post('/v1/devices', { registration: registration(device) }, enrol), 201);
+      const statuses: number[] = [];
+      for (let i = 0; i < 8; i++) statuses.push(await post('/v1/challenges', { deviceId: device.deviceId }));
+      assert.deepEqual(
+        [statuses.filter(s => s === 201).length, statuses.filter(s => s === 429).length],
+        [3, 5],
+        statuses.join(' '),
+      );
+    } finally {
+      cli.child.kill('SIGKILL');
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('serves one port from two processes on one SQLite file, sums their metrics, replaces a crashed worker, and ends with the primary', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-workers-'));
     const cli = await startCli(
