@@ -135,6 +135,12 @@ describe('the m2m fleet sidebar in headless Chromium', function () {
       await page.locator('#red-ui-sidebar').screenshot({ path: path.join(docs, 'fleet-sidebar.png') });
 
       await row(page).locator('.m2m-fleet-revoke').click();
+      // A decision arriving while the user types the reason must not wipe the confirmation.
+      const latest = await page.locator('.m2m-fleet-latest li').count();
+      await press('qs-reattest');
+      await page.waitForFunction(n => $('.m2m-fleet-latest li').length > n, latest, { timeout: 30_000 });
+      await page.waitForTimeout(500);
+      assert.equal(await page.locator('.m2m-fleet-confirm').count(), 1, 'the confirmation survived a live update');
       await page.locator('.m2m-fleet-reason').fill('gateway sent for repair');
       await page.locator('.m2m-fleet-confirm-revoke').click();
       await rowShows(page, '.m2m-fleet-device-status', 'revoked');
