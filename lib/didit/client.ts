@@ -21,7 +21,12 @@ export const DIDIT_BASE_URL = 'https://verification.didit.me';
 export const MAX_IMAGE_BYTES = 5 * 1024 * 1024;
 
 /** Session statuses, as Didit spells them (docs: integration/verification-statuses). */
-export const FINAL_STATUSES = ['Approved', 'Declined', 'Expired', 'Abandoned', 'Kyc Expired'] as const;
+const FINAL_STATUSES = new Set(['Approved', 'Declined', 'Expired', 'Abandoned', 'Kyc Expired']);
+
+/** A status that waiting will not change (anything else is still pending or in review). */
+export function isFinalStatus(status: string): boolean {
+  return FINAL_STATUSES.has(status);
+}
 
 /** A session status as a reason code on output 2: "In Review" → didit_in_review. */
 export function statusReason(status: string): string {

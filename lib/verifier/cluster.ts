@@ -24,8 +24,11 @@ function isMessage(value: unknown): value is Message {
   return typeof value === 'object' && value !== null && typeof (value as { m2m?: unknown }).m2m === 'string';
 }
 
-/** How long the primary waits for every worker's snapshot before answering with those it has. */
-const GATHER_MS = 1000;
+/**
+ * How long the primary waits for every worker's metrics before answering with those it has, and
+ * a worker for the primary's answer to a rate-limit question.
+ */
+const ANSWER_MS = 1000;
 /** A worker that crashes is replaced, after this pause (so a crash loop does not spin). */
 const RESTART_DELAY_MS = 1000;
 
@@ -61,7 +64,7 @@ export function runPrimary(options: PrimaryOptions): Promise<RunningPrimary> {
       clearTimeout(timer);
       if (requester.isConnected()) requester.send({ m2m: 'metrics-reply', id: requestId, snapshots } satisfies Message);
     };
-    const timer = setTimeout(done, GATHER_MS);
+    const timer = setTimeout(done, ANSWER_MS);
     gathering.set(id, { snapshots, expected: live.length, done });
     for (const worker of live) worker.send({ m2m: 'metrics-collect', id } satisfies Message);
   };
@@ -154,7 +157,7 @@ export function metricsOfAllWorkers(own: () => MetricsSnapshot): () => Promise<M
       const timer = setTimeout(() => {
         waiting.delete(id);
         resolve([own()]);
-      }, GATHER_MS * 2);
+      }, ANSWER_MS * 2);
       waiting.set(id, snapshots => {
         clearTimeout(timer);
         resolve(snapshots.length ? snapshots : [own()]);
@@ -181,7 +184,7 @@ export function rateLimitsOfPrimary(): SharedRateLimits {
       const timer = setTimeout(() => {
         waiting.delete(id);
         resolve(false);
-      }, GATHER_MS);
+      }, ANSWER_MS);
       waiting.set(id, allowed => {
         clearTimeout(timer);
         resolve(allowed);

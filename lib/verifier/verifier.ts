@@ -359,8 +359,7 @@ export class Verifier {
       // Refused (404, DESIGN.md §3) and recorded as a declined attempt, within the challenge rate:
       // the operator sees a revoked gateway still trying, and its flow the true reason.
       await this.recordDeclined(uuidv7(now), deviceId, 'device_revoked', now);
-      this.metrics.count('m2m_attestations_total', { decision: 'declined' });
-      this.metrics.count('m2m_decision_reasons_total', { decision: 'declined', reason: 'device_revoked' });
+      this.countDecision('declined', ['device_revoked']);
       throw new M2MError('device_revoked', `device ${deviceId} is revoked`, 404);
     }
     const nonce = orderedNonce(now);
@@ -373,10 +372,13 @@ export class Verifier {
     const started = performance.now();
     const result = await this.decide(body);
     this.metrics.observe('m2m_attestation_duration_seconds', (performance.now() - started) / 1000);
-    this.metrics.count('m2m_attestations_total', { decision: result.decision });
-    for (const reason of result.reasons)
-      this.metrics.count('m2m_decision_reasons_total', { decision: result.decision, reason });
+    this.countDecision(result.decision, result.reasons);
     return result;
+  }
+
+  private countDecision(decision: Decision, reasons: string[]): void {
+    this.metrics.count('m2m_attestations_total', { decision });
+    for (const reason of reasons) this.metrics.count('m2m_decision_reasons_total', { decision, reason });
   }
 
   private async decide(body: unknown): Promise<AttestationResult> {

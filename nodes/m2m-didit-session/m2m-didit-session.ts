@@ -5,7 +5,7 @@
  * everything else (pending, declined, errors) to output 2 with a reason code.
  */
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { type DiditClient, DiditError, statusReason } from '../../lib/didit/client';
+import { type DiditClient, DiditError, isFinalStatus, statusReason } from '../../lib/didit/client';
 import { M2MError } from '../../lib/errors';
 import type { IdentityApiNode } from '../shared/config-nodes';
 import { disable, errorCode, msgError, providerProblem, status, typedValue } from '../shared/node-kit';
@@ -27,9 +27,6 @@ interface DiditSessionDef extends NodeDef {
 type DiditMessage = NodeMessage & { m2m?: Record<string, unknown> };
 
 const WORKFLOW_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** Statuses that will not change by waiting: anything else shows as pending. */
-const SETTLED = new Set(['Approved', 'Declined', 'Expired', 'Abandoned', 'Kyc Expired']);
 
 export = (RED: NodeAPI) => {
   function DiditSession(this: Node, config: DiditSessionDef) {
@@ -89,6 +86,7 @@ export = (RED: NodeAPI) => {
       const decision = await client.decision(sessionId);
       const { raw, ...summary } = decision;
       const approved = decision.status === 'Approved';
+      const final = isFinalStatus(decision.status);
       msg.payload = config.fullDecision ? raw : summary;
       msg.m2m = {
         ...msg.m2m,
@@ -96,10 +94,10 @@ export = (RED: NodeAPI) => {
         sessionId: decision.sessionId,
         status: decision.status,
         ...(decision.vendorData ? { vendorData: decision.vendorData } : {}),
-        decision: approved ? 'approved' : SETTLED.has(decision.status) ? 'declined' : 'in_review',
+        decision: approved ? 'approved' : final ? 'declined' : 'in_review',
         reasons: approved ? [] : [statusReason(decision.status)],
       };
-      const shown = approved ? status.working : SETTLED.has(decision.status) ? status.declined : status.waiting;
+      const shown = approved ? status.working : final ? status.declined : status.waiting;
       this.status(shown(decision.status));
       return approved ? 0 : 1;
     };
