@@ -361,10 +361,21 @@ describe('the editor in headless Chromium', function () {
   // Last: the help panel leaves a shade over the editor that blocks further clicks.
   it('shows help with Inputs, Outputs and Details for every node (Details for config nodes)', async () => {
     for (const type of types) {
-      await page.evaluate(t => RED.sidebar.help.show(t), type);
-      // The help stack keeps earlier pages, hidden, for its back button: only the shown one counts.
-      const headings = page.locator('.red-ui-sidebar-help-stack h3:visible');
-      await headings.first().waitFor({ state: 'visible' });
+      // Wait for this node's page, titled with its palette label, in front: another sidebar tab may
+      // still come forward as the editor settles after the examples, so show it until it stays.
+      await page.waitForFunction(
+        t => {
+          const def = RED.nodes.getType(t);
+          const label = (typeof def.paletteLabel === 'function' ? def.paletteLabel.call(def) : def.paletteLabel) || t;
+          const shown = () =>
+            $('.red-ui-help-title:visible').filter((_: number, el: Element) => $(el).text() === label);
+          if (!shown().length) RED.sidebar.help.show(t);
+          return shown().length > 0;
+        },
+        type,
+        { timeout: 30_000, polling: 250 },
+      );
+      const headings = page.locator('.red-ui-help:visible h3');
       const titles = (await headings.allInnerTexts()).map(text => text.trim());
       const wanted = (await categoryOf(type)) === 'config' ? ['Details'] : ['Inputs', 'Outputs', 'Details'];
       for (const title of wanted)
