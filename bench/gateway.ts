@@ -2,7 +2,8 @@
  * What the package costs a gateway, beside Node-RED itself, measured side by side in one run:
  *
  * - footprint: a production install (`npm install --omit=dev`) of the packed package against one
- *   of node-red alone, node_modules bytes each, and the ratio (goal ≤ 1.0x);
+ *   of node-red alone, node_modules bytes each, and the ratio (goal ≤ 1.0x), also without the
+ *   compiler output a source build of better-sqlite3 leaves, and the largest packages;
  * - throughput: messages per second through a chain of Node-RED nodes (change → change) with and
  *   without m2m-tinyml-verify in the middle, for a stamped 100 Hz source: all messages at once
  *   (the node micro-batches windows) and one at a time (each message waits for the one before);
@@ -29,8 +30,8 @@ function directoryBytes(dir: string): number {
   return total;
 }
 
-/** node_modules bytes of a production install of `spec` into a fresh folder. */
-function installed(spec: string, allowScripts: Record<string, boolean> = {}): number {
+/** A production install of `spec` into a fresh folder, handed to `inspect` before it is removed. */
+function withInstall<T>(spec: string, allowScripts: Record<string, boolean>, inspect: (nodeModules: string) => T): T {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-install-'));
   try {
     fs.writeFileSync(
@@ -41,32 +42,91 @@ function installed(spec: string, allowScripts: Record<string, boolean> = {}): nu
       cwd: dir,
       stdio: ['ignore', 'ignore', 'inherit'],
     });
-    return directoryBytes(path.join(dir, 'node_modules'));
+    return inspect(path.join(dir, 'node_modules'));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/**
+ * What node-gyp leaves beside better-sqlite3's binary when it compiles from source (object files,
+ * the static library, dependency lists): an install that finds a prebuilt binary has only
+ * build/Release/better_sqlite3.node.
+ */
+function compilerLeftovers(nodeModules: string): number {
+  const build = path.join(nodeModules, 'better-sqlite3', 'build');
+  if (!fs.existsSync(build)) return 0;
+  const binary = path.join(build, 'Release', 'better_sqlite3.node');
+  return directoryBytes(build) - (fs.existsSync(binary) ? fs.statSync(binary).size : 0);
+}
+
+/** Bytes per package folder (a scope's packages each on their own), largest first. */
+function packageBytes(nodeModules: string): Array<{ name: string; bytes: number }> {
+  const folders = fs
+    .readdirSync(nodeModules)
+    .flatMap(entry =>
+      entry.startsWith('@')
+        ? fs.readdirSync(path.join(nodeModules, entry)).map(name => `${entry}/${name}`)
+        : entry.startsWith('.')
+          ? []
+          : [entry],
+    );
+  return folders
+    .map(name => ({ name, bytes: directoryBytes(path.join(nodeModules, name)) }))
+    .sort((a, b) => b.bytes - a.bytes);
+}
+
 export async function footprint(): Promise<void> {
   const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8'));
   const packDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-pack-'));
-  execFileSync('npm', ['pack', '--silent', '--pack-destination', packDir], {
+  execFileSync('npm', ['pack', '--silent', '--ignore-scripts', '--pack-destination', packDir], {
     cwd: packageRoot,
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const tarball = path.join(packDir, fs.readdirSync(packDir)[0]);
   const nodeRedVersion = JSON.parse(fs.readFileSync(require.resolve('node-red/package.json'), 'utf8')).version;
-  const ours = installed(tarball, { 'better-sqlite3': true });
-  const nodeRed = installed(`node-red@${nodeRedVersion}`);
+  const ours = withInstall(tarball, { 'better-sqlite3': true }, nodeModules => ({
+    bytes: directoryBytes(nodeModules),
+    leftovers: compilerLeftovers(nodeModules),
+    packages: packageBytes(nodeModules),
+  }));
+  const nodeRed = withInstall(`node-red@${nodeRedVersion}`, {}, nodeModules => ({
+    bytes: directoryBytes(nodeModules),
+  }));
   fs.rmSync(packDir, { recursive: true, force: true });
   const mb = (bytes: number) => bytes / 1e6;
+  const prebuilt = ours.bytes - ours.leftovers;
   table([
-    { install: `node-red@${nodeRedVersion} alone`, 'node_modules MB': mb(nodeRed), ratio: 1 },
-    { install: `${pkg.name} (production)`, 'node_modules MB': mb(ours), ratio: ours / nodeRed },
+    { install: `node-red@${nodeRedVersion} alone`, 'node_modules MB': mb(nodeRed.bytes), ratio: 1, goal: '' },
+    {
+      install: `${pkg.name} (production)`,
+      'node_modules MB': mb(ours.bytes),
+      ratio: ours.bytes / nodeRed.bytes,
+      goal: '≤ 1.0',
+    },
+    {
+      install: '  the same with a prebuilt better-sqlite3',
+      'node_modules MB': mb(prebuilt),
+      ratio: prebuilt / nodeRed.bytes,
+      goal: '≤ 1.0',
+    },
   ]);
-  console.log(
-    '(better-sqlite3 builds from source here, no prebuilt binary can be downloaded: its build/ and SQLite sources add ~26 MB a prebuilt install does not have)',
-  );
+  if (ours.leftovers > 0) {
+    console.log(
+      `(no prebuilt better-sqlite3 could be downloaded here, so it was compiled: ${mb(ours.leftovers).toFixed(0)} MB of compiler output beside its binary)`,
+    );
+  }
+  // Where the bytes are: the five largest packages, the rest together.
+  const largest = ours.packages.slice(0, 5);
+  const rest = ours.packages.slice(5);
+  table([
+    ...largest.map(({ name, bytes }) => ({ package: name, MB: mb(bytes), share: bytes / ours.bytes })),
+    {
+      package: `${rest.length} others`,
+      MB: mb(rest.reduce((sum, p) => sum + p.bytes, 0)),
+      share: rest.reduce((sum, p) => sum + p.bytes, 0) / ours.bytes,
+    },
+  ]);
 }
 
 type Message = { topic: string; payload: number; timestamp: number };

@@ -33,7 +33,7 @@ describe('Flow Library scorecard on the packed package', function () {
     }
   });
 
-  it('ships examples, models, icons and the built nodes', () => {
+  it('ships examples, models, icons and the built nodes, and no tests or source maps', () => {
     for (const file of [
       'examples/quick-start.json',
       'examples/m2m-tinyml-verify/genuine-vs-impostor.json',
@@ -48,5 +48,10 @@ describe('Flow Library scorecard on the packed package', function () {
       assert.ok(fs.existsSync(path.join(unpacked.packageDir, file)), file);
     }
     assert.ok(!fs.existsSync(path.join(unpacked.packageDir, 'dist', 'test')), 'tests are not published');
+    // Source maps point at TypeScript sources that are not published: bytes on the gateway for nothing.
+    const maps = fs
+      .readdirSync(path.join(unpacked.packageDir, 'dist'), { recursive: true, encoding: 'utf8' })
+      .filter(file => file.endsWith('.map'));
+    assert.deepEqual(maps, []);
   });
 });
