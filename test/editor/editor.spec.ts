@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { packageRoot, prepareUserDir, startNodeRed } from '../../bin/node-red-home';
+import { editorReady } from '../helpers/editor';
 import { freePort } from '../helpers/ports';
 
 const CHROMIUM = process.env.M2M_CHROMIUM || '/usr/bin/chromium';
@@ -24,21 +25,6 @@ const examples = fs
 
 declare const RED: any;
 declare const $: any;
-
-/**
- * Waits for the editor and turns jQuery animations off: headless Chromium does not run the
- * animation frames they wait for, so trays would slide and shades fade out forever.
- */
-async function editorReady(page: Page): Promise<void> {
-  await page.waitForFunction(
-    () => RED?.nodes && $('#red-ui-palette-base-category-m2m_identity').length > 0,
-    undefined,
-    { timeout: 60_000 },
-  );
-  await page.evaluate(() => {
-    $.fx.off = true;
-  });
-}
 
 describe('the editor in headless Chromium', function () {
   this.timeout(120_000);

@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { packageRoot, prepareUserDir, startNodeRed } from '../../bin/node-red-home';
+import { editorReady } from '../helpers/editor';
 import { freePort } from '../helpers/ports';
 import { makeDevice, registration } from '../fixtures/device';
 
@@ -60,16 +61,7 @@ async function stop(running: Running | undefined): Promise<void> {
 
 async function openFleet(page: Page, url: string): Promise<void> {
   await page.goto(url);
-  await page.waitForFunction(
-    () => RED?.sidebar && $('#red-ui-palette-base-category-m2m_identity').length > 0,
-    undefined,
-    {
-      timeout: 60_000,
-    },
-  );
-  await page.evaluate(() => {
-    $.fx.off = true;
-  });
+  await editorReady(page);
   // The tab appears once a running verifier is found.
   await page.waitForFunction(() => RED.sidebar.containsTab('m2m-fleet'), undefined, { timeout: 30_000 });
   await showFleet(page);
@@ -198,6 +190,37 @@ describe('the m2m fleet sidebar in headless Chromium', function () {
       console.log(
         `      (1,000 devices: first page ${first} ms after typing, with the 250 ms search pause; next page ${next} ms)`,
       );
+    });
+
+    it('shows the page asked for last, whatever order the answers arrive in', async () => {
+      await showFleet(page);
+      // The first page's answer is held back until the second page, asked for after it, is shown.
+      let release!: () => void;
+      const held = new Promise<void>(resolve => {
+        release = resolve;
+      });
+      const firstPage = (url: URL) => url.pathname.endsWith('/devices') && url.searchParams.get('offset') === '0';
+      await page.route(firstPage, async route => {
+        await held;
+        await route.continue();
+      });
+      try {
+        const asked = page.waitForRequest(request => firstPage(new URL(request.url())));
+        await page.locator('.m2m-fleet-search').fill('line-0');
+        await asked;
+        await page.locator('.m2m-fleet-next').click();
+        await page.locator('.m2m-fleet-range', { hasText: '51–100 of 1000' }).waitFor();
+        assert.equal(await page.locator('.m2m-fleet-device').first().getAttribute('data-device'), 'line-0050');
+
+        const late = page.waitForResponse(response => firstPage(new URL(response.url())));
+        release();
+        await (await late).finished();
+        await page.evaluate(() => new Promise(resolve => setTimeout(resolve, 200)));
+        assert.equal(await page.locator('.m2m-fleet-device').first().getAttribute('data-device'), 'line-0050');
+        assert.equal(await page.locator('.m2m-fleet-range').textContent(), '51–100 of 1000');
+      } finally {
+        await page.unroute(firstPage);
+      }
     });
   });
 
