@@ -7,7 +7,8 @@
  *   X-Signature-Simple  over "{timestamp}:{session_id}:{status}:{webhook_type}": the envelope only,
  *                       so `decision`, `vendor_data` and `metadata` (and the rest) are unsigned.
  * Freshness is judged on the signed body's `timestamp` field (unix seconds), which a replayer
- * cannot move, and only on the X-Timestamp header when the body has none.
+ * cannot move; never on the X-Timestamp header, which no signature covers. A body without one is
+ * refused: nothing would tell an old delivery from a new one.
  */
 import * as crypto from 'node:crypto';
 import { type JsonValue, diditCanonicalV2, parseLossless, pythonStr } from './python-json';
@@ -88,13 +89,16 @@ export function verifyDidit(
   if (!scheme) throw new WebhookError('bad_signature', 'no X-Signature header matches a configured secret');
   if (!fields) throw new WebhookError('malformed_body', 'body is not a JSON object');
 
+  // A number or a string of digits: the Simple signature renders both alike, so both are signed.
   const signedTimestamp = fields.get('timestamp');
   const timestampText =
-    signedTimestamp && typeof signedTimestamp === 'object' && 'literal' in signedTimestamp
-      ? signedTimestamp.literal
-      : header('x-timestamp');
+    typeof signedTimestamp === 'string'
+      ? signedTimestamp
+      : signedTimestamp && typeof signedTimestamp === 'object' && 'literal' in signedTimestamp
+        ? signedTimestamp.literal
+        : undefined;
   if (!timestampText || !/^\d{1,12}$/.test(timestampText))
-    throw new WebhookError('stale_timestamp', 'the body has no unix-seconds timestamp field');
+    throw new WebhookError('stale_timestamp', 'the signed body has no unix-seconds timestamp field');
   checkTimestamp(Number(timestampText), nowMs);
   return { scheme, fields };
 }

@@ -3,9 +3,11 @@
  * bytes (Standard Webhooks, then Didit's scheme), and describe the event the same way whoever sent
  * it: `{deviceId, decision, status, reasons, sessionId, eventId, scheme, trusted}`.
  */
+import * as crypto from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { type DiditScheme, SIMPLE_SIGNED_FIELDS, hasDiditHeaders, verifyDidit } from './didit';
-import { WebhookError, secretKey, verifyStandard } from './standard';
+import { diditCanonicalV2 } from './python-json';
+import { SECRET_PREFIX, WebhookError, secretKey, verifyStandard } from './standard';
 
 /** How the event was vouched for: a signature scheme, or handed over inside one process. */
 export type Scheme = 'standard' | DiditScheme | 'in-process';
@@ -75,8 +77,23 @@ export function eventFacts(event: Record<string, unknown>, eventId: string, sche
   };
 }
 
+/**
+ * The id of a Didit event without an `event_id`: a digest of what was signed, so two different
+ * events never share one (session, status and timestamp do: a status and a data update in the
+ * same second) and a re-encoded copy of one event keeps it.
+ */
+function contentId(body: Buffer): string {
+  let signed: string;
+  try {
+    signed = diditCanonicalV2(body.toString('utf8'));
+  } catch {
+    signed = body.toString('utf8');
+  }
+  return `sha256:${crypto.createHash('sha256').update(signed).digest('base64url')}`;
+}
+
 /** Didit's events: the device is the session's `vendor_data`, the decision its `status`. */
-function diditFacts(event: Record<string, unknown>, scheme: DiditScheme): WebhookFacts {
+function diditFacts(event: Record<string, unknown>, scheme: DiditScheme, body: Buffer): WebhookFacts {
   const status = text(event.status);
   const signed = new Set<string>(SIMPLE_SIGNED_FIELDS);
   const untrusted = scheme === 'didit-simple' ? Object.keys(event).filter(field => !signed.has(field)) : [];
@@ -87,7 +104,7 @@ function diditFacts(event: Record<string, unknown>, scheme: DiditScheme): Webhoo
     status,
     reasons: [],
     sessionId: text(event.session_id),
-    eventId: text(event.event_id) ?? `${text(event.session_id)}:${status}:${event.timestamp}`,
+    eventId: text(event.event_id) ?? contentId(body),
     scheme,
     trusted: untrusted.length === 0,
     ...(untrusted.length ? { untrusted } : {}),
@@ -102,13 +119,24 @@ export interface ReceiverOptions {
 
 export class WebhookReceiver {
   private readonly standardKeys: Buffer[];
-  private readonly secrets: string[];
+  /**
+   * The secrets tried on Didit's headers: not the `whsec_` ones. Our verifier also puts an
+   * X-Signature keyed with its whsec_ secret on each delivery, for receivers built for Didit's
+   * scheme; accepting it here would let anyone strip the Standard headers from a captured
+   * delivery and replay it under a fresh id, past the Standard timestamp and the dedupe.
+   */
+  private readonly diditSecrets: string[];
   private readonly now: () => number;
 
   constructor(options: ReceiverOptions) {
-    this.secrets = options.secrets.filter(Boolean);
-    this.standardKeys = this.secrets.map(secretKey).filter((key): key is Buffer => !!key);
+    const secrets = options.secrets.filter(Boolean);
+    this.standardKeys = secrets.map(secretKey).filter((key): key is Buffer => !!key);
+    this.diditSecrets = secrets.filter(secret => !secret.startsWith(SECRET_PREFIX));
     this.now = options.now ?? Date.now;
+  }
+
+  private signedForDidit(header: (name: string) => string | undefined): boolean {
+    return this.diditSecrets.length > 0 && hasDiditHeaders(header);
   }
 
   /** Throws WebhookError (401 signature/timestamp, 400 body) for anything it cannot vouch for. */
@@ -125,22 +153,28 @@ export class WebhookReceiver {
         const event = parseEvent(body);
         return { dedupeKey: id, facts: eventFacts(event, id, 'standard'), event };
       } catch (err) {
-        // A sender of ours also signs Didit-style: give that a chance before refusing.
-        if (!(err instanceof WebhookError) || err.code === 'malformed_body' || !hasDiditHeaders(header)) throw err;
+        // Didit's headers may come with a plain secret of this node's: give them a chance before refusing.
+        if (!(err instanceof WebhookError) || err.code === 'malformed_body' || !this.signedForDidit(header)) throw err;
         failure = err;
       }
     }
-    if (hasDiditHeaders(header)) {
-      const { scheme } = verifyDidit(this.secrets, body, header, now);
+    if (this.signedForDidit(header)) {
+      const { scheme } = verifyDidit(this.diditSecrets, body, header, now);
       const event = parseEvent(body);
-      const facts = diditFacts(event, scheme);
+      const facts = diditFacts(event, scheme, body);
       // An envelope-only signature does not cover event_id: dedupe on what it does cover.
       const dedupeKey =
-        scheme === 'didit-simple' ? `simple:${facts.sessionId}:${facts.status}:${event.timestamp}` : facts.eventId;
+        scheme === 'didit-simple'
+          ? `simple:${SIMPLE_SIGNED_FIELDS.map(field => String(event[field])).join(':')}`
+          : facts.eventId;
       return { dedupeKey, facts, event };
     }
-    throw (
-      failure ?? new WebhookError('missing_headers', 'no webhook signature headers (webhook-signature or X-Signature)')
-    );
+    if (failure) throw failure;
+    if (hasDiditHeaders(header))
+      throw new WebhookError(
+        'bad_signature',
+        "Didit's X-Signature headers, but no Didit secret here (whsec_ secrets check webhook-signature only)",
+      );
+    throw new WebhookError('missing_headers', 'no webhook signature headers (webhook-signature or X-Signature)');
   }
 }

@@ -10,7 +10,7 @@ import { M2MError } from '../errors';
 /** How far a signed timestamp may be from the receiver's clock, either way (the reference libraries' figure). */
 export const TIMESTAMP_TOLERANCE_S = 300;
 
-const SECRET_PREFIX = 'whsec_';
+export const SECRET_PREFIX = 'whsec_';
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;
 
 /** The HMAC key of a `whsec_` secret (the prefix is optional, as in the reference libraries); undefined when it is not base64. */

@@ -240,6 +240,79 @@ describe("webhooks: Didit's scheme", () => {
     );
   });
 
+  const hmac = (secret: string, text: string) => crypto.createHmac('sha256', secret).update(text).digest('hex');
+
+  it("refuses our verifier's delivery replayed on its X-Signature alone, with the Standard headers stripped", () => {
+    // What m2m-verifier sends: Standard headers, plus X-Signature keyed with the same whsec_ secret.
+    const secret = generateSecret();
+    const body = JSON.stringify({
+      type: 'device.revoked',
+      timestamp: new Date(Date.now() - 600_000).toISOString(),
+      data: { deviceId: 'press-1', status: 'revoked' },
+    });
+    const sent = nowSeconds() - 600;
+    const delivery = {
+      ...signedHeaders([secretKey(secret)!], 'evt_replayed', sent, body),
+      'x-signature': hmac(secret, body),
+      'x-timestamp': String(sent),
+    };
+    const receiver = new WebhookReceiver({ secrets: [secret] });
+    assert.throws(
+      () => receiver.receive(Buffer.from(body), delivery),
+      (err: any) => err.code === 'stale_timestamp',
+    );
+    const stripped = { 'x-signature': delivery['x-signature'], 'x-timestamp': String(nowSeconds()) };
+    assert.throws(
+      () => receiver.receive(Buffer.from(body), stripped),
+      (err: any) => err.code === 'bad_signature' && err.status === 401 && /no Didit secret/.test(err.message),
+    );
+  });
+
+  it('judges a Simple signature on the body timestamp also when it is a string, and refuses a body without one', () => {
+    const old = nowSeconds() - 30 * 86_400;
+    const receiver = new WebhookReceiver({ secrets: [didit.secret] });
+    const simple = (timestamp: number | string) => ({
+      body: JSON.stringify({ session_id: 's-1', status: 'Approved', webhook_type: 'status.updated', timestamp }),
+      headers: {
+        'x-signature-simple': hmac(didit.secret, `${timestamp}:s-1:Approved:status.updated`),
+        'x-timestamp': String(nowSeconds()),
+      },
+    });
+    for (const timestamp of [old, String(old)]) {
+      const { body, headers } = simple(timestamp);
+      assert.throws(
+        () => receiver.receive(Buffer.from(body), headers),
+        (err: any) => err.code === 'stale_timestamp',
+        JSON.stringify(timestamp),
+      );
+    }
+    const fresh = simple(String(nowSeconds()));
+    assert.equal(receiver.receive(Buffer.from(fresh.body), fresh.headers).facts.scheme, 'didit-simple');
+
+    const undated = JSON.stringify({ session_id: 's-1', status: 'Approved', webhook_type: 'status.updated' });
+    assert.throws(
+      () =>
+        receiver.receive(Buffer.from(undated), {
+          'x-signature': hmac(didit.secret, undated),
+          'x-timestamp': String(nowSeconds()),
+        }),
+      (err: any) => err.code === 'stale_timestamp',
+    );
+  });
+
+  it('keeps two events without an event_id apart, and a re-encoded copy of one together', () => {
+    const receiver = new WebhookReceiver({ secrets: [didit.secret] });
+    const timestamp = nowSeconds();
+    const event = (webhookType: string) =>
+      `{"session_id":"s-2","status":"Approved","webhook_type":"${webhookType}","timestamp":${timestamp},"vendor_data":"press-2"}`;
+    const key = (body: string, header = 'x-signature', signed = body) =>
+      receiver.receive(Buffer.from(body), { [header]: hmac(didit.secret, signed) }).dedupeKey;
+    const status = event('status.updated');
+    assert.notEqual(key(status), key(event('data.updated')));
+    const reencoded = status.replace(/,/g, ', ').replace(/":/g, '": ');
+    assert.equal(key(reencoded, 'x-signature-v2', diditCanonicalV2(status)), key(status));
+  });
+
   it('refuses a wrong secret and a signature over another body', () => {
     const vector = didit.vectors[0];
     const wrong = new WebhookReceiver({ secrets: ['another'], now: () => didit.timestamp * 1000 });
