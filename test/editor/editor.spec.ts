@@ -137,6 +137,9 @@ describe('the editor in headless Chromium', function () {
         RED.editor.edit(RED.nodes.node(id));
       }, type);
       await page.waitForFunction(() => $('.red-ui-tray').length === 1);
+      // The tray is there before its form: on a busy machine the template lands a moment later.
+      const ownField = Object.keys(definition.defaults)[0];
+      await page.locator(`[id="node-input-${ownField}"]`).waitFor({ state: 'attached' });
       return;
     }
     for (const parent of types) {
