@@ -354,7 +354,14 @@ export class Verifier {
     await this.limit('challengesPerAddress', remoteAddress, now, `challenges from ${remoteAddress || 'this client'}`);
     const device = await this.store.getDevice(deviceId);
     if (!device) throw new M2MError('device_unknown', `no device ${deviceId}`, 404);
-    await this.limit('challengesPerDevice', deviceId, now, `challenges for ${deviceId}`);
+    // Per device and caller: anyone may ask for a device's challenges, and a bucket shared by all
+    // callers would let one of them keep the device itself from attesting.
+    await this.limit(
+      'challengesPerDevice',
+      `${deviceId} ${remoteAddress}`,
+      now,
+      `challenges for ${deviceId} from ${remoteAddress || 'this client'}`,
+    );
     if (device.status === 'revoked') {
       // Refused (404, DESIGN.md §3) and recorded as a declined attempt, within the challenge rate:
       // the operator sees a revoked gateway still trying, and its flow the true reason.

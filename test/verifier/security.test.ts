@@ -158,6 +158,19 @@ describe('verifier: security and robustness', () => {
       assert.equal((await v.post('/v1/challenges', { deviceId: device.deviceId })).status, 201);
     });
 
+    it("keeps a device's challenges open to it while another client exhausts them", async () => {
+      const device = await registered();
+      const ask = (address: string) =>
+        v.verifier.challenge({ deviceId: device.deviceId }, address).then(
+          () => 201,
+          (err: { status?: number }) => err.status,
+        );
+      const attacker = [];
+      for (let i = 0; i < 15; i++) attacker.push(await ask('198.51.100.7'));
+      assert.equal(attacker.filter(status => status === 429).length, 5);
+      assert.equal(await ask('192.0.2.10'), 201);
+    });
+
     it('rate-limits challenges per client address', async () => {
       await v.stop();
       v = await startHarness({ limits: { challengesPerAddress: { burst: 3, perSecond: 1 } } });
