@@ -49,11 +49,26 @@ export function signJws(
   return `${signingInput}.${Buffer.from(key.sign(Buffer.from(signingInput, 'latin1'))).toString('base64url')}`;
 }
 
+/**
+ * Whether `part` is the one base64url spelling of its bytes. Decoders (Node's, jose's) skip
+ * characters outside the alphabet and ignore the spare low bits of the last character, so one
+ * signature has 16 spellings that all verify; anything keyed on a token's text (a cache, a deny
+ * list, `ath`) would take each for a different token.
+ */
+function isCanonical(part: string): boolean {
+  return Buffer.from(part, 'base64url').toString('base64url') === part;
+}
+
+/** Whether every segment of a compact JWS is spelled canonically (see isCanonical). */
+export function isCanonicalCompact(jws: string): boolean {
+  return jws.split('.').every(isCanonical);
+}
+
 /** One base64url segment's bytes (Node's decoder: several times jose's pure-JS one). */
 function segment(part: string): Uint8Array {
-  // A length of 4n + 1 is not base64url: Node's decoder would quietly drop the odd character.
-  if (part.length % 4 === 1) throw new SignatureError('malformed_jws', 'not base64url');
-  return Buffer.from(part, 'base64url');
+  const bytes = Buffer.from(part, 'base64url');
+  if (bytes.toString('base64url') !== part) throw new SignatureError('malformed_jws', 'not canonical base64url');
+  return bytes;
 }
 
 /**

@@ -8,6 +8,7 @@
  */
 import * as jose from 'jose';
 import type { Ed25519PublicKey } from '../crypto/ed25519';
+import { isCanonicalCompact } from '../crypto/jws';
 import { checkProof, type ProofFailure, sha256 } from '../proof';
 
 export type TokenFailure =
@@ -158,6 +159,7 @@ export class TokenChecker {
 
   /** The token's claims, from the cache while it lasts, else verified against the JWKS. */
   private async verifyToken(token: string): Promise<VerifiedToken | { reason: TokenFailure }> {
+    if (!isCanonicalCompact(token)) return { reason: 'token_malformed' };
     const nowSeconds = this.now() / 1000;
     const cached = this.verified.get(token);
     if (cached) {

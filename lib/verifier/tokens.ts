@@ -6,7 +6,7 @@
 import * as crypto from 'node:crypto';
 import * as jose from 'jose';
 import { Ed25519PrivateKey } from '../crypto/ed25519';
-import { JWS_TYPES, signJws } from '../crypto/jws';
+import { isCanonicalCompact, JWS_TYPES, signJws } from '../crypto/jws';
 import type { KeyRotation, SigningKeyRecord, VerifierStore } from './store/types';
 
 /** Seconds a device's or relying party's clock may be off (iat checks, key retirement). */
@@ -189,6 +189,7 @@ export class TokenService {
 
   /** The verified claims, or undefined for any token that is not one of ours and current. */
   async verify(token: string, nowMs: number): Promise<jose.JWTPayload | undefined> {
+    if (!isCanonicalCompact(token)) return undefined;
     try {
       const { payload } = await jose.jwtVerify(token, this.keySet, {
         issuer: this.issuer,

@@ -6,7 +6,7 @@ import { signJws } from '../../lib/crypto/jws';
 import type { DeviceIdentity } from '../../lib/edge/keystore';
 import { createProof } from '../../lib/proof';
 import { type CheckInput, TokenChecker } from '../../lib/receiver/token-check';
-import { attestation, makeDevice, registration } from '../fixtures/device';
+import { attestation, makeDevice, registration, respelled } from '../fixtures/device';
 import { admin, enrol, startHarness, type Harness } from '../verifier/harness';
 
 describe('lib/receiver/token-check: tokens and proofs on the receiving side', () => {
@@ -77,6 +77,12 @@ describe('lib/receiver/token-check: tokens and proofs on the receiving side', ()
     assert.equal(result.valid, true);
     assert.equal(result.valid && result.deviceId, 'press-7');
     assert.equal(result.valid && result.claims.cnf.jkt, device.privateKey.publicKey.thumbprint());
+  });
+
+  it('refuses the token spelled another way (same signature bytes), even with a proof made for that spelling', async () => {
+    assert.equal((await checker.check(message())).valid, true);
+    const result = await checker.check(message({ token: respelled(token) }));
+    assert.deepEqual(result, { valid: false, reason: 'token_malformed' });
   });
 
   const refusals: Array<[string, () => Partial<CheckInput> & { key?: Ed25519PrivateKey; proofNow?: number }, string]> =

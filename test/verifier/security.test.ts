@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import { rawRequest } from '../helpers/raw-http';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
-import { attestation, JWS_TYPES, makeDevice, registration, signJws } from '../fixtures/device';
+import { attestation, JWS_TYPES, makeDevice, registration, respelled, signJws } from '../fixtures/device';
 import { buildRegistration } from '../../lib/edge/attestation';
 import type { DeviceIdentity } from '../../lib/edge/keystore';
 import { admin, enrol, startHarness, type Harness } from './harness';
@@ -235,6 +235,23 @@ describe('verifier: security and robustness', () => {
   });
 
   describe('errors from input are 4xx problem+json, never 500', () => {
+    it('refuses a valid signature spelled another way, in an attestation and in a token', async () => {
+      const device = await registered();
+      const nonce = await nonceFor(device);
+      const jws = attestation(device, v.url, nonce, { now: v.clock.now });
+      assert.deepEqual(
+        Buffer.from(respelled(jws).split('.')[2], 'base64url'),
+        Buffer.from(jws.split('.')[2], 'base64url'),
+      );
+      const other = await v.post('/v1/attestations', { attestation: respelled(jws) });
+      assert.deepEqual([other.status, other.body.code], [400, 'malformed_jws']);
+      const { token } = (await v.post('/v1/attestations', { attestation: jws })).body;
+      assert.equal((await v.post('/v1/tokens/introspect', { token }, admin)).body.active, true);
+      assert.deepEqual((await v.post('/v1/tokens/introspect', { token: respelled(token) }, admin)).body, {
+        active: false,
+      });
+    });
+
     it('answers 400 for a signature segment of one character', async () => {
       const device = await registered();
       const jws = attestation(device, v.url, await nonceFor(device), { now: v.clock.now });
