@@ -194,17 +194,27 @@ export function sendProblem(res: ServerResponse, err: unknown): void {
   send(res, status, body, headers, 'application/problem+json');
 }
 
-/** The raw body, at most MAX_BODY_BYTES, or what an express body parser already made of it. */
-function readBody(req: Request): Promise<Buffer | { parsed: unknown }> {
-  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return Promise.reject(tooLarge(MAX_BODY_BYTES));
+/**
+ * The raw body, at most MAX_BODY_BYTES, or what an express body parser already made of it (and
+ * inflated, if it came compressed).
+ */
+async function readBody(req: Request): Promise<Buffer | { parsed: unknown }> {
+  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) throw tooLarge(MAX_BODY_BYTES);
   // Mounted behind express: a body parser got there first.
   if (req._body || (req.body !== undefined && req.readableEnded)) {
     const body = req.body;
-    return Promise.resolve(
-      Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : { parsed: body },
-    );
+    return Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : { parsed: body };
   }
-  return readRawBody(req, { maxBytes: MAX_BODY_BYTES });
+  const raw = await readRawBody(req, { maxBytes: MAX_BODY_BYTES });
+  const encoding = headerValue(req.headers['content-encoding'])?.trim().toLowerCase();
+  // Read as is, a compressed body would be refused as bad JSON, or worse, half-understood.
+  if (raw.length > 0 && encoding && encoding !== 'identity')
+    throw new M2MError(
+      'unsupported_encoding',
+      `Content-Encoding ${encoding} is not accepted: send the body as is`,
+      415,
+    );
+  return raw;
 }
 
 /**
@@ -237,9 +247,12 @@ async function handle(verifier: Verifier, req: Request, res: ServerResponse): Pr
   // Read (and bound) the body before anything else, so no route answers with a body still unread.
   const body = await readBody(req);
   const matching = routes.filter(route => route.path.test(pathname));
-  const route = matching.find(candidate => candidate.method === req.method);
+  // HEAD is GET without the body (Node's response drops it): load balancers check health with it.
+  const method = req.method === 'HEAD' ? 'GET' : req.method;
+  const route = matching.find(candidate => candidate.method === method);
   if (!route) {
-    if (matching.length) res.setHeader('allow', matching.map(r => r.method).join(', '));
+    if (matching.length)
+      res.setHeader('allow', matching.flatMap(r => (r.method === 'GET' ? ['GET', 'HEAD'] : [r.method])).join(', '));
     throw matching.length
       ? new M2MError('method_not_allowed', `${req.method} is not allowed here`, 405)
       : new M2MError('not_found', 'no such route', 404);

@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import { rawRequest } from '../helpers/raw-http';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { attestation, JWS_TYPES, makeDevice, registration, respelled, signJws } from '../fixtures/device';
 import { buildRegistration } from '../../lib/edge/attestation';
 import type { DeviceIdentity } from '../../lib/edge/keystore';
@@ -282,6 +283,35 @@ describe('verifier: security and robustness', () => {
       const jws = `${signingInput}.${Buffer.from(device.privateKey.sign(Buffer.from(signingInput))).toString('base64url')}`;
       const answer = await v.post('/v1/devices', { registration: jws }, enrol);
       assert.deepEqual([answer.status, answer.body.code], [400, 'invalid_request']);
+    });
+
+    it('refuses a compressed body with 415 problem+json instead of reading it as JSON', async () => {
+      const device = await registered();
+      const answer = await fetch(`${v.url}/v1/challenges`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+        body: zlib.gzipSync(JSON.stringify({ deviceId: device.deviceId })),
+      });
+      assert.equal(answer.status, 415);
+      assert.equal(answer.headers.get('content-type'), 'application/problem+json; charset=utf-8');
+      assert.equal(((await answer.json()) as { code: string }).code, 'unsupported_encoding');
+      const plain = await fetch(`${v.url}/v1/challenges`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': 'identity' },
+        body: JSON.stringify({ deviceId: device.deviceId }),
+      });
+      assert.equal(plain.status, 201);
+    });
+
+    it('answers HEAD like GET, without a body, as load balancers check health', async () => {
+      for (const route of ['/healthz', '/readyz', '/.well-known/jwks.json']) {
+        const answer = await fetch(`${v.url}${route}`, { method: 'HEAD' });
+        assert.equal(answer.status, 200, route);
+        assert.equal((await answer.arrayBuffer()).byteLength, 0, route);
+      }
+      const refused = await fetch(`${v.url}/healthz`, { method: 'DELETE' });
+      assert.equal(refused.status, 405);
+      assert.equal(refused.headers.get('allow'), 'GET, HEAD');
     });
 
     it('answers a malformed HTTP request with a problem+json body', async () => {
