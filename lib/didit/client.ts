@@ -14,7 +14,7 @@ import * as https from 'node:https';
 import { M2MError } from '../errors';
 import * as s from '../schema';
 import { redactUrl } from '../url';
-import { transportError } from '../edge/transport-error';
+import { redirectNote, transportError } from '../edge/transport-error';
 
 export const DIDIT_BASE_URL = 'https://verification.didit.me';
 /** Didit's upload limit per image (larger ones are answered 400). */
@@ -215,6 +215,7 @@ export class DiditClient {
       timeout: options.timeoutMs ?? 20_000,
       httpsAgent: new https.Agent({ keepAlive: true, maxSockets: 4 }),
       maxContentLength: 4 * 1024 * 1024,
+      maxRedirects: 0,
       validateStatus: () => true,
       headers: { 'x-api-key': options.apiKey, accept: 'application/json' },
     });
@@ -333,7 +334,7 @@ export class DiditClient {
       throw new DiditError(failed.code, failed.message, 0);
     }
     if (response.status >= 200 && response.status < 300) return response.data;
-    const detail = errorDetail(response.data);
+    const detail = redirectNote(response) ?? errorDetail(response.data);
     throw new DiditError(
       statusCode(response.status),
       `Didit ${request.method.toUpperCase()} ${request.url}: HTTP ${response.status}${detail ? ` ${detail}` : ''}`,

@@ -10,7 +10,7 @@ import * as https from 'node:https';
 import { M2MError } from '../errors';
 import * as s from '../schema';
 import { normaliseUrl, redactUrl } from '../url';
-import { transportError } from './transport-error';
+import { redirectNote, transportError } from './transport-error';
 
 export class ApiError extends M2MError {
   /** RFC 9457 problem document, when the server sent one. */
@@ -117,6 +117,7 @@ export class IdentityApiClient {
       httpAgent: new http.Agent({ keepAlive: true, maxSockets: 4 }),
       httpsAgent: new https.Agent({ keepAlive: true, maxSockets: 4 }),
       maxContentLength: 1024 * 1024,
+      maxRedirects: 0,
       validateStatus: () => true,
       headers: { 'content-type': 'application/json', accept: 'application/json, application/problem+json' },
     });
@@ -203,11 +204,12 @@ export class IdentityApiClient {
     const problem = s.isPlainObject(response.data) ? response.data : undefined;
     const code = typeof problem?.code === 'string' ? problem.code : `http_${response.status}`;
     const detail =
-      typeof problem?.detail === 'string'
+      redirectNote(response) ??
+      (typeof problem?.detail === 'string'
         ? problem.detail
         : typeof problem?.title === 'string'
           ? problem.title
-          : `HTTP ${response.status}`;
+          : `HTTP ${response.status}`);
     throw new ApiError(code, `${method.toUpperCase()} ${url}: ${detail}`, response.status, problem);
   }
 }

@@ -1,5 +1,6 @@
-import type { AxiosError } from 'axios';
+import type { AxiosError, AxiosResponse } from 'axios';
 import { M2MError } from '../errors';
+import { redactUrl } from '../url';
 
 export interface TransportNames {
   /** Who did not answer, for the message: "identity API", "Didit". */
@@ -21,4 +22,15 @@ export function transportError(err: unknown, names: TransportNames): M2MError {
     `${names.service} at ${names.url} is unreachable (${axiosError.code ?? 'network error'})`,
     0,
   );
+}
+
+/**
+ * What a 3xx answer says. Clients that send a key do not follow redirects: axios drops only
+ * Authorization and cookies on the way to another host, so an `x-api-key` would go wherever a
+ * server (or whoever answers in its place) points.
+ */
+export function redirectNote(response: AxiosResponse): string | undefined {
+  const location = response.headers.location;
+  if (response.status < 300 || response.status >= 400 || typeof location !== 'string') return undefined;
+  return `redirected to ${redactUrl(location)}; redirects are not followed, so credentials stay with the configured host: set the URL to where it points if you trust it`;
 }

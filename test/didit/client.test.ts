@@ -211,6 +211,22 @@ describe('didit: API client against the Didit double', () => {
     offline.close();
   });
 
+  it('does not follow a redirect to another host, so the key never goes there', async () => {
+    const elsewhere = await startDiditDouble();
+    try {
+      didit.script = () => ({ status: 307, headers: { location: `${elsewhere.url}/v3/session/abc/decision/` } });
+      await assert.rejects(
+        client.decision('abc'),
+        codeOf('didit_http_307', err =>
+          assert.match(err.message, /redirected to http:\/\/127\.0\.0\.1:\d+\/v3\/session/),
+        ),
+      );
+      assert.deepEqual(elsewhere.requests, []);
+    } finally {
+      await elsewhere.close();
+    }
+  });
+
   it('is refused by Didit without the right key', async () => {
     const wrong = new DiditClient({ baseUrl: didit.url, apiKey: 'sk_test_wrong' });
     await assert.rejects(wrong.decision('abc'), codeOf('didit_unauthorized'));

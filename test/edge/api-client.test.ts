@@ -6,7 +6,7 @@ import { IdentityApiClient } from '../../lib/edge/api-client';
 type Route = (
   req: http.IncomingMessage,
   body: string,
-) => { status: number; body?: unknown; type?: string; delayMs?: number };
+) => { status: number; body?: unknown; type?: string; delayMs?: number; headers?: Record<string, string> };
 
 /** A scripted peer on a random loopback port, standing in for the verifier. */
 async function fakeVerifier(route: Route): Promise<{
@@ -24,7 +24,7 @@ async function fakeVerifier(route: Route): Promise<{
       seen.push({ url: req.url, headers: req.headers, body });
       const answer = route(req, body);
       setTimeout(() => {
-        res.writeHead(answer.status, { 'content-type': answer.type ?? 'application/json' });
+        res.writeHead(answer.status, { 'content-type': answer.type ?? 'application/json', ...answer.headers });
         res.end(
           answer.body === undefined ? '' : typeof answer.body === 'string' ? answer.body : JSON.stringify(answer.body),
         );
@@ -74,6 +74,22 @@ describe('lib/edge/api-client', () => {
       () => new IdentityApiClient({ baseUrl: 'ftp://operator:s3cret-pass@x' }),
       (err: Error) => !/s3cret-pass/.test(err.message),
     );
+  });
+
+  it('does not follow a redirect to another host, so the admin key never goes there', async () => {
+    const elsewhere = await fakeVerifier(() => ({ status: 200, body: { total: 0, devices: [] } }));
+    try {
+      peer = await fakeVerifier(() => ({ status: 307, headers: { location: `${elsewhere.url}v1/devices` } }));
+      client = new IdentityApiClient({ baseUrl: peer.url, apiKey: 'admin-key-for-this-host-only' });
+      await assert.rejects(client.listDevices({}), (err: Error & { code: string }) => {
+        assert.equal(err.code, 'http_307');
+        assert.match(err.message, /redirected to http:\/\/127\.0\.0\.1:\d+\/api\/v1\/devices/);
+        return true;
+      });
+      assert.deepEqual(elsewhere.seen, []);
+    } finally {
+      await elsewhere.close();
+    }
   });
 
   it('registers with the enrollment token as a bearer credential and tells created from known', async () => {
