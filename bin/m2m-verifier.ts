@@ -8,6 +8,7 @@
  */
 import cluster from 'node:cluster';
 import * as crypto from 'node:crypto';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import { parseArgs } from 'node:util';
 import { M2MError } from '../lib/errors';
@@ -44,6 +45,9 @@ const USAGE = `Usage: m2m-verifier [options]
                        file limit, ulimit -n)
   --max-connections-per-address N
                        open connections from one client address at most (default 256)
+  --trust-proxy ADDRESSES
+                       reverse proxies (IP addresses, comma-separated) whose X-Forwarded-For
+                       names the client, so rate limits count clients, not the proxy
   --new-webhook-secret print a new whsec_ webhook secret and exit
   -h, --help           this text
 
@@ -96,6 +100,7 @@ async function main(): Promise<void> {
           limits: { type: 'string' },
           'max-connections': { type: 'string' },
           'max-connections-per-address': { type: 'string' },
+          'trust-proxy': { type: 'string' },
           'new-webhook-secret': { type: 'boolean', default: false },
           help: { type: 'boolean', short: 'h', default: false },
         },
@@ -124,6 +129,13 @@ async function main(): Promise<void> {
     maxConnections: count('max-connections'),
     maxConnectionsPerAddress: count('max-connections-per-address'),
   };
+
+  const trustedProxies = (values['trust-proxy'] ?? '')
+    .split(',')
+    .map(address => address.trim())
+    .filter(Boolean);
+  for (const address of trustedProxies)
+    if (!net.isIP(address)) fail(`--trust-proxy takes IP addresses separated by commas, got ${address}`);
 
   const workflow = orFail(
     () =>
@@ -199,6 +211,7 @@ async function main(): Promise<void> {
       onError: err => process.stderr.write(`m2m-verifier: webhook delivery: ${(err as Error).message}\n`),
     },
     connections: Object.fromEntries(Object.entries(connections).filter(([, n]) => n !== undefined)),
+    trustedProxies,
     keyRotation: { periodMs: rotationMs },
     metricsOfAllProcesses: cluster.isWorker
       ? metricsOfAllWorkers(() => own?.() ?? { counters: {}, histograms: {} })

@@ -12,7 +12,8 @@ export M2M_ADMIN_KEY M2M_ENROLLMENT_TOKEN
 
 # Devices reach the fleet through the load balancer: that URL is their attestations' audience.
 public_url="${M2M_PUBLIC_URL:-http://127.0.0.1:${LB_PORT}}"
-# Behind a proxy every gateway's challenge comes from the proxy's address: allow the fleet's rate.
+# HAProxy adds X-Forwarded-For; --trust-proxy names it, so rate limits count gateways, not the
+# proxy. Here the gateways run on this machine too and share one address: allow the fleet's rate.
 limits='{"challengesPerAddress":{"burst":5000,"perSecond":2000}}'
 
 pids=()
@@ -25,7 +26,7 @@ trap stop EXIT INT TERM
 
 for port in "$V1_PORT" "$V2_PORT" "$V3_PORT"; do
   node dist/bin/m2m-verifier.js --host 127.0.0.1 --port "$port" --workers 1 \
-    --public-url "$public_url" --limits "$limits" &
+    --public-url "$public_url" --limits "$limits" --trust-proxy 127.0.0.1 &
   pids+=($!)
 done
 haproxy -db -f docs/deploy/haproxy.cfg &

@@ -240,9 +240,36 @@ function decodeParam(param: string): string {
 export interface ListenerOptions {
   /** Where internal errors are reported (their details never reach the client). */
   onError?: (err: unknown) => void;
+  /**
+   * Reverse proxies whose X-Forwarded-For is believed: behind them, the client is the last address
+   * the chain added before reaching one of them. From anyone else the header is ignored (it would
+   * let a client pick its address, and with it its rate limits).
+   */
+  trustedProxies?: readonly string[];
 }
 
-async function handle(verifier: Verifier, req: Request, res: ServerResponse): Promise<void> {
+/** An IPv4 client of a dual-stack socket as plain IPv4, so one client has one spelling. */
+function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+function clientAddress(req: Request, trustedProxies: ReadonlySet<string>): string {
+  const peer = plainAddress(req.socket?.remoteAddress ?? '');
+  if (!trustedProxies.has(peer)) return peer;
+  const hops = (headerValue(req.headers['x-forwarded-for']) ?? '')
+    .split(',')
+    .map(hop => plainAddress(hop.trim()))
+    .filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i--) if (!trustedProxies.has(hops[i])) return hops[i];
+  return hops[0] ?? peer;
+}
+
+async function handle(
+  verifier: Verifier,
+  req: Request,
+  res: ServerResponse,
+  trustedProxies: ReadonlySet<string>,
+): Promise<void> {
   const pathname = requestPath(req.url);
   // Read (and bound) the body before anything else, so no route answers with a body still unread.
   const body = await readBody(req);
@@ -264,7 +291,7 @@ async function handle(verifier: Verifier, req: Request, res: ServerResponse): Pr
     params,
     query: Object.fromEntries(new URLSearchParams(req.url?.split('?')[1] ?? '')),
     headers: req.headers,
-    remoteAddress: req.socket?.remoteAddress ?? '',
+    remoteAddress: clientAddress(req, trustedProxies),
     json: ({ form = false } = {}) => decodeBody(body, headerValue(req.headers['content-type']), form),
     body: () =>
       Buffer.isBuffer(body) && body.length === 0
@@ -278,8 +305,9 @@ export function createRequestListener(
   verifier: Verifier,
   options: ListenerOptions = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
+  const trustedProxies = new Set((options.trustedProxies ?? []).map(plainAddress));
   return (req, res) => {
-    handle(verifier, req, res).catch(err => {
+    handle(verifier, req, res, trustedProxies).catch(err => {
       if (problem(err).status === 500) options.onError?.(err);
       sendProblem(res, err);
     });

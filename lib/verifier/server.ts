@@ -38,6 +38,8 @@ export interface ServerOptions extends Omit<VerifierOptions, 'publicUrl' | 'stor
   publicUrl?: string;
   connections?: Partial<ConnectionLimits>;
   onError?: (err: unknown) => void;
+  /** Reverse proxies whose X-Forwarded-For gives the client's address (see ListenerOptions). */
+  trustedProxies?: readonly string[];
 }
 
 export interface RunningVerifier {
@@ -109,7 +111,10 @@ export async function startVerifierServer(options: ServerOptions): Promise<Runni
     server.close();
     throw err;
   }
-  server.on('request', createRequestListener(verifier, { onError: options.onError }));
+  server.on(
+    'request',
+    createRequestListener(verifier, { onError: options.onError, trustedProxies: options.trustedProxies }),
+  );
   return {
     url,
     verifier,

@@ -182,6 +182,35 @@ describe('verifier: security and robustness', () => {
       assert.deepEqual(statuses, [201, 201, 201, 429]);
     });
 
+    it('counts clients behind a trusted proxy by X-Forwarded-For, and ignores the header from anyone else', async () => {
+      const statuses = async (forwardedFor: string[]) => {
+        const device = await registered();
+        const answers = [];
+        for (const address of forwardedFor)
+          answers.push(
+            (
+              await fetch(`${v.url}/v1/challenges`, {
+                method: 'POST',
+                headers: { 'content-type': 'application/json', 'x-forwarded-for': address },
+                body: JSON.stringify({ deviceId: device.deviceId }),
+              })
+            ).status,
+          );
+        return answers;
+      };
+      const limits = { challengesPerAddress: { burst: 2, perSecond: 0.001 } };
+      await v.stop();
+      v = await startHarness({ limits, trustedProxies: ['127.0.0.1'] });
+      // The proxy appends the address it saw: what a client wrote before it does not count.
+      assert.deepEqual(
+        await statuses(['198.51.100.7', '198.51.100.7', '203.0.113.1, 198.51.100.7', '192.0.2.10']),
+        [201, 201, 429, 201],
+      );
+      await v.stop();
+      v = await startHarness({ limits });
+      assert.deepEqual(await statuses(['198.51.100.7', '192.0.2.10', '192.0.2.11']), [201, 201, 429]);
+    });
+
     it('purges expired nonces and old sessions on schedule', async () => {
       const device = await registered();
       for (let i = 0; i < 5; i++) await nonceFor(device);
