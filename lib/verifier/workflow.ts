@@ -1,6 +1,7 @@
 /**
  * The orchestrated workflow: an ordered list of steps, each pass / fail / review. A step whose
- * evidence is absent is skipped unless it says `required: true`. Evidence that is present but
+ * evidence is absent is skipped unless it says `required: true`, but for a device that registered
+ * a fingerprint, fingerprint evidence is always required. Evidence that is present but
  * unscored or that the edge check called untrusted is not absent: it reviews (or, when its score
  * is low, fails), never passes. Any fail declines, else any review puts the session in review,
  * else it is approved.
@@ -74,7 +75,10 @@ export function runWorkflow(steps: WorkflowStep[], evidence: Evidence): Workflow
         break;
       case 'fingerprint': {
         if (!evidence.fingerprint) {
-          if (step.required) reasons.push('fingerprint_missing');
+          // A device that registered a fingerprint always has one to show: leaving it out is what
+          // its key copied to other hardware would do, so it is missing, not skipped.
+          const registered = Object.keys(evidence.registeredFingerprint.components).length > 0;
+          if (step.required || registered) reasons.push('fingerprint_missing');
           break;
         }
         const match = matchRatio(evidence.registeredFingerprint.components, evidence.fingerprint.components);

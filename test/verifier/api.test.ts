@@ -239,6 +239,18 @@ describe('verifier: identity API v1 over HTTP', () => {
       assert.deepEqual([answer.body.decision, answer.body.reasons], ['declined', ['fingerprint_mismatch']]);
     });
 
+    it('declines an attestation that leaves out the fingerprint its device registered', async () => {
+      // What a copied key on other hardware would send: a valid signature and no fingerprint to compare.
+      const device = await registered();
+      const jws = signJws(
+        { iss: device.deviceId, aud: v.url, nonce: await nonceFor(device), iat: Math.floor(v.clock.now / 1000) },
+        JWS_TYPES.attestation,
+        device.privateKey,
+      );
+      const answer = await v.post('/v1/attestations', { attestation: jws });
+      assert.deepEqual([answer.body.decision, answer.body.reasons], ['declined', ['fingerprint_missing']]);
+    });
+
     it('declines a TinyML score under 0.6 and puts one under 0.8 in review without a token', async () => {
       const device = await registered();
       const low = await attest(device, await nonceFor(device), { tinyml: { score: 0.41, model: 'm' } });

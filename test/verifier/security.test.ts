@@ -8,7 +8,16 @@ import { rawRequest } from '../helpers/raw-http';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { attestation, JWS_TYPES, makeDevice, registration, respelled, signJws } from '../fixtures/device';
+import {
+  attestation,
+  JWS_TYPES,
+  makeDevice,
+  RAW_COMPONENTS,
+  registration,
+  respelled,
+  signJws,
+} from '../fixtures/device';
+import { digestComponents } from '../../lib/edge/fingerprint';
 import { buildRegistration } from '../../lib/edge/attestation';
 import type { DeviceIdentity } from '../../lib/edge/keystore';
 import { admin, enrol, startHarness, type Harness } from './harness';
@@ -395,7 +404,10 @@ describe('verifier: security and robustness', () => {
           aud: v.url,
           nonce,
           iat: Math.floor(v.clock.now / 1000),
-          evidence: { tinyml },
+          evidence: {
+            fingerprint: { components: digestComponents(device.fingerprintSalt, RAW_COMPONENTS).components },
+            tinyml,
+          },
         },
         JWS_TYPES.attestation,
         device.privateKey,
