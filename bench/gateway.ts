@@ -97,17 +97,17 @@ export async function footprint(): Promise<void> {
   const mb = (bytes: number) => bytes / 1e6;
   const prebuilt = ours.bytes - ours.leftovers;
   table([
-    { install: `node-red@${nodeRedVersion} alone`, 'node_modules MB': mb(nodeRed.bytes), ratio: 1, goal: '' },
+    { install: `node-red@${nodeRedVersion} alone`, 'node_modules MB': mb(nodeRed.bytes), ratio: '1', goal: '' },
     {
       install: `${pkg.name} (production)`,
       'node_modules MB': mb(ours.bytes),
-      ratio: ours.bytes / nodeRed.bytes,
+      ratio: (ours.bytes / nodeRed.bytes).toFixed(3),
       goal: '≤ 1.0',
     },
     {
       install: '  the same with a prebuilt better-sqlite3',
       'node_modules MB': mb(prebuilt),
-      ratio: prebuilt / nodeRed.bytes,
+      ratio: (prebuilt / nodeRed.bytes).toFixed(3),
       goal: '≤ 1.0',
     },
   ]);
