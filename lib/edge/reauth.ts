@@ -90,6 +90,14 @@ export function backoffDelay(failures: number, options: ReauthOptions, random: (
   return Math.max(1, random() * ceiling);
 }
 
+/**
+ * Attempts that a trigger caused start at least this far apart: a flood of 401s or requests
+ * becomes one attempt every few seconds, not a burst that the verifier's per-device rate limit
+ * refuses (and whose failures would then back the device off for minutes).
+ */
+export const TRIGGER_SPACING_MS = 5_000;
+const SCHEDULED = new Set<Trigger>(['start', 'schedule', 'retry']);
+
 /** Performs one attestation (challenge → signed attestation → decision). */
 export type Attest = (trigger: Trigger) => Promise<AttestAnswer>;
 
@@ -100,6 +108,7 @@ export class TokenKeeper {
   private running: Promise<void> | undefined;
   private pending: Trigger | undefined;
   private stopped = false;
+  private lastTriggeredAt = Number.NEGATIVE_INFINITY;
   /** When the next attempt is planned (epoch ms), for the status. */
   nextAttemptAt: number | undefined;
   onEvent: (event: KeeperEvent) => void = () => {};
@@ -134,12 +143,24 @@ export class TokenKeeper {
     return this.running !== undefined;
   }
 
-  /** Re-attests now; a trigger during an attempt runs one more attempt after it. */
+  /**
+   * Re-attests now, or for a trigger within TRIGGER_SPACING_MS of the last one's attempt, as soon
+   * as that has passed; a trigger during an attempt runs one more attempt after it.
+   */
   trigger(why: Trigger): Promise<void> {
     if (this.stopped) return Promise.resolve();
     if (this.running) {
       this.pending ??= why;
       return this.running;
+    }
+    if (!SCHEDULED.has(why)) {
+      const now = this.clock.now();
+      const wait = this.lastTriggeredAt + TRIGGER_SPACING_MS - now;
+      if (wait > 0) {
+        if (this.nextAttemptAt === undefined || this.nextAttemptAt > now + wait) this.plan(wait, why);
+        return Promise.resolve();
+      }
+      this.lastTriggeredAt = now;
     }
     this.clock.clearTimeout(this.timer);
     this.nextAttemptAt = undefined;

@@ -182,15 +182,29 @@ export = (RED: NodeAPI) => {
       this.send([null, msg]);
     };
 
-    /** Sends what waited, in order, once a token is back. */
+    /**
+     * A message with a low behaviour score asked for a re-attestation: it, and what comes after
+     * it, wait for the verifier's answer (an outage does not clear it; a decision does).
+     */
+    let riskPending = false;
+
+    /** Sends what waited, in order, while a token is good and no risk waits for its answer. */
     const release = () => {
       const token = keeper.current();
-      if (!token || !queue.length) return;
-      for (const msg of queue.takeAll()) this.send([stamp(msg, token), null]);
+      if (!token || riskPending || !queue.length) return;
+      for (const msg of queue.takeAll()) {
+        try {
+          this.send([stamp(msg, token), null]);
+        } catch (err) {
+          // The queue is already taken: a message that cannot be stamped goes to Catch, not away.
+          this.error(nodeError(RED, 'm2m-reauth-timer', err), msg);
+        }
+      }
     };
 
     keeper.onEvent = event => {
       lastEvent = event;
+      if (event.type !== 'failed') riskPending = false;
       if (event.type === 'approved') {
         fs.writeFileSync(tokenFile, JSON.stringify(event.token), { mode: 0o600 });
         release();
@@ -208,6 +222,8 @@ export = (RED: NodeAPI) => {
         // A keystore or set-up fault needs a person: Catch nodes hear of it (outages are only events).
         if (event.type === 'failed' && !event.remote)
           this.error(nodeError(RED, 'm2m-reauth-timer', new M2MError(event.code, event.message)));
+        // Offline with a token still good (grace): what waited goes out stamped with it.
+        if (event.type === 'failed') release();
       }
       showStatus();
     };
@@ -247,12 +263,17 @@ export = (RED: NodeAPI) => {
       const tinyml = evidenceFrom(msg.m2m?.tinyml);
       if (tinyml) evidence = { value: tinyml, at: Date.now() };
       const risky = tinyml && (tinyml.score === null || tinyml.score < riskScore || tinyml.trusted === false);
-      if (risky) void keeper.trigger('risk');
+      if (risky) {
+        riskPending = true;
+        void keeper.trigger('risk');
+      }
       const token = keeper.current();
       try {
-        // A message that raised the risk waits for the re-attestation it asked for.
-        if (token && !risky && !queue.length && !keeper.attempting) this.send([stamp(msg, token), null]);
-        else if (hold || keeper.attempting)
+        // A message that raised the risk, and those after it, wait for the re-attestation it asked for.
+        if (token && !riskPending) {
+          release();
+          this.send([stamp(msg, token), null]);
+        } else if (hold || token || keeper.attempting)
           for (const pushedOut of queue.push(RED.util.cloneMessage(msg))) reject(pushedOut, 'queue_overflow');
         else reject(msg, 'no_token');
         done();

@@ -7,6 +7,7 @@ import {
   type KeeperEvent,
   renewalDelay,
   TokenKeeper,
+  TRIGGER_SPACING_MS,
   type Trigger,
 } from '../../lib/edge/reauth';
 
@@ -166,7 +167,27 @@ describe('lib/edge/reauth: one current token per device', () => {
     release!();
     await settle();
     await settle();
+    // The follow-up waits out the spacing between trigger-caused attempts.
+    assert.deepEqual(calls, ['start', 'network']);
+    assert.equal(clock.next, 1_000_000 + TRIGGER_SPACING_MS);
+    await clock.fire();
     assert.deepEqual(calls, ['start', 'network', 'task']);
+  });
+
+  it('turns a flood of triggers into one attempt every few seconds', async () => {
+    const clock = new FakeClock();
+    const { k, calls } = keeper(clock, []);
+    k.start();
+    await clock.fire();
+    // 60 "401"s in 4.6 s, as a receiver rejecting every message would send them.
+    for (let i = 0; i < 60; i++) {
+      void k.trigger('unauthorized');
+      await settle();
+      clock.time += 77;
+    }
+    assert.deepEqual(calls, ['start', 'unauthorized']);
+    await clock.fire();
+    assert.deepEqual(calls, ['start', 'unauthorized', 'unauthorized']);
   });
 
   it('spreads the first attestations of a fleet started at once over a few seconds', () => {

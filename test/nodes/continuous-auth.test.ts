@@ -5,6 +5,7 @@
  */
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { SqliteStore, startVerifierServer, type RunningVerifier } from '../../lib/verifier';
@@ -194,6 +195,36 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
     );
     await new Promise(resolve => setTimeout(resolve, 500));
     assert.equal(out.stamped.length, 8, 'none doubled');
+  });
+
+  it('stamps with a good token while a re-attestation hangs, and after it fails', async () => {
+    await load();
+    const out = collect(['stamped', 'events']);
+    await until(
+      () => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')),
+      5000,
+      'a token',
+    );
+    // The identity API takes connections and never answers: the attempt hangs for its 2 s timeout.
+    await verifier.close();
+    const silent = net.createServer(() => undefined);
+    await new Promise<void>(resolve => silent.listen(port, '127.0.0.1', resolve));
+    try {
+      const timer = helper.getNode('timer');
+      timer.receive({ m2m: { reauth: true } });
+      for (let i = 1; i <= 3; i++) timer.receive({ topic: 't', payload: i });
+      await until(() => out.stamped.length === 3, 1000, 'stamping while the attempt hangs');
+      await until(() => out.events.some(m => m.payload.type === 'failed'), 5000, 'the failed attempt');
+      timer.receive({ topic: 't', payload: 4 });
+      await until(() => out.stamped.length === 4, 1000, 'stamping in grace after the failure');
+      assert.deepEqual(
+        out.stamped.map(m => m.payload),
+        [1, 2, 3, 4],
+      );
+    } finally {
+      silent.close();
+      await startVerifier();
+    }
   });
 
   it('keeps held messages across a restart of Node-RED and sends them once a token comes', async () => {
