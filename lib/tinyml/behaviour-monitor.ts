@@ -87,6 +87,13 @@ interface Pending {
   resolve(verdict: Verdict): void;
 }
 
+/**
+ * Readings beyond this are not a sensor's: squared in the features (~1e154 and up overflows), one
+ * would turn a profile into NaN. Far above any physical reading or counter, and exact integers end
+ * near 9e15 anyway.
+ */
+export const MAX_READING = 1e15;
+
 /** A finite number from a number or numeric string, else undefined. */
 export function numericValue(value: unknown): number | undefined {
   if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
@@ -142,7 +149,7 @@ export class BehaviourMonitor {
   /** Takes one sample of `source`; the verdict says how its message should be routed. */
   observe(source: string, rawValue: unknown, rawTime: unknown): Promise<Verdict> | Verdict {
     const value = numericValue(rawValue);
-    if (value === undefined) return { status: 'rejected', reason: 'invalid_value' };
+    if (value === undefined || Math.abs(value) > MAX_READING) return { status: 'rejected', reason: 'invalid_value' };
     const time = timeValue(rawTime);
     if (time === undefined) return { status: 'rejected', reason: 'invalid_time' };
 

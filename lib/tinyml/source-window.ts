@@ -47,6 +47,8 @@ export class SourceWindow {
   count = 0;
   lastTime = -Infinity;
   private typicalInterval = 0;
+  /** Readings in a row refused as older than lastTime. */
+  private behind = 0;
 
   constructor(replayMemory: number) {
     this.replay = new ReplayDetector(replayMemory);
@@ -63,7 +65,14 @@ export class SourceWindow {
 
   push(value: number, time: number): SampleVerdict {
     if (time === this.lastTime) return 'duplicate_time';
-    if (time < this.lastTime) return 'out_of_order';
+    if (time < this.lastTime) {
+      // A clock stepped back, or one stamp from the future (µs for ms): without this the source
+      // would be refused for good. A window's worth of readings all behind it starts afresh.
+      if (++this.behind < WINDOW) return 'out_of_order';
+      this.count = this.scored = 0;
+      this.lastTime = Number.NEGATIVE_INFINITY;
+    }
+    this.behind = 0;
     const interval = time - this.lastTime;
     if (this.count >= 2 && interval > GAP_RESET * this.typicalInterval) this.count = this.scored = 0;
     if (this.count >= 1)

@@ -228,6 +228,11 @@ export = (RED: NodeAPI) => {
           }
           const peer = peerCheck(msg);
           if (peer) msg.m2m = { ...msg.m2m, peer };
+          else if (msg.m2m && 'peer' in msg.m2m) {
+            // m2m.peer is this node's finding: one an upstream node wrote was checked by nobody.
+            const { peer: _unchecked, ...rest } = msg.m2m;
+            msg.m2m = rest;
+          }
           if (peer && !peer.valid) {
             gate.reject(source, item, peer.reason);
             return;

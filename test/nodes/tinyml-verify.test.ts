@@ -292,6 +292,13 @@ describe('nodes: m2m-tinyml-verify', function () {
       assert.deepEqual(out.trusted[0].m2m.peer, { valid: true, kid: 'plc-4' });
     });
 
+    it('drops an m2m.peer that came with the message when it checked no signature', async () => {
+      await loadWithTrust();
+      await send([{ topic: 'plc-4', payload: 42.5, timestamp: 1, m2m: { peer: { valid: true, kid: 'plc-4' } } }]);
+      const [routed] = [...out.trusted, ...out.suspicious];
+      assert.equal(routed.m2m.peer, undefined);
+    });
+
     it('sends tampered, unknown-key or missing signatures to output 2', async () => {
       await loadWithTrust({ requireSignature: true });
       const other = Ed25519PrivateKey.generate();

@@ -147,6 +147,9 @@ describe('tinyml behaviour monitor', function () {
     assert.deepEqual(monitor.observe('press-1', 'hot', t), { status: 'rejected', reason: 'invalid_value' });
     assert.deepEqual(monitor.observe('press-1', undefined, t), { status: 'rejected', reason: 'invalid_value' });
     assert.deepEqual(monitor.observe('press-1', Number.NaN, t), { status: 'rejected', reason: 'invalid_value' });
+    // Finite, but squared in the features it would be Infinity, and the profile NaN.
+    assert.deepEqual(monitor.observe('press-1', 1e160, t), { status: 'rejected', reason: 'invalid_value' });
+    assert.deepEqual(monitor.observe('press-1', '-1e200', t), { status: 'rejected', reason: 'invalid_value' });
     assert.deepEqual(monitor.observe('press-1', 20, 'yesterday-ish'), { status: 'rejected', reason: 'invalid_time' });
     assert.deepEqual(monitor.observe('press-1', 20, 1), { status: 'rejected', reason: 'out_of_order' });
     await monitor.observe('press-1', '20.5', t);

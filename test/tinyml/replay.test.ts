@@ -95,4 +95,16 @@ describe('tinyml replay detection', () => {
     assert.equal(window.push(3, 50), 'out_of_order');
     assert.equal(window.count, 1);
   });
+
+  it('starts afresh after a window of readings all behind one stamp from the future', () => {
+    const window = new SourceWindow(1024);
+    for (let i = 0; i < 100; i++) assert.equal(window.push(i % 5, 1_000 + i * 10), 'accepted');
+    // One reading stamped in µs instead of ms: far ahead of everything that follows.
+    assert.equal(window.push(3, 2_000_000_000), 'accepted');
+    const later = (i: number) => window.push(i % 5, 3_000 + i * 10);
+    for (let i = 0; i < WINDOW - 1; i++) assert.equal(later(i), 'out_of_order', `reading ${i}`);
+    assert.equal(later(WINDOW - 1), 'accepted');
+    assert.equal(window.count, 1);
+    assert.equal(later(WINDOW), 'accepted');
+  });
 });
