@@ -84,11 +84,8 @@ export = (RED: NodeAPI) => {
       const token =
         authorization?.match(/^(?:Bearer|DPoP)\s+(\S+)$/i)?.[1] ??
         (typeof msg.m2m?.token === 'string' ? msg.m2m.token : undefined);
-      const target = msg.req
-        ? requestPath(msg.req.originalUrl ?? msg.req.url)
-        : typeof msg.topic === 'string'
-          ? msg.topic
-          : '';
+      const url = [msg.req?.originalUrl, msg.req?.url].find(value => typeof value === 'string');
+      const target = msg.req ? requestPath(url) : typeof msg.topic === 'string' ? msg.topic : '';
       checker
         .check({ token, proof: stamped(msg, 'm2m-pop'), payload: msg.payload, target })
         .then((result: CheckResult) => {
@@ -99,8 +96,10 @@ export = (RED: NodeAPI) => {
           } else {
             counts.invalid++;
             lastReason = result.reason;
+            // What came with the message says nothing: only the token may name a device here.
+            const { deviceId: _claimed, claims: _claimedClaims, ...rest } = msg.m2m ?? {};
             msg.m2m = {
-              ...msg.m2m,
+              ...rest,
               valid: false,
               reason: result.reason,
               ...(result.deviceId ? { deviceId: result.deviceId } : {}),
