@@ -231,6 +231,12 @@ export class DiditClient {
       ...(request.metadata ? { metadata: request.metadata } : {}),
       ...(request.language ? { language: request.language } : {}),
     };
+    try {
+      JSON.stringify(body);
+    } catch (err) {
+      // Else axios fails inside the request and it would read as Didit being unreachable.
+      throw new DiditError('didit_bad_metadata', `the metadata cannot be sent as JSON: ${(err as Error).message}`, 0);
+    }
     const retries = request.vendorData ? this.retryDelaysMs : [];
     const data = await this.call({ method: 'post', url: '/v3/session/', data: body }, retries);
     const answer = parse(sessionAnswer, data, 'session');

@@ -227,6 +227,16 @@ describe('didit: API client against the Didit double', () => {
     }
   });
 
+  it("says metadata that cannot be JSON is the caller's, and sends nothing", async () => {
+    const metadata: Record<string, unknown> = { line: 'press shop' };
+    metadata.self = metadata;
+    await assert.rejects(
+      client.createSession({ workflowId: DOUBLE_WORKFLOW_ID, vendorData: 'press-7', metadata }),
+      codeOf('didit_bad_metadata'),
+    );
+    assert.deepEqual(didit.requests, []);
+  });
+
   it('is refused by Didit without the right key', async () => {
     const wrong = new DiditClient({ baseUrl: didit.url, apiKey: 'sk_test_wrong' });
     await assert.rejects(wrong.decision('abc'), codeOf('didit_unauthorized'));
