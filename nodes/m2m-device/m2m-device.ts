@@ -31,6 +31,17 @@ function parseJsonObject(text: string, what: string): Record<string, unknown> {
   throw new M2MError('bad_config', `${what} must be a JSON object`, 400);
 }
 
+/** Extra fingerprint components: text, or a number or true/false written without quotes. */
+function extraComponents(text: string): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(parseJsonObject(text, 'extra components')).map(([name, value]) => {
+      if (typeof value === 'string') return [name, value];
+      if (typeof value === 'number' || typeof value === 'boolean') return [name, String(value)];
+      throw new M2MError('bad_config', `extra component ${JSON.stringify(name)} must be text or a number`, 400);
+    }),
+  );
+}
+
 /**
  * The secret the keystore encrypts with: the node's own credential if set, else Node-RED's
  * credentialSecret, else a random secret kept in a 0600 file beside the keystore. The last is
@@ -75,7 +86,7 @@ export = (RED: NodeAPI) => {
     this.components = () => {
       components ??= collectComponents({
         sources,
-        extra: parseJsonObject(config.extra, 'extra components') as Record<string, string>,
+        extra: extraComponents(config.extra),
       });
       return components;
     };

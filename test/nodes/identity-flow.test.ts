@@ -163,6 +163,23 @@ describe('nodes: provision and attest against the m2m-verifier node', () => {
     assert.equal(error.stack, undefined, 'no stack in the debug sidebar');
   });
 
+  it('takes extra components written as numbers, and reports one that is an object as bad_config', async () => {
+    const loadWithExtra = async (extra: string) => {
+      const { flow, credentials } = identityFlow(http.url);
+      const device = flow.find(node => node.id === 'device')!;
+      device.extra = extra;
+      await helper.load([http.capture, catchNode, ...m2mNodes], flow, credentials);
+    };
+    await loadWithExtra('{"plc.serial": 12345, "plc.redundant": true}');
+    const registered = await provision();
+    assert.equal(registered.m2m.deviceId, 'press-7');
+    await helper.unload();
+    await loadWithExtra('{"plc.serial": {"rack": 1}}');
+    const caught = nextMessage('caught');
+    helper.getNode('provision').receive({ payload: 'go' });
+    assert.equal((await caught).m2m.error.code, 'bad_config');
+  });
+
   it('keeps running when the verifier is unreachable: output 2 with verifier_unreachable, twice', async () => {
     await load({ apiUrl: 'http://127.0.0.1:9/m2m' });
     for (let i = 0; i < 2; i++) {
