@@ -133,6 +133,14 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
     }
   }
 
+  /** Until the timer has saved a token. */
+  const untilToken = () =>
+    until(
+      () => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')),
+      5000,
+      'a token',
+    );
+
   /** Loads the flow with the device provisioned before the timer attests (a fresh user dir has no key). */
   async function load(timer: Record<string, unknown> = {}) {
     const { flow: nodes, credentials } = flow(timer);
@@ -187,11 +195,7 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
   it('rides out an outage: grace with the last token, then holds, then releases in order, none lost or doubled', async () => {
     await load();
     const out = collect(['stamped', 'events']);
-    await until(
-      () => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')),
-      5000,
-      'a token',
-    );
+    await untilToken();
     const timer = helper.getNode('timer');
     await verifier.close();
     for (let i = 1; i <= 3; i++) timer.receive({ topic: 't', payload: i });
@@ -217,11 +221,7 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
   it('stamps with a good token while a re-attestation hangs, and after it fails', async () => {
     await load();
     const out = collect(['stamped', 'events']);
-    await until(
-      () => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')),
-      5000,
-      'a token',
-    );
+    await untilToken();
     // The identity API takes connections and never answers: the attempt hangs for its 2 s timeout.
     await verifier.close();
     const silent = net.createServer(() => undefined);
@@ -271,11 +271,7 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
     await load({ offline: 'reject' });
     const out = collect(['stamped', 'events']);
     const timer = helper.getNode('timer');
-    await until(
-      () => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')),
-      5000,
-      'a token',
-    );
+    await untilToken();
     timer.receive({ topic: 't', payload: 'before' });
     const revoked = await fetch(`${verifier.url}/v1/devices/press-7/revoke`, {
       method: 'POST',
