@@ -9,7 +9,7 @@ import { ApiError } from '../../lib/edge/api-client';
 import { attestDevice, evidenceFrom } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
 import { M2MError } from '../../lib/errors';
-import { disable, errorCode, msgError, nodeError, providerProblem, status } from '../shared/node-kit';
+import { disable, errorCode, msgError, nodeError, providerProblem, status, m2mOf } from '../shared/node-kit';
 
 interface AttestDef extends NodeDef {
   device: string;
@@ -40,7 +40,7 @@ export = (RED: NodeAPI) => {
         .then(() => attestDevice(device.api().client(), device.identity().identity, device.components(), evidence))
         .then(answer => {
           msg.m2m = {
-            ...msg.m2m,
+            ...m2mOf(msg),
             deviceId: device.deviceId,
             decision: answer.decision,
             token: answer.token,
@@ -68,7 +68,7 @@ export = (RED: NodeAPI) => {
         })
         .catch(err => {
           msg.m2m = {
-            ...msg.m2m,
+            ...m2mOf(msg),
             deviceId: device.deviceId,
             decision: 'error',
             reasons: [errorCode(err)],

@@ -9,7 +9,7 @@ import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { DiditError, MAX_IMAGE_BYTES } from '../../lib/didit/client';
 import { M2MError } from '../../lib/errors';
 import type { IdentityApiNode } from '../shared/config-nodes';
-import { disable, msgError, providerProblem, status, typedValue } from '../shared/node-kit';
+import { disable, msgError, providerProblem, status, typedValue, m2mOf } from '../shared/node-kit';
 
 interface FaceMatchDef extends NodeDef {
   api: string;
@@ -73,7 +73,7 @@ export = (RED: NodeAPI) => {
             const approved = match.status === 'Approved';
             const risks = match.warnings.flatMap(w => (w.risk ? [w.risk] : []));
             msg.m2m = {
-              ...msg.m2m,
+              ...m2mOf(msg),
               provider: 'didit',
               faceMatch: match,
               score: match.score,
@@ -87,7 +87,7 @@ export = (RED: NodeAPI) => {
           },
           err => {
             const error = msgError(RED, 'm2m-didit-face-match', err);
-            msg.m2m = { ...msg.m2m, provider: 'didit', decision: 'declined', reasons: [error.code], error };
+            msg.m2m = { ...m2mOf(msg), provider: 'didit', decision: 'declined', reasons: [error.code], error };
             this.status(status.failed(t('status.error', { code: error.code })));
             send([null, msg]);
             done();

@@ -8,7 +8,7 @@ import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { type DiditClient, DiditError, isFinalStatus, statusReason } from '../../lib/didit/client';
 import { M2MError } from '../../lib/errors';
 import type { IdentityApiNode } from '../shared/config-nodes';
-import { disable, errorCode, msgError, providerProblem, status, typedValue } from '../shared/node-kit';
+import { disable, errorCode, msgError, providerProblem, status, typedValue, m2mOf } from '../shared/node-kit';
 
 interface DiditSessionDef extends NodeDef {
   api: string;
@@ -70,7 +70,7 @@ export = (RED: NodeAPI) => {
             : undefined,
       });
       msg.payload = session;
-      msg.m2m = { ...msg.m2m, provider: 'didit', ...session, reasons: [] };
+      msg.m2m = { ...m2mOf(msg), provider: 'didit', ...session, reasons: [] };
       this.status(status.working(t('status.created', { number: session.sessionNumber ?? '', status: session.status })));
       return 0;
     };
@@ -89,7 +89,7 @@ export = (RED: NodeAPI) => {
       const final = isFinalStatus(decision.status);
       msg.payload = config.fullDecision ? raw : summary;
       msg.m2m = {
-        ...msg.m2m,
+        ...m2mOf(msg),
         provider: 'didit',
         sessionId: decision.sessionId,
         status: decision.status,
@@ -121,7 +121,7 @@ export = (RED: NodeAPI) => {
           // Didit's refusals and outages are answers for the flow (output 2), not node errors.
           const error = msgError(RED, 'm2m-didit-session', err);
           msg.m2m = {
-            ...msg.m2m,
+            ...m2mOf(msg),
             provider: 'didit',
             reasons: [error.code],
             error,

@@ -8,7 +8,7 @@ import { ApiError } from '../../lib/edge/api-client';
 import { provisionDevice } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
 import { M2MError } from '../../lib/errors';
-import { disable, errorCode, errorText, msgError, nodeError, providerProblem, status } from '../shared/node-kit';
+import { disable, errorCode, errorText, msgError, nodeError, providerProblem, status, m2mOf } from '../shared/node-kit';
 
 interface ProvisionDef extends NodeDef {
   device: string;
@@ -45,7 +45,13 @@ export = (RED: NodeAPI) => {
           ? status.working(RED._('m2m-provision.status.registered', { deviceId: answer.deviceId }))
           : status.waiting(RED._('m2m-provision.status.pending', { deviceId: answer.deviceId })),
       );
-      msg.m2m = { ...msg.m2m, deviceId: answer.deviceId, status: answer.status, created: answer.created, keyCreated };
+      msg.m2m = {
+        ...m2mOf(msg),
+        deviceId: answer.deviceId,
+        status: answer.status,
+        created: answer.created,
+        keyCreated,
+      };
       return msg;
     };
 
@@ -89,7 +95,7 @@ export = (RED: NodeAPI) => {
         err => {
           // Node-RED 4 puts the error's code on msg.error.code for Catch nodes; msg.m2m.error carries
           // it on every version.
-          msg.m2m = { ...msg.m2m, error: msgError(RED, 'm2m-provision', err) };
+          msg.m2m = { ...m2mOf(msg), error: msgError(RED, 'm2m-provision', err) };
           done(fail(err));
         },
       );

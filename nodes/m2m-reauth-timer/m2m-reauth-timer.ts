@@ -17,7 +17,7 @@ import { M2MError } from '../../lib/errors';
 import { createProof } from '../../lib/proof';
 import type { TinymlEvidence } from '../../lib/verifier/workflow';
 import type { DeviceNode } from '../shared/config-nodes';
-import { dataDir, disable, nodeError, providerProblem, status } from '../shared/node-kit';
+import { dataDir, disable, nodeError, providerProblem, status, m2mOf } from '../shared/node-kit';
 
 interface ReauthDef extends NodeDef {
   device: string;
@@ -166,7 +166,7 @@ export = (RED: NodeAPI) => {
           : createProof(device.identity().identity.privateKey, { token: token.token, payload: msg.payload, target });
       const stamped = { authorization: `Bearer ${token.token}`, ...(proof ? { 'm2m-pop': proof } : {}) };
       msg.m2m = {
-        ...msg.m2m,
+        ...m2mOf(msg),
         deviceId: token.deviceId,
         token: token.token,
         expiresAt: expiresAtText(token),
@@ -178,7 +178,7 @@ export = (RED: NodeAPI) => {
 
     const reject = (msg: M2MMessage, reason: string) => {
       rejected++;
-      msg.m2m = { ...msg.m2m, reauth: { reason } };
+      msg.m2m = { ...m2mOf(msg), reauth: { reason } };
       this.send([null, msg]);
     };
 

@@ -15,7 +15,7 @@ import { WINDOW } from '../../lib/tinyml/features';
 import { BehaviourGate, type Policy, type TinymlReport } from '../../lib/tinyml/gate';
 import type { BehaviourModel } from '../../lib/tinyml/model';
 import type { ProfileStore } from '../../lib/tinyml/profile-store';
-import { dataDir, nodeError, status } from '../shared/node-kit';
+import { dataDir, nodeError, status, m2mOf } from '../shared/node-kit';
 
 interface TinymlVerifyDef extends NodeDef {
   mode: 'verify' | 'enrol';
@@ -227,7 +227,7 @@ export = (RED: NodeAPI) => {
             return;
           }
           const peer = peerCheck(msg);
-          if (peer) msg.m2m = { ...msg.m2m, peer };
+          if (peer) msg.m2m = { ...m2mOf(msg), peer };
           else if (msg.m2m && 'peer' in msg.m2m) {
             // m2m.peer is this node's finding: one an upstream node wrote was checked by nobody.
             const { peer: _unchecked, ...rest } = msg.m2m;

@@ -9,7 +9,7 @@ import { M2MError } from '../../lib/errors';
 import { type CheckResult, TokenChecker } from '../../lib/receiver/token-check';
 import { requestPath } from '../../lib/url';
 import type { IdentityApiNode } from '../shared/config-nodes';
-import { errorCode, nodeError, status, throttledStatus } from '../shared/node-kit';
+import { errorCode, nodeError, status, throttledStatus, m2mOf } from '../shared/node-kit';
 
 interface TokenCheckDef extends NodeDef {
   api: string;
@@ -91,13 +91,13 @@ export = (RED: NodeAPI) => {
         .then((result: CheckResult) => {
           if (result.valid) {
             counts.valid++;
-            msg.m2m = { ...msg.m2m, valid: true, deviceId: result.deviceId, claims: result.claims };
+            msg.m2m = { ...m2mOf(msg), valid: true, deviceId: result.deviceId, claims: result.claims };
             send([msg, null]);
           } else {
             counts.invalid++;
             lastReason = result.reason;
             // What came with the message says nothing: only the token may name a device here.
-            const { deviceId: _claimed, claims: _claimedClaims, ...rest } = msg.m2m ?? {};
+            const { deviceId: _claimed, claims: _claimedClaims, ...rest } = m2mOf(msg);
             msg.m2m = {
               ...rest,
               valid: false,

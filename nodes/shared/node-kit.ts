@@ -133,3 +133,12 @@ export function typedValue(RED: NodeAPI, node: Node, value: string, type: string
     return undefined;
   }
 }
+
+/**
+ * What a message's `m2m` holds so far, for a node to add to: only a plain object counts (spread,
+ * a string that an upstream node put there would become numbered keys).
+ */
+export function m2mOf(msg: { m2m?: unknown }): Record<string, unknown> {
+  const m2m = msg.m2m;
+  return m2m && typeof m2m === 'object' && !Array.isArray(m2m) ? (m2m as Record<string, unknown>) : {};
+}

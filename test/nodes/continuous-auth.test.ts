@@ -175,20 +175,25 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
     assert.equal(out.valid[0].m2m.deviceId, 'press-7');
   });
 
-  it('m2m-token-check: a refused message keeps no device it claimed, and an odd req still gets an answer', async () => {
+  it('m2m-token-check: a refused message keeps no device it claimed, and an odd req or m2m still gets an answer', async () => {
     await load();
     const out = collect(['valid', 'invalid']);
     const check = helper.getNode('check');
     check.receive({ payload: 1, m2m: { token: 'not.a.token', deviceId: 'press-9', claims: { sub: 'press-9' } } });
     check.receive({ payload: 2, req: { originalUrl: 42, url: { path: '/x' } }, m2m: { token: 'not.a.token' } });
-    await until(() => out.invalid.length === 2, 5000, 'both refused on output 2');
+    check.receive({ payload: 3, m2m: 'set upstream' });
+    await until(() => out.invalid.length === 3, 5000, 'all refused on output 2');
+    out.invalid.sort((a, b) => a.payload - b.payload);
     assert.deepEqual(
       out.invalid.map(m => [m.payload, m.m2m.valid, m.m2m.reason, m.m2m.deviceId, m.m2m.claims]),
       [
         [1, false, 'token_malformed', undefined, undefined],
         [2, false, 'token_malformed', undefined, undefined],
+        [3, false, 'token_missing', undefined, undefined],
       ],
     );
+    // A string in m2m is not spread into numbered keys.
+    assert.deepEqual(Object.keys(out.invalid[2].m2m).sort(), ['reason', 'valid']);
     assert.equal(out.valid.length, 0);
   });
 
