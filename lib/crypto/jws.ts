@@ -50,24 +50,25 @@ export function signJws(
 }
 
 /**
- * Whether `part` is the one base64url spelling of its bytes. Decoders (Node's, jose's) skip
+ * The bytes of `part` if it is their one base64url spelling. Decoders (Node's, jose's) skip
  * characters outside the alphabet and ignore the spare low bits of the last character, so one
  * signature has 16 spellings that all verify; anything keyed on a token's text (a cache, a deny
  * list, `ath`) would take each for a different token.
  */
-function isCanonical(part: string): boolean {
-  return Buffer.from(part, 'base64url').toString('base64url') === part;
+function canonicalBytes(part: string): Buffer | undefined {
+  const bytes = Buffer.from(part, 'base64url');
+  return bytes.toString('base64url') === part ? bytes : undefined;
 }
 
-/** Whether every segment of a compact JWS is spelled canonically (see isCanonical). */
+/** Whether every segment of a compact JWS is spelled canonically (see canonicalBytes). */
 export function isCanonicalCompact(jws: string): boolean {
-  return jws.split('.').every(isCanonical);
+  return jws.split('.').every(part => canonicalBytes(part) !== undefined);
 }
 
 /** One base64url segment's bytes (Node's decoder: several times jose's pure-JS one). */
 function segment(part: string): Uint8Array {
-  const bytes = Buffer.from(part, 'base64url');
-  if (bytes.toString('base64url') !== part) throw new SignatureError('malformed_jws', 'not canonical base64url');
+  const bytes = canonicalBytes(part);
+  if (!bytes) throw new SignatureError('malformed_jws', 'not canonical base64url');
   return bytes;
 }
 
