@@ -300,6 +300,46 @@ describe('the editor in headless Chromium', function () {
             $('.red-ui-notification').remove();
           }, ours[0]);
           await page.screenshot({ path: path.join(docs, 'quickstart-flow.png') });
+          // With every status at its longest (token until + renew time, the ISO expiry, the counts),
+          // no status label runs into another node or another label.
+          await page.waitForFunction(
+            () => {
+              const shown: string[] = [];
+              RED.nodes.eachNode((n: any) => {
+                if (['stamped', 'checked'].includes(n.name) && n.status?.text) shown.push(n.name);
+              });
+              return shown.length === 2;
+            },
+            undefined,
+            { timeout: 30_000 },
+          );
+          const overlaps = await page.evaluate(
+            z => {
+              type Box = { name: string; rect: DOMRect };
+              const bodies: Box[] = [];
+              const labels: Box[] = [];
+              RED.nodes.eachNode((n: any) => {
+                if (n.z !== z) return;
+                const group = document.getElementById(n.id);
+                const body = group?.querySelector('.red-ui-flow-node');
+                const label = group?.querySelector('.red-ui-flow-node-status-label');
+                const name = n.name || n.type;
+                if (body) bodies.push({ name, rect: body.getBoundingClientRect() });
+                if (label?.textContent) labels.push({ name, rect: label.getBoundingClientRect() });
+              });
+              const meet = (a: DOMRect, b: DOMRect) =>
+                a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+              const found: string[] = [];
+              for (const label of labels) {
+                for (const other of [...bodies, ...labels])
+                  if (other.name !== label.name && meet(label.rect, other.rect))
+                    found.push(`${label.name}'s status over ${other.name}`);
+              }
+              return found;
+            },
+            await page.evaluate(id => RED.nodes.node(id).z, ours[0]),
+          );
+          assert.deepEqual(overlaps, []);
         }
         const named = (name: string) =>
           page.evaluate(wanted => {
