@@ -133,11 +133,14 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
     }
   }
 
-  /** Until the timer has saved a token. */
+  /**
+   * Until the timer has saved a token: its first attestation waits a random moment of up to 5 s
+   * (a plant restarted at once does not attest at once), then takes its own time.
+   */
   const untilToken = () =>
     until(
       () => !!fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).find(f => f.endsWith('.token.json')),
-      5000,
+      15_000,
       'a token',
     );
 
