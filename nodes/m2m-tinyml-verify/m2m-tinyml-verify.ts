@@ -228,9 +228,9 @@ export = (RED: NodeAPI) => {
           }
           const peer = peerCheck(msg);
           if (peer) msg.m2m = { ...m2mOf(msg), peer };
-          else if (msg.m2m && 'peer' in msg.m2m) {
+          else if ('peer' in m2mOf(msg)) {
             // m2m.peer is this node's finding: one an upstream node wrote was checked by nobody.
-            const { peer: _unchecked, ...rest } = msg.m2m;
+            const { peer: _unchecked, ...rest } = m2mOf(msg);
             msg.m2m = rest;
           }
           if (peer && !peer.valid) {

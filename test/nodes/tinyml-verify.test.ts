@@ -294,9 +294,19 @@ describe('nodes: m2m-tinyml-verify', function () {
 
     it('drops an m2m.peer that came with the message when it checked no signature', async () => {
       await loadWithTrust();
-      await send([{ topic: 'plc-4', payload: 42.5, timestamp: 1, m2m: { peer: { valid: true, kid: 'plc-4' } } }]);
-      const [routed] = [...out.trusted, ...out.suspicious];
-      assert.equal(routed.m2m.peer, undefined);
+      await send([
+        { topic: 'plc-4', payload: 42.5, timestamp: 1, m2m: { peer: { valid: true, kid: 'plc-4' } } },
+        // Not an object at all: routed like any other message, not lost to a TypeError.
+        { topic: 'plc-4', payload: 42.6, timestamp: 2, m2m: 'set upstream' },
+      ]);
+      const routed = [...out.trusted, ...out.suspicious];
+      assert.deepEqual(
+        routed.map(m => [m.payload, m.m2m.peer]),
+        [
+          [42.5, undefined],
+          [42.6, undefined],
+        ],
+      );
     });
 
     it('sends tampered, unknown-key or missing signatures to output 2', async () => {
