@@ -23,8 +23,8 @@ import { attestation, makeDevice, registration } from '../test/fixtures/device';
 import { loadHelper, tempUserDir } from '../test/helpers/node-red';
 import { opsPerSecond, table } from './stats';
 
-const ADMIN = 'bench-admin';
-const ENROL = 'bench-enrol';
+const ADMIN = 'bench-admin-key-long-enough';
+const ENROL = 'bench-enrollment-token-long';
 const MESSAGES = 20_000;
 
 async function timerThroughput(verifierUrl: string): Promise<Array<Record<string, string | number>>> {

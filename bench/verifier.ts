@@ -86,8 +86,8 @@ export async function benchVerifier({ env = {}, store, workers = 1 }: BenchVerif
   const spec = store ?? `sqlite:${path.join(dir, 'verifier.db')}`;
   const args = ['--port', '0', '--store', spec, '--workers', String(workers), '--limits', NO_RATE_LIMITS];
   const { child, url } = await startCli(args, {
-    M2M_ENROLLMENT_TOKEN: 'bench',
-    M2M_ADMIN_KEY: 'bench',
+    M2M_ENROLLMENT_TOKEN: 'bench-enrollment-token-long',
+    M2M_ADMIN_KEY: 'bench-admin-key-long-enough',
     ...env,
   });
   const devices: DeviceIdentity[] = Array.from({ length: DEVICES }, (_, i) => ({
@@ -106,7 +106,7 @@ export async function benchVerifier({ env = {}, store, workers = 1 }: BenchVerif
       const answer = await post(
         `${url}/v1/devices`,
         { registration: buildRegistration(device, COMPONENTS) },
-        { authorization: 'Bearer bench' },
+        { authorization: 'Bearer bench-enrollment-token-long' },
       );
       if (answer.status !== 201) throw new Error(`registration failed: ${JSON.stringify(answer.body)}`);
     }

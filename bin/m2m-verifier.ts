@@ -14,10 +14,11 @@ import { parseArgs } from 'node:util';
 import { M2MError } from '../lib/errors';
 import { parseJson } from '../lib/schema';
 import { openStore, startVerifierServer, workflowSchema } from '../lib/verifier';
+import { DEFAULT_CONNECTION_LIMITS } from '../lib/verifier/server';
 import { metricsOfAllWorkers, rateLimitsOfPrimary, runPrimary, serveAsWorker } from '../lib/verifier/cluster';
 import type { MetricsSnapshot } from '../lib/verifier/metrics';
 import { limitsSchema } from '../lib/verifier/schemas';
-import { DEFAULT_LIMITS } from '../lib/verifier/verifier';
+import { DEFAULT_LIMITS, weakSecret } from '../lib/verifier/verifier';
 import { describeStore } from '../lib/verifier/store/open';
 import { type SubscriberConfig, parseSubscribers, toSubscriber } from '../lib/verifier/subscribers';
 import { generateSecret } from '../lib/webhooks/standard';
@@ -31,7 +32,8 @@ const USAGE = `Usage: m2m-verifier [options]
                        which keeps a password out of ps); see docs/deploy.md
   --workers N          processes serving the port (default: one per core; 1 for sqlite::memory:)
   --key-rotation DURATION
-                       how often a new token-signing key takes over, e.g. 30d, 12h (default 30d)
+                       how often a new token-signing key takes over, e.g. 30d, 12h (default 30d,
+                       at least 1h)
   --public-url URL     the URL devices reach /v1 under: the attestation audience and token
                        issuer (default the listening URL; also M2M_PUBLIC_URL)
   --manual-approval    new devices wait in "pending" until an admin approves them
@@ -40,19 +42,21 @@ const USAGE = `Usage: m2m-verifier [options]
   --limits JSON        rate limits of the calls anyone may make, each {"burst": N, "perSecond": N}:
                        challengesPerDevice (default 10, 1/s), challengesPerAddress (200, 100/s:
                        raise it behind a reverse proxy or NAT, where every gateway has one address),
-                       badSignaturesRecordedPerDevice (5, 0.1/s)
-  --max-connections N  open connections at most (default 800; keep it under the process's
-                       file limit, ulimit -n)
+                       badSignaturesRecordedPerDevice (5, 0.1/s), credentialFailuresPerAddress
+                       (10, 0.2/s: wrong admin keys and enrollment tokens, then 429)
+  --max-connections N  open connections at most, all workers together (default 800; each of
+                       N workers holds N-th of it; keep it under the file limit, ulimit -n)
   --max-connections-per-address N
-                       open connections from one client address at most (default 256)
+                       open connections from one client address at most, all workers
+                       together (default 256; each worker holds its share)
   --trust-proxy ADDRESSES
                        reverse proxies (IP addresses, comma-separated) whose X-Forwarded-For
                        names the client, so rate limits count clients, not the proxy
   --new-webhook-secret print a new whsec_ webhook secret and exit
   -h, --help           this text
 
-Environment: M2M_ADMIN_KEY, M2M_ENROLLMENT_TOKEN (random ones are generated and printed to
-stderr when unset), M2M_PUBLIC_URL, M2M_STORE.
+Environment: M2M_ADMIN_KEY, M2M_ENROLLMENT_TOKEN (at least 16 characters; random ones are
+generated and printed to stderr when unset), M2M_PUBLIC_URL, M2M_STORE.
 Operations: GET /healthz (alive), /readyz (store reachable and migrated), /metrics (Prometheus
 text; the admin key as x-api-key or a bearer token).
 Webhooks (every registration, decision and revocation, signed per Standard Webhooks):
@@ -153,6 +157,9 @@ async function main(): Promise<void> {
 
   const rotationMs = parseDuration(values['key-rotation']);
   if (!rotationMs) fail(`--key-rotation must be a duration such as 30d, 12h or 90m, got ${values['key-rotation']}`);
+  // Each key is published ahead and kept until its last token expires: rotating faster than that
+  // piles keys up in every relying party's cache without making any token safer.
+  if (rotationMs < MIN_KEY_ROTATION_MS) fail(`--key-rotation must be at least 1h, got ${values['key-rotation']}`);
 
   const inMemory = /^(sqlite:)?:memory:$/.test(values.store);
   let workers = inMemory ? 1 : os.availableParallelism();
@@ -171,6 +178,8 @@ async function main(): Promise<void> {
   };
   const adminKey = process.env.M2M_ADMIN_KEY || generated('M2M_ADMIN_KEY');
   const enrollmentToken = process.env.M2M_ENROLLMENT_TOKEN || generated('M2M_ENROLLMENT_TOKEN');
+  const weak = weakSecret('M2M_ADMIN_KEY', adminKey) ?? weakSecret('M2M_ENROLLMENT_TOKEN', enrollmentToken);
+  if (weak) fail(weak.message);
 
   const subscribers = orFail(webhookSubscribers, err => err.message);
 
@@ -210,7 +219,14 @@ async function main(): Promise<void> {
       subscribers,
       onError: err => process.stderr.write(`m2m-verifier: webhook delivery: ${(err as Error).message}\n`),
     },
-    connections: Object.fromEntries(Object.entries(connections).filter(([, n]) => n !== undefined)),
+    // The caps are the machine's: each of N workers holds an equal share of them.
+    connections: {
+      maxConnections: workerShare(connections.maxConnections ?? DEFAULT_CONNECTION_LIMITS.maxConnections, workers),
+      maxConnectionsPerAddress: workerShare(
+        connections.maxConnectionsPerAddress ?? DEFAULT_CONNECTION_LIMITS.maxConnectionsPerAddress,
+        workers,
+      ),
+    },
     trustedProxies,
     keyRotation: { periodMs: rotationMs },
     metricsOfAllProcesses: cluster.isWorker
@@ -218,6 +234,12 @@ async function main(): Promise<void> {
       : undefined,
     sharedRateLimits: cluster.isWorker ? rateLimitsOfPrimary() : undefined,
     onError: err => process.stderr.write(`m2m-verifier: internal error: ${(err as Error).stack ?? err}\n`),
+    onStoreAvailability: (available, err) =>
+      process.stderr.write(
+        available
+          ? 'm2m-verifier: the store answers again\n'
+          : `m2m-verifier: the store is unavailable (${storeFailure(err)}); answering 503 until it is back\n`,
+      ),
   }).catch(err => fail(`cannot start: ${(err as Error).message}`));
   own = () => running.verifier.metricsSnapshot();
   const stop = stopOnSignal(() => running.close());
@@ -239,6 +261,19 @@ function stopOnSignal(close: () => Promise<void>): () => void {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   return stop;
+}
+
+/** One line on why the store failed: the driver's message, or that of the error behind ours. */
+function storeFailure(err: unknown): string {
+  const cause = (err as { cause?: unknown })?.cause ?? err;
+  return String((cause as Error)?.message ?? cause).split('\n')[0];
+}
+
+const MIN_KEY_ROTATION_MS = 3_600_000;
+
+/** One worker's part of a cap on the whole machine: never more than the cap in all. */
+function workerShare(cap: number, workers: number): number {
+  return Math.max(1, Math.floor(cap / workers));
 }
 
 /** `30d`, `12h`, `90m`, `45s` in milliseconds; undefined for anything else. */

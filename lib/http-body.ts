@@ -41,9 +41,15 @@ export function readRawBody(req: IncomingMessage, { maxBytes, timeoutMs }: BodyL
       clearTimeout(timer);
       resolve(Buffer.concat(chunks));
     });
-    req.on('error', err => {
+    // A client that hangs up mid-body is the client's doing: a 400 nobody reads, not a server
+    // error with a stack in the log.
+    const closed = () => {
       clearTimeout(timer);
-      reject(err);
+      reject(new M2MError('client_closed', 'the client closed the connection before its body ended', 400));
+    };
+    req.on('error', closed);
+    req.on('close', () => {
+      if (!req.complete) closed();
     });
   });
 }

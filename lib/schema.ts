@@ -4,7 +4,7 @@
  * trusted, typed data. Kept in-house because a validator library would be a seventh runtime
  * dependency, over the Flow Library scorecard's limit.
  */
-import { ValidationError } from './errors';
+import { M2MError, ValidationError } from './errors';
 
 export interface Schema<T> {
   parse(value: unknown, path?: string): T;
@@ -184,8 +184,35 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Parse JSON text, turning syntax errors into a ValidationError. */
-export function parseJson(text: string, what = 'body'): unknown {
+/** How deep JSON from the network may nest: far beyond any body or payload of ours. */
+export const MAX_JSON_DEPTH = 32;
+
+/**
+ * The deepest nesting of `[` and `{` in JSON text, counted outside strings, stopping early once
+ * past `limit`. A linear scan: JSON.parse of a megabyte of `[` costs a hundred times more, before
+ * any schema could refuse it.
+ */
+export function jsonDepthExceeds(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // a backslash escapes the next character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > limit) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/** Parse JSON text, turning syntax errors and nesting past `maxDepth` into a ValidationError. */
+export function parseJson(text: string, what = 'body', maxDepth = MAX_JSON_DEPTH): unknown {
+  if (jsonDepthExceeds(text, maxDepth))
+    throw new M2MError('nested_too_deep', `${what} is nested deeper than ${maxDepth} levels`, 400);
   try {
     return JSON.parse(text);
   } catch {

@@ -7,7 +7,7 @@
  * `none`, HMAC-with-public-key and algorithm confusion.
  */
 import { SignatureError } from '../errors';
-import { isPlainObject } from '../schema';
+import { MAX_JSON_DEPTH, isPlainObject, jsonDepthExceeds } from '../schema';
 import type { Ed25519PrivateKey, Ed25519PublicKey } from './ed25519';
 
 export const JWS_TYPES = {
@@ -95,9 +95,17 @@ export function decodeJws(jws: unknown, expectedTyp: string): DecodedJws {
   // RFC 7515 §4.1.11: extensions we do not understand must make the JWS invalid.
   if ('crit' in header || 'b64' in header)
     throw new SignatureError('malformed_jws', 'crit/b64 header parameters are not supported');
+  let text: string;
+  try {
+    text = decoder.decode(segment(encodedPayload));
+  } catch {
+    throw new SignatureError('malformed_jws', 'JWS payload is not base64url JSON');
+  }
+  if (jsonDepthExceeds(text, MAX_JSON_DEPTH))
+    throw new SignatureError('malformed_jws', `JWS payload is nested deeper than ${MAX_JSON_DEPTH} levels`);
   let payload: unknown;
   try {
-    payload = JSON.parse(decoder.decode(segment(encodedPayload)));
+    payload = JSON.parse(text);
   } catch {
     throw new SignatureError('malformed_jws', 'JWS payload is not base64url JSON');
   }

@@ -7,8 +7,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { MetricsSnapshot } from './metrics';
-import { RateLimiter } from './rate-limit';
-import type { SharedRateLimits, VerifierLimits } from './verifier';
+import { type SharedRateLimits, type VerifierLimits, limiters } from './verifier';
 
 type Message =
   | { m2m: 'ready'; url: string }
@@ -16,7 +15,7 @@ type Message =
   | { m2m: 'metrics-collect'; id: number }
   | { m2m: 'metrics-snapshot'; id: number; snapshot: MetricsSnapshot }
   | { m2m: 'metrics-reply'; id: number; snapshots: MetricsSnapshot[] }
-  | { m2m: 'limit-take'; id: number; rule: keyof VerifierLimits; key: string; now: number }
+  | { m2m: 'limit-take'; id: number; rule: keyof VerifierLimits; key: string; now: number; peek?: boolean }
   | { m2m: 'limit-answer'; id: number; allowed: boolean }
   | { m2m: 'stop' };
 
@@ -51,9 +50,7 @@ export function runPrimary(options: PrimaryOptions): Promise<RunningPrimary> {
   let stopping = false;
   let nextGather = 0;
   const gathering = new Map<number, { snapshots: MetricsSnapshot[]; expected: number; done: () => void }>();
-  const limiters = Object.fromEntries(
-    Object.entries(options.limits).map(([rule, limit]) => [rule, new RateLimiter(limit)]),
-  ) as Record<keyof VerifierLimits, RateLimiter>;
+  const buckets = limiters(options.limits);
 
   const gather = (requester: Worker, requestId: number) => {
     const id = nextGather++;
@@ -75,7 +72,10 @@ export function runPrimary(options: PrimaryOptions): Promise<RunningPrimary> {
       if (!isMessage(message)) return;
       if (message.m2m === 'metrics-request') gather(worker, message.id);
       if (message.m2m === 'limit-take') {
-        const allowed = limiters[message.rule]?.take(message.key, message.now) ?? false;
+        const limiter = buckets[message.rule];
+        const allowed = limiter
+          ? (message.peek ? limiter.peek : limiter.take).call(limiter, message.key, message.now)
+          : false;
         worker.send({ m2m: 'limit-answer', id: message.id, allowed } satisfies Message);
       }
       if (message.m2m === 'metrics-snapshot') {
@@ -178,7 +178,7 @@ export function rateLimitsOfPrimary(): SharedRateLimits {
     waiting.get(message.id)?.(message.allowed);
     waiting.delete(message.id);
   });
-  return (rule, key, now) =>
+  return (rule, key, now, peek) =>
     new Promise(resolve => {
       const id = nextRequest++;
       const timer = setTimeout(() => {
@@ -189,7 +189,7 @@ export function rateLimitsOfPrimary(): SharedRateLimits {
         clearTimeout(timer);
         resolve(allowed);
       });
-      process.send?.({ m2m: 'limit-take', id, rule, key, now } satisfies Message);
+      process.send?.({ m2m: 'limit-take', id, rule, key, now, peek } satisfies Message);
     });
 }
 

@@ -239,7 +239,10 @@ export class DeliveryWorker {
 
   private trackHealth(subscriberId: string, result: AttemptResult): void {
     if (result.kind !== 'failed') {
-      this.failing.delete(subscriberId);
+      // A receiver that answers again gets its backlog now, not each delivery at the end of the
+      // backoff it drew while the receiver was down (up to hours).
+      if (this.failing.delete(subscriberId) && result.kind === 'delivered')
+        this.store.expediteDeliveries(subscriberId, this.now()).then(() => this.wakeUp(), this.onError);
       return;
     }
     const now = this.now();

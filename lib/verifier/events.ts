@@ -42,3 +42,9 @@ export function deviceEvent(
     ...(audit ? { actor: audit.actor, ...(audit.reason ? { reason: audit.reason } : {}) } : {}),
   });
 }
+
+/** Sets the device's event sequence number on an event about to be written (see VerifierStore). */
+export function stampDeviceSeq(event: OutboxEvent, deviceSeq: number): OutboxEvent {
+  (event.payload.data as Record<string, unknown>).deviceSeq = deviceSeq;
+  return event;
+}

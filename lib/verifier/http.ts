@@ -14,7 +14,8 @@ import type { Verifier } from './verifier';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
-type Request = IncomingMessage & { body?: unknown; _body?: boolean };
+/** As it arrives: plain, or from express, where a body parser (or our own raw reader) may have been first. */
+type Request = IncomingMessage & { body?: unknown; _body?: boolean; rawBody?: Buffer };
 
 interface Call {
   params: string[];
@@ -200,6 +201,7 @@ export function sendProblem(res: ServerResponse, err: unknown): void {
  */
 async function readBody(req: Request): Promise<Buffer | { parsed: unknown }> {
   if (Number(req.headers['content-length']) > MAX_BODY_BYTES) throw tooLarge(MAX_BODY_BYTES);
+  if (Buffer.isBuffer(req.rawBody)) return req.rawBody;
   // Mounted behind express: a body parser got there first.
   if (req._body || (req.body !== undefined && req.readableEnded)) {
     const body = req.body;
@@ -270,6 +272,8 @@ async function handle(
   res: ServerResponse,
   trustedProxies: ReadonlySet<string>,
 ): Promise<void> {
+  if (req.httpVersion === '1.1' && !req.headers.host)
+    throw new M2MError('missing_host', 'an HTTP/1.1 request must carry a Host header', 400);
   const pathname = requestPath(req.url);
   // Read (and bound) the body before anything else, so no route answers with a body still unread.
   const body = await readBody(req);
@@ -285,13 +289,15 @@ async function handle(
       : new M2MError('not_found', 'no such route', 404);
   }
   // Prometheus sends a credential as a bearer token: admin routes take the key either way.
-  if (route.admin) verifier.checkAdmin(headerValue(req.headers['x-api-key']) ?? bearerToken(req.headers));
+  const remoteAddress = clientAddress(req, trustedProxies);
+  if (route.admin)
+    await verifier.checkAdmin(headerValue(req.headers['x-api-key']) ?? bearerToken(req.headers), remoteAddress);
   const params = (route.path.exec(pathname) ?? []).slice(1).map(decodeParam);
   const answer = await route.handle(verifier, {
     params,
     query: Object.fromEntries(new URLSearchParams(req.url?.split('?')[1] ?? '')),
     headers: req.headers,
-    remoteAddress: clientAddress(req, trustedProxies),
+    remoteAddress,
     json: ({ form = false } = {}) => decodeBody(body, headerValue(req.headers['content-type']), form),
     body: () =>
       Buffer.isBuffer(body) && body.length === 0

@@ -30,6 +30,10 @@ const HELP: Record<string, { type: 'counter' | 'gauge' | 'histogram'; help: stri
     type: 'histogram',
     help: 'Time to decide an attestation, from parsed request to recorded decision.',
   },
+  m2m_credential_refusals_total: {
+    type: 'counter',
+    help: 'Admin keys and enrollment tokens refused, by credential and outcome (wrong, or throttled before comparing).',
+  },
   m2m_store_errors_total: { type: 'counter', help: 'Store operations that failed (database unreachable, timeouts).' },
   m2m_outbox_events_waiting: { type: 'gauge', help: 'Events written but not yet turned into webhook deliveries.' },
   m2m_webhook_deliveries_pending: { type: 'gauge', help: 'Webhook deliveries waiting for a (next) attempt.' },

@@ -45,6 +45,14 @@ export class RateLimiter {
     return allowed;
   }
 
+  /** Whether `key` could take a call now, without taking it. */
+  peek(key: string, nowMs: number): boolean {
+    const bucket = this.buckets.get(key);
+    if (!bucket) return true;
+    const { burst, perSecond } = this.rule;
+    return Math.min(burst, bucket.tokens + (Math.max(0, nowMs - bucket.at) / 1000) * perSecond) >= 1;
+  }
+
   /** The wait to tell a refused caller, in whole seconds. */
   retryAfterSeconds(): number {
     return Math.max(1, Math.ceil(1 / this.rule.perSecond));

@@ -70,6 +70,7 @@ export const limitsSchema = s.object({
   challengesPerDevice: s.optional(rateRule),
   challengesPerAddress: s.optional(rateRule),
   badSignaturesRecordedPerDevice: s.optional(rateRule),
+  credentialFailuresPerAddress: s.optional(rateRule),
 });
 
 export { deviceId as deviceIdSchema };

@@ -48,6 +48,23 @@ export interface RunningVerifier {
   close(): Promise<void>;
 }
 
+/** A socket whose answer cannot be flushed (the client reads nothing) is destroyed after this. */
+const FLUSH_GRACE_MS = 1000;
+
+/**
+ * Writes a last answer and closes the socket whatever the client does next. `end()` alone only
+ * half-closes (the HTTP server allows half-open sockets), and a client that keeps trickling
+ * bytes would hold the slot for as long as it likes.
+ */
+export function answerAndClose(socket: Duplex, text: string): void {
+  const timer = setTimeout(() => socket.destroy(), FLUSH_GRACE_MS);
+  timer.unref();
+  socket.end(text, () => {
+    clearTimeout(timer);
+    socket.destroy();
+  });
+}
+
 /** Node's parser errors (bad request line, oversized headers, timeouts) answered as problem+json. */
 function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   if (!socket.writable || err.code === 'ECONNRESET') {
@@ -59,25 +76,32 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   const body = JSON.stringify(
     problem(new M2MError(code, status === 400 ? 'malformed HTTP request' : code.replace(/_/g, ' '), status)).body,
   );
-  socket.end(
+  answerAndClose(
+    socket,
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/problem+json; charset=utf-8\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }
 
-/** Caps connections in all and per client address; the excess is closed at once. */
+/**
+ * Caps connections in all and per client address; the excess is closed at once. Counted here
+ * rather than with `server.maxConnections`: under node:cluster a worker that refuses a connection
+ * hands it back to the primary, which offers it to the next worker, and so on without end.
+ */
 function capConnections(server: http.Server, limits: ConnectionLimits): void {
-  server.maxConnections = limits.maxConnections;
   const perAddress = new Map<string, number>();
+  let open = 0;
   server.on('connection', (socket: Socket) => {
     const address = socket.remoteAddress ?? '';
     const count = (perAddress.get(address) ?? 0) + 1;
-    if (count > limits.maxConnectionsPerAddress) {
+    if (open >= limits.maxConnections || count > limits.maxConnectionsPerAddress) {
       socket.destroy();
       return;
     }
+    open++;
     perAddress.set(address, count);
     socket.once('close', () => {
+      open--;
       const left = (perAddress.get(address) ?? 1) - 1;
       if (left > 0) perAddress.set(address, left);
       else perAddress.delete(address);
@@ -94,6 +118,8 @@ export async function startVerifierServer(options: ServerOptions): Promise<Runni
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     // How often the two timeouts above are enforced (Node's default, 30 s, would let them slip).
     connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+    // Node's own answer to a missing Host is a bare 400; the listener answers with problem+json.
+    requireHostHeader: false,
   });
   server.setTimeout(limits.idleTimeoutMs);
   server.on('clientError', answerClientError);

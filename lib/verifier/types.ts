@@ -39,6 +39,9 @@ export interface NonceRecord {
 /** Why a nonce could not be consumed; `consumed` when it was. */
 export type NonceOutcome = 'consumed' | 'nonce_unknown' | 'nonce_reused' | 'nonce_expired' | 'nonce_other_device';
 
+/** What a decision was based on: a nonce is consumed only while the device is still in this state. */
+export type DeviceState = Pick<DeviceRecord, 'deviceId' | 'status' | 'generation'>;
+
 export interface SessionRecord {
   sessionId: string;
   deviceId: string;

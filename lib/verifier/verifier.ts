@@ -14,24 +14,18 @@ import { decisionEvent, deviceEvent } from './events';
 import { Metrics, type MetricsSnapshot, mergeSnapshots, renderPrometheus } from './metrics';
 import { RateLimitedError, RateLimiter, type RateRule } from './rate-limit';
 import * as schemas from './schemas';
-import { countingFailures } from './store/counted';
+import { DEFAULT_STORE_DEADLINE_MS, StoreUnavailableError, guardedStore } from './store/guarded';
 import type { AuditEntry, DeliveryRecord, DeviceSummary, SubscriberRecord, VerifierStore } from './store/types';
 import { type SubscriberConfig, toSubscriber } from './subscribers';
 import { type KeyRotationOptions, MAX_CLOCK_SKEW_S, TokenService, keyRotationOptions } from './tokens';
-import type {
-  Decision,
-  DeviceRecord,
-  DeviceStatus,
-  NonceOutcome,
-  OutboxEvent,
-  SessionRecord,
-  WorkflowStep,
-} from './types';
+import type { Decision, DeviceRecord, DeviceStatus, OutboxEvent, SessionRecord, WorkflowStep } from './types';
 import { DEFAULT_WORKFLOW, runWorkflow } from './workflow';
 
 export { MAX_CLOCK_SKEW_S };
 
 export const NONCE_TTL_MS = 60_000;
+/** How often one attestation is decided again when its device changed while it was decided. */
+const MAX_DECISION_ATTEMPTS = 4;
 const PUBLIC_KEY_CACHE = 10_000;
 
 /**
@@ -44,13 +38,32 @@ export interface VerifierLimits {
   challengesPerAddress: RateRule;
   /** Declined sessions recorded for attestations with a bad signature, per device id. */
   badSignaturesRecordedPerDevice: RateRule;
+  /**
+   * Wrong admin keys and enrollment tokens, per client address: past it, the address is answered
+   * 429 before its credential is even compared, so guessing runs at this rate at most.
+   */
+  credentialFailuresPerAddress: RateRule;
 }
 
 export const DEFAULT_LIMITS: VerifierLimits = {
   challengesPerDevice: { burst: 10, perSecond: 1 },
   challengesPerAddress: { burst: 200, perSecond: 100 },
   badSignaturesRecordedPerDevice: { burst: 5, perSecond: 0.1 },
+  credentialFailuresPerAddress: { burst: 10, perSecond: 0.2 },
 };
+
+/** Admin keys and enrollment tokens shorter than this are refused at start: they can be guessed. */
+export const MIN_SECRET_LENGTH = 16;
+
+/** The refusal of a configured secret that is too short to hold against guessing, or undefined. */
+export function weakSecret(name: string, value: string | undefined): M2MError | undefined {
+  if (value === undefined || value.length >= MIN_SECRET_LENGTH) return undefined;
+  return new M2MError(
+    'weak_secret',
+    `the ${name} has ${value.length} characters; use at least ${MIN_SECRET_LENGTH}, e.g. 32 random ones (openssl rand -base64 24)`,
+    500,
+  );
+}
 
 /** How long rows are kept: expired nonces long enough to answer nonce_expired, sessions for audit. */
 export interface Retention {
@@ -104,6 +117,10 @@ export interface VerifierOptions {
    * primary's); this process's own by default.
    */
   sharedRateLimits?: SharedRateLimits;
+  /** A store call that has not answered after this fails with 503 store_unavailable (5 s by default). */
+  storeDeadlineMs?: number;
+  /** Told when the store stops answering (with the first error) and when it answers again. */
+  onStoreAvailability?: (available: boolean, err?: unknown) => void;
   now?: () => number;
 }
 
@@ -116,8 +133,13 @@ export interface WebhookOptions {
   onError?: (err: unknown) => void;
 }
 
-/** Takes one call from a bucket kept elsewhere; true when allowed. */
-export type SharedRateLimits = (rule: keyof VerifierLimits, key: string, nowMs: number) => Promise<boolean>;
+/** Takes one call from a bucket kept elsewhere (or, with `peek`, only looks); true when allowed. */
+export type SharedRateLimits = (
+  rule: keyof VerifierLimits,
+  key: string,
+  nowMs: number,
+  peek?: boolean,
+) => Promise<boolean>;
 
 /** An event as in-process listeners get it: the webhook body and the id its deliveries carry. */
 export interface VerifierEvent {
@@ -179,13 +201,6 @@ function isLoopback(address: string | undefined): boolean {
   return !!address && (/^127\./.test(address) || address === '::1' || /^::ffff:127\./.test(address));
 }
 
-/** 401 when the credential is missing, 403 when it is wrong (DESIGN.md §3). */
-function checkCredential(presented: string | undefined, expected: string | undefined, what: string): void {
-  if (!expected) throw new M2MError('forbidden', `${what} is not configured on this verifier`, 403);
-  if (!presented) throw new M2MError('unauthorized', `${what} required`, 401);
-  if (!sameSecret(presented, expected)) throw new M2MError('forbidden', `wrong ${what}`, 403);
-}
-
 export class Verifier {
   readonly publicUrl: string;
   private readonly store: VerifierStore;
@@ -212,11 +227,7 @@ export class Verifier {
     this.tokens = tokens;
     this.now = options.now ?? Date.now;
     const limits = { ...DEFAULT_LIMITS, ...options.limits };
-    this.limiters = {
-      challengesPerDevice: new RateLimiter(limits.challengesPerDevice),
-      challengesPerAddress: new RateLimiter(limits.challengesPerAddress),
-      badSignaturesRecordedPerDevice: new RateLimiter(limits.badSignaturesRecordedPerDevice),
-    };
+    this.limiters = limiters(limits);
     this.retention = { ...DEFAULT_RETENTION, ...options.retention };
     this.purgeTimer = setInterval(() => {
       this.purge().catch(() => undefined);
@@ -234,8 +245,15 @@ export class Verifier {
   }
 
   static async create(given: VerifierOptions): Promise<Verifier> {
+    const weak = weakSecret('admin key', given.adminKey) ?? weakSecret('enrollment token', given.enrollmentToken);
+    if (weak) throw weak;
     const metrics = new Metrics();
-    const options = { ...given, store: countingFailures(given.store, () => metrics.count('m2m_store_errors_total')) };
+    const store = guardedStore(given.store, {
+      deadlineMs: given.storeDeadlineMs ?? DEFAULT_STORE_DEADLINE_MS,
+      onFailure: () => metrics.count('m2m_store_errors_total'),
+      onAvailability: given.onStoreAvailability,
+    });
+    const options = { ...given, store };
     const publicUrl = normaliseUrl(options.publicUrl);
     if (!publicUrl)
       throw new M2MError(
@@ -298,8 +316,37 @@ export class Verifier {
     return run;
   }
 
-  checkAdmin(apiKey: string | undefined): void {
-    checkCredential(apiKey, this.options.adminKey, 'admin API key (x-api-key)');
+  async checkAdmin(apiKey: string | undefined, remoteAddress = ''): Promise<void> {
+    await this.checkCredential('admin', apiKey, remoteAddress);
+  }
+
+  /**
+   * 401 when the credential is missing, 403 when it is wrong (DESIGN.md §3), 429 for an address
+   * that was wrong too often lately, before anything is compared.
+   */
+  private async checkCredential(
+    credential: 'admin' | 'enrollment',
+    presented: string | undefined,
+    remoteAddress: string,
+  ): Promise<void> {
+    const [expected, what] =
+      credential === 'admin'
+        ? [this.options.adminKey, 'admin API key (x-api-key)']
+        : [this.options.enrollmentToken, 'enrollment token (Authorization: Bearer)'];
+    if (!expected) throw new M2MError('forbidden', `${what} is not configured on this verifier`, 403);
+    if (!presented) throw new M2MError('unauthorized', `${what} required`, 401);
+    const now = this.now();
+    if (!(await this.take('credentialFailuresPerAddress', remoteAddress, now, true))) {
+      this.metrics.count('m2m_credential_refusals_total', { credential, outcome: 'throttled' });
+      throw new RateLimitedError(
+        `wrong credentials from ${remoteAddress || 'this client'}`,
+        this.limiters.credentialFailuresPerAddress.retryAfterSeconds(),
+      );
+    }
+    if (sameSecret(presented, expected)) return;
+    this.metrics.count('m2m_credential_refusals_total', { credential, outcome: 'wrong' });
+    await this.take('credentialFailuresPerAddress', remoteAddress, now);
+    throw new M2MError('forbidden', `wrong ${what}`, 403);
   }
 
   async register(
@@ -309,8 +356,7 @@ export class Verifier {
   ): Promise<{ created: boolean; deviceId: string; status: DeviceStatus }> {
     const loopbackAllowed =
       !this.options.enrollmentToken && this.options.loopbackEnrollment && isLoopback(remoteAddress);
-    if (!loopbackAllowed)
-      checkCredential(enrollmentToken, this.options.enrollmentToken, 'enrollment token (Authorization: Bearer)');
+    if (!loopbackAllowed) await this.checkCredential('enrollment', enrollmentToken, remoteAddress ?? '');
     const { registration } = schemas.registrationBody.parse(body);
     const decoded = decodeJws(registration, JWS_TYPES.registration);
     const payload = schemas.registrationPayload.parse(decoded.payload, 'registration');
@@ -393,71 +439,83 @@ export class Verifier {
     const decoded = decodeJws(attestation, JWS_TYPES.attestation);
     const payload = schemas.attestationPayload.parse(decoded.payload, 'attestation');
     const now = this.now();
-    const device = await this.store.getDevice(payload.iss);
     const sessionId = uuidv7(now);
-
-    // Neither an unknown device nor a bad signature may consume the nonce: they prove nothing.
-    // Nothing is written for an unknown device; a bad signature on a known id is recorded for the
-    // operator, up to a rate, since anyone can send one.
     const declined = (reason: string): AttestationResult => ({ decision: 'declined', reasons: [reason], sessionId });
-    if (!device) return declined('device_unknown');
-    const key = this.publicKey(device);
-    // A key registered before keys were checked, and refused by today's rules, proves nothing.
-    if (!key) return declined('bad_key');
-    if (!verifyDecoded(decoded, key)) {
-      if (await this.take('badSignaturesRecordedPerDevice', device.deviceId, now))
-        await this.recordDeclined(sessionId, device.deviceId, 'bad_signature', now);
-      return declined('bad_signature');
-    }
 
-    const workflow = device.workflow ?? this.options.workflow ?? DEFAULT_WORKFLOW;
-    const checks = this.checkClaims(payload, device, now);
-    const result = runWorkflow(workflow, {
-      signatureValid: true,
-      registeredFingerprint: device.fingerprint,
-      fingerprint: payload.evidence?.fingerprint,
-      tinyml: payload.evidence?.tinyml,
-    });
-    let event: OutboxEvent | undefined;
-    const decide = (outcome: NonceOutcome) => {
+    // The device is read again whenever it changed between this read and the nonce's consumption
+    // (a revocation, a reinstatement, a new key): the decision is always about the device as it
+    // is when the nonce is spent.
+    for (let attempt = 0; attempt < MAX_DECISION_ATTEMPTS; attempt++) {
+      const device = await this.store.getDevice(payload.iss);
+      // Neither an unknown device, a bad signature nor a spent nonce writes anything (each can
+      // be sent by anyone, as often as they like), except that a bad signature on a known id is
+      // recorded for the operator up to a rate.
+      if (!device) return declined('device_unknown');
+      const key = this.publicKey(device);
+      // A key registered before keys were checked, and refused by today's rules, proves nothing.
+      if (!key) return declined('bad_key');
+      if (!verifyDecoded(decoded, key)) {
+        if (await this.take('badSignaturesRecordedPerDevice', device.deviceId, now))
+          await this.recordDeclined(sessionId, device.deviceId, 'bad_signature', now);
+        return declined('bad_signature');
+      }
+
+      const workflow = device.workflow ?? this.options.workflow ?? DEFAULT_WORKFLOW;
+      const checks = this.checkClaims(payload, device, now);
+      const result = runWorkflow(workflow, {
+        signatureValid: true,
+        registeredFingerprint: device.fingerprint,
+        fingerprint: payload.evidence?.fingerprint,
+        tinyml: payload.evidence?.tinyml,
+      });
       // A salt mismatch and a failed k-of-n match both say fingerprint_mismatch: report it once.
-      const reasons = [...new Set([...(outcome === 'consumed' ? [] : [outcome]), ...checks, ...result.reasons])];
-      const failed = outcome !== 'consumed' || checks.length > 0;
+      const reasons = [...new Set([...checks, ...result.reasons])];
       const session: SessionRecord = {
         sessionId,
         deviceId: device.deviceId,
-        decision: failed ? 'declined' : result.decision,
+        decision: checks.length > 0 ? 'declined' : result.decision,
         reasons,
         score: result.score,
         createdAt: now,
       };
-      event = decisionEvent(session, device.workflow ? `device:${device.deviceId}` : 'default', now);
-      return { session, event };
-    };
-    const { session } = await this.store.consumeNonceAndRecord(payload.nonce, device.deviceId, now, decide);
-    if (event) this.published(event);
-    const answer: AttestationResult = { decision: session.decision, reasons: session.reasons, sessionId };
-    if (session.decision === 'approved') {
-      const issued = this.tokens.issue(
-        {
-          sub: device.deviceId,
-          jkt: device.thumbprint,
-          amr: result.passed,
-          workflow: workflow.map(step => step.step),
-          score: result.score,
-          sessionId,
-          generation: device.generation,
-        },
-        now,
-      );
-      answer.token = issued.token;
-      answer.expiresAt = new Date(issued.expiresAt).toISOString();
+      const event = decisionEvent(session, device.workflow ? `device:${device.deviceId}` : 'default', now);
+      const { outcome } = await this.store.consumeNonceAndRecord(payload.nonce, device, now, () => ({
+        session,
+        event,
+      }));
+      if (outcome === 'device_changed') continue;
+      if (outcome !== 'consumed') return declined(outcome);
+      this.published(event);
+      const answer: AttestationResult = { decision: session.decision, reasons: session.reasons, sessionId };
+      if (session.decision === 'approved') {
+        const issued = this.tokens.issue(
+          {
+            sub: device.deviceId,
+            jkt: device.thumbprint,
+            amr: result.passed,
+            workflow: workflow.map(step => step.step),
+            score: result.score,
+            sessionId,
+            generation: device.generation,
+          },
+          now,
+        );
+        answer.token = issued.token;
+        answer.expiresAt = new Date(issued.expiresAt).toISOString();
+      }
+      return answer;
     }
-    return answer;
+    // The device changed under every attempt: an operator flipping it faster than it attests.
+    throw new M2MError('device_busy', `device ${payload.iss} changed during every attempt; try again`, 503, {
+      retryAfter: 1,
+    });
   }
 
-  private take(rule: keyof VerifierLimits, key: string, now: number): Promise<boolean> {
-    return this.options.sharedRateLimits?.(rule, key, now) ?? Promise.resolve(this.limiters[rule].take(key, now));
+  private take(rule: keyof VerifierLimits, key: string, now: number, peek = false): Promise<boolean> {
+    return (
+      this.options.sharedRateLimits?.(rule, key, now, peek) ??
+      Promise.resolve(peek ? this.limiters[rule].peek(key, now) : this.limiters[rule].take(key, now))
+    );
   }
 
   /** Takes one call, or refuses it: 429 with the wait. */
@@ -590,11 +648,12 @@ export class Verifier {
     return this.tokens.jwks();
   }
 
+  /** Liveness and the store's; anyone may ask, so a failure says nothing of where the store is or why. */
   async health(): Promise<{ status: 'ok'; store: 'ok' }> {
     try {
       await this.store.ping();
     } catch (err) {
-      throw new M2MError('store_unavailable', `store is not reachable: ${(err as Error).message}`, 503);
+      throw new StoreUnavailableError('the store is not reachable or not ready', err);
     }
     return { status: 'ok', store: 'ok' };
   }
@@ -654,6 +713,14 @@ export class Verifier {
     await this.refreshing;
     await this.store.close();
   }
+}
+
+/** One bucket set per rule, for a verifier or the primary of several. */
+export function limiters(limits: VerifierLimits): Record<keyof VerifierLimits, RateLimiter> {
+  return Object.fromEntries(Object.entries(limits).map(([rule, limit]) => [rule, new RateLimiter(limit)])) as Record<
+    keyof VerifierLimits,
+    RateLimiter
+  >;
 }
 
 function publicView(device: DeviceRecord): PublicDevice {

@@ -27,7 +27,7 @@ import {
 } from '../nodes/harness';
 
 const ENROLLMENT_TOKEN = 'e2e-enrollment-token';
-const ADMIN_KEY = 'e2e-admin-key';
+const ADMIN_KEY = 'e2e-admin-key-long-enough';
 
 describe('end to end: nodes against the standalone m2m-verifier process', function () {
   this.timeout(30_000);

@@ -413,6 +413,7 @@ describe('verifier: identity API v1 over HTTP', () => {
           metadata: { line: 'press shop' },
           actor: 'anna',
           reason: 'badge lost',
+          deviceSeq: 3,
         },
       } as never);
       await v.post('/v1/devices/line-a/reinstate', undefined, admin);
@@ -455,8 +456,14 @@ describe('verifier: identity API v1 over HTTP', () => {
         sessionId: decision.body.sessionId,
         score: null,
         workflow: 'default',
+        deviceSeq: 2,
       });
       assert.deepEqual([events[2].data.deviceId, events[2].data.status], [device.deviceId, 'revoked']);
+      assert.deepEqual(
+        events.map(event => event.data.deviceSeq),
+        [1, 2, 3, 4],
+        "each of the device's events numbered after the one before",
+      );
       assert.equal(new Set(events.map(event => event.id)).size, 4);
       assert.equal(events[0].timestamp, new Date(v.clock.now).toISOString());
     });

@@ -22,8 +22,8 @@ describe('verifier: standalone command and embedding', () => {
 
   it('prints `listening on`, serves the API and stops with exit 0 on SIGTERM', async () => {
     const { child, url } = await startCli(['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`], {
-      M2M_ADMIN_KEY: 'a',
-      M2M_ENROLLMENT_TOKEN: 'e',
+      M2M_ADMIN_KEY: 'cli-admin-key-for-tests',
+      M2M_ENROLLMENT_TOKEN: 'cli-enrollment-token-tests',
     });
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
     const health = await fetch(`${url}/v1/health`).then(r => r.json());
@@ -50,7 +50,7 @@ describe('verifier: standalone command and embedding', () => {
     const workflow = JSON.stringify([{ step: 'signature' }, { step: 'tinyml', minScore: 0.6, required: true }]);
     const { child, url } = await startCli(
       ['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`, '--workflow', workflow],
-      { M2M_ADMIN_KEY: 'a', M2M_ENROLLMENT_TOKEN: 'e' },
+      { M2M_ADMIN_KEY: 'cli-admin-key-for-tests', M2M_ENROLLMENT_TOKEN: 'cli-enrollment-token-tests' },
     );
     try {
       const device = makeDevice();
@@ -60,7 +60,11 @@ describe('verifier: standalone command and embedding', () => {
           headers: { 'content-type': 'application/json', ...headers },
           body: JSON.stringify(body),
         }).then(r => r.json() as Promise<any>);
-      await post('/v1/devices', { registration: registration(device) }, { authorization: 'Bearer e' });
+      await post(
+        '/v1/devices',
+        { registration: registration(device) },
+        { authorization: 'Bearer cli-enrollment-token-tests' },
+      );
       const { nonce } = await post('/v1/challenges', { deviceId: device.deviceId });
       const answer = await post('/v1/attestations', { attestation: attestation(device, url, nonce) });
       assert.deepEqual([answer.decision, answer.reasons], ['declined', ['tinyml_missing']]);
@@ -107,7 +111,7 @@ describe('verifier: standalone command and embedding', () => {
     const verifier = await Verifier.create({
       store: new SqliteStore(':memory:'),
       publicUrl: 'http://127.0.0.1/m2m',
-      enrollmentToken: 'e',
+      enrollmentToken: 'cli-enrollment-token-tests',
     });
     const app = express();
     app.use(express.json());
@@ -118,7 +122,7 @@ describe('verifier: standalone command and embedding', () => {
       const { port } = server.address() as AddressInfo;
       const answer = await fetch(`http://127.0.0.1:${port}/m2m/v1/devices`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: 'Bearer e' },
+        headers: { 'content-type': 'application/json', authorization: 'Bearer cli-enrollment-token-tests' },
         body: JSON.stringify({ registration: registration(makeDevice('press-9')) }),
       });
       assert.equal(answer.status, 201);

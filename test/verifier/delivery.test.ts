@@ -218,6 +218,27 @@ describe('verifier: webhook delivery', function () {
     );
   });
 
+  it('sends a receiver its backlog as soon as it answers again, not at the end of each drawn backoff', async function () {
+    this.timeout(40_000);
+    let up = false;
+    const harness = await start(() => (up ? 204 : 503), { retryCapsMs: [10, 10 * 60_000, 10 * 60_000] });
+    for (let i = 0; i < 5; i++) await register(harness);
+    await until(
+      () => deliveries(harness, 'pending'),
+      list => list.length === 5 && list.every(d => d.attempts >= 2),
+    );
+    up = true;
+    const back = Date.now();
+    await register(harness);
+    // Within the breaker's next probe (seconds here), not the ten minutes each delivery drew.
+    await until(
+      () => deliveries(harness, 'delivered'),
+      list => list.length === 6,
+      20_000,
+    );
+    assert.ok(Date.now() - back < 20_000);
+  });
+
   it('refuses a subscriber without a usable whsec_ secret at start-up', async () => {
     const store = new SqliteStore(':memory:');
     for (const secret of ['', 'password1', `whsec_${Buffer.alloc(8).toString('base64')}`]) {
@@ -239,8 +260,8 @@ describe('verifier: webhook delivery', function () {
     const port = await closedPort();
     const args = ['--port', '0', '--store', `sqlite:${path.join(dir, 'v.db')}`];
     const env = {
-      M2M_ENROLLMENT_TOKEN: 'cli-enrol',
-      M2M_ADMIN_KEY: 'cli-admin',
+      M2M_ENROLLMENT_TOKEN: 'cli-enrollment-token',
+      M2M_ADMIN_KEY: 'cli-admin-key-long-enough',
       M2M_WEBHOOK_URL: `http://127.0.0.1:${port}/hook`,
       M2M_WEBHOOK_SECRET: SECRET,
     };
@@ -248,14 +269,16 @@ describe('verifier: webhook delivery', function () {
     const device = makeDevice();
     const answer = await fetch(`${first.url}/v1/devices`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: 'Bearer cli-enrol' },
+      headers: { 'content-type': 'application/json', authorization: 'Bearer cli-enrollment-token' },
       body: JSON.stringify({ registration: registration(device) }),
     });
     assert.equal(answer.status, 201);
     // Killed once its first attempt has failed: the event is owed, with a retry scheduled.
     await until(
       async () =>
-        (await fetch(`${first.url}/v1/webhooks/deliveries`, { headers: { 'x-api-key': 'cli-admin' } })).json(),
+        (
+          await fetch(`${first.url}/v1/webhooks/deliveries`, { headers: { 'x-api-key': 'cli-admin-key-long-enough' } })
+        ).json(),
       (list: any) => list.deliveries[0]?.lastError === 'ECONNREFUSED',
     );
     first.child.kill('SIGKILL');
@@ -279,7 +302,7 @@ describe('verifier: webhook delivery', function () {
     const [first, second] = [await startReceiver(() => 204), await startReceiver(() => 204)];
     const [firstSecret, secondSecret] = [generateSecret(), generateSecret()];
     const cli = await startCli(['--port', '0', '--store', 'sqlite::memory:'], {
-      M2M_ENROLLMENT_TOKEN: 'cli-enrol',
+      M2M_ENROLLMENT_TOKEN: 'cli-enrollment-token',
       M2M_WEBHOOKS: JSON.stringify([
         { url: first.url, secret: firstSecret },
         { url: second.url, secret: secondSecret },
@@ -288,7 +311,7 @@ describe('verifier: webhook delivery', function () {
     try {
       await fetch(`${cli.url}/v1/devices`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: 'Bearer cli-enrol' },
+        headers: { 'content-type': 'application/json', authorization: 'Bearer cli-enrollment-token' },
         body: JSON.stringify({ registration: registration(makeDevice()) }),
       });
       for (const [receiving, secret] of [

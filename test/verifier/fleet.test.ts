@@ -12,7 +12,7 @@ import { NO_RATE_LIMITS, startCli } from '../helpers/verifier-cli';
 import { POSTGRES, type StoreSpec, describeBackend } from '../helpers/stores';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver';
 
-const ADMIN_KEY = 'fleet-admin-key';
+const ADMIN_KEY = 'fleet-admin-key-for-tests';
 const ENROLLMENT_TOKEN = 'fleet-enrollment-token';
 const PUBLIC_URL = 'https://verifier.plant.example';
 

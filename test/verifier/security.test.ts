@@ -124,6 +124,60 @@ describe('verifier: security and robustness', () => {
     });
   });
 
+  describe('replays and races', () => {
+    it('writes nothing and sends no event for a captured attestation replayed a hundred times', async () => {
+      const device = await registered();
+      const events: string[] = [];
+      v.verifier.onEvent(event => events.push(event.type));
+      const captured = attestation(device, v.url, await nonceFor(device), { now: v.clock.now });
+      assert.equal((await v.post('/v1/attestations', { attestation: captured })).body.decision, 'approved');
+      const before = sessionsIn(v);
+      for (let i = 0; i < 100; i++) {
+        const replay = await v.post('/v1/attestations', { attestation: captured });
+        assert.deepEqual(replay.body.reasons, ['nonce_reused']);
+      }
+      v.clock.now += 7 * 86_400_000;
+      await v.verifier.purge();
+      const afterPurge = sessionsIn(v);
+      assert.deepEqual(
+        (await v.post('/v1/attestations', { attestation: captured })).body.reasons,
+        ['nonce_unknown'],
+        'a week later the nonce is gone',
+      );
+      assert.deepEqual(sessionsIn(v), afterPurge, 'no session, no event');
+      assert.deepEqual(
+        [afterPurge.sessions, afterPurge.outbox],
+        [before.sessions, before.outbox],
+        'the purge keeps a week of sessions and undelivered events',
+      );
+      assert.deepEqual(events, ['attestation.decided'], 'one event: the genuine decision');
+    });
+
+    it('never approves after a revocation committed, and writes no approval after device.revoked', async () => {
+      for (let round = 0; round < 20; round++) {
+        const device = await registered();
+        const signed = attestation(device, v.url, await nonceFor(device), { now: v.clock.now });
+        const [decided, revoked] = await Promise.all([
+          v.post('/v1/attestations', { attestation: signed }),
+          v.post(`/v1/devices/${device.deviceId}/revoke`, {}, admin),
+        ]);
+        assert.equal(revoked.status, 200);
+        const db = new Database(path.join(v.dir, 'verifier.db'), { readonly: true });
+        const order = (
+          db
+            .prepare('SELECT webhook_type, payload FROM outbox WHERE payload LIKE ? ORDER BY seq')
+            .all(`%"${device.deviceId}"%`) as Array<{ webhook_type: string; payload: string }>
+        ).map(row => `${row.webhook_type}:${JSON.parse(row.payload).data.decision ?? ''}`);
+        db.close();
+        const revokedAt = order.indexOf('device.revoked:');
+        assert.ok(!order.slice(revokedAt).includes('attestation.decided:approved'), order.join(' '));
+        if (decided.body.decision === 'approved')
+          assert.ok(order.indexOf('attestation.decided:approved') < revokedAt, order.join(' '));
+        else assert.deepEqual(decided.body.reasons, ['device_revoked'], 'declined for the revocation it lost to');
+      }
+    });
+  });
+
   describe('what a caller without credentials can write', () => {
     it('writes nothing for attestations from unknown devices', async () => {
       const before = sessionsIn(v);
@@ -320,7 +374,7 @@ describe('verifier: security and robustness', () => {
       const signingInput = `${Buffer.from(JSON.stringify({ alg: 'EdDSA', typ: JWS_TYPES.registration })).toString('base64url')}.${Buffer.from(text).toString('base64url')}`;
       const jws = `${signingInput}.${Buffer.from(device.privateKey.sign(Buffer.from(signingInput))).toString('base64url')}`;
       const answer = await v.post('/v1/devices', { registration: jws }, enrol);
-      assert.deepEqual([answer.status, answer.body.code], [400, 'invalid_request']);
+      assert.deepEqual([answer.status, answer.body.code], [400, 'malformed_jws']);
     });
 
     it('refuses a compressed body with 415 problem+json instead of reading it as JSON', async () => {

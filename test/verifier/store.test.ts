@@ -8,7 +8,7 @@ import { Ed25519PrivateKey } from '../../lib/crypto/ed25519';
 import { decisionEvent, deviceEvent } from '../../lib/verifier/events';
 import { openStore } from '../../lib/verifier/store/open';
 import type { SigningKeyRecord, VerifierStore } from '../../lib/verifier/store/types';
-import type { DeviceRecord, NonceOutcome, SessionRecord } from '../../lib/verifier/types';
+import type { DeviceRecord, SessionRecord } from '../../lib/verifier/types';
 import { type StoreSpec, forEachBackend } from '../helpers/stores';
 
 const T0 = 1_800_000_000_000;
@@ -28,20 +28,17 @@ function device(deviceId = `dev-${crypto.randomBytes(3).toString('hex')}`): Devi
   };
 }
 
-function decider(deviceId: string) {
-  const calls: NonceOutcome[] = [];
-  const decide = (outcome: NonceOutcome) => {
-    calls.push(outcome);
-    const session: SessionRecord = {
-      sessionId: crypto.randomUUID(),
-      deviceId,
-      decision: outcome === 'consumed' ? 'approved' : 'declined',
-      reasons: outcome === 'consumed' ? [] : [outcome],
-      createdAt: T0,
-    };
-    return { session, event: decisionEvent(session, 'default', T0) };
+/** An approval of `record` to record when its nonce is consumed, and what was recorded. */
+function approval(record: DeviceRecord) {
+  const session: SessionRecord = {
+    sessionId: crypto.randomUUID(),
+    deviceId: record.deviceId,
+    decision: 'approved',
+    reasons: [],
+    createdAt: T0,
   };
-  return { decide, calls };
+  const event = decisionEvent(session, 'default', T0);
+  return { session, event, decide: () => ({ session, event }) };
 }
 
 function key(kid: string, signsFrom: number): SigningKeyRecord {
@@ -99,34 +96,69 @@ forEachBackend('verifier store', backend => {
     );
   });
 
-  it('consumes a nonce once and tells every other attempt why not', async () => {
+  it('consumes a nonce once and tells every other attempt why not, writing nothing for them', async () => {
     const record = device();
     await store.insertDevice(record, deviceEvent('device.registered', record, T0));
     await store.insertNonce({ nonce: 'n1', deviceId: record.deviceId, expiresAt: T0 + 60_000 });
     await store.insertNonce({ nonce: 'n2', deviceId: record.deviceId, expiresAt: T0 + 60_000 });
-    const outcome = async (nonce: string, deviceId = record.deviceId, now = T0) => {
-      const { decide, calls } = decider(deviceId);
-      const result = await store.consumeNonceAndRecord(nonce, deviceId, now, decide);
-      // What was written is what the last decision said.
-      assert.equal(result.session.reasons[0] ?? 'consumed', calls.at(-1));
-      return result.outcome;
-    };
+    const other = device();
+    await store.insertDevice(other, deviceEvent('device.registered', other, T0));
+    const outcome = async (nonce: string, by = record, now = T0) =>
+      (await store.consumeNonceAndRecord(nonce, by, now, approval(by).decide)).outcome;
     assert.equal(await outcome('n1'), 'consumed');
     assert.equal(await outcome('n1'), 'nonce_reused');
-    assert.equal(await outcome('n2', 'someone-else'), 'nonce_other_device');
-    assert.equal(await outcome('n2', record.deviceId, T0 + 60_000), 'nonce_expired');
+    assert.equal(await outcome('n2', other), 'nonce_other_device');
+    assert.equal(await outcome('n2', record, T0 + 60_000), 'nonce_expired');
     assert.equal(await outcome('never-issued'), 'nonce_unknown');
     assert.equal(await outcome('n2'), 'consumed', 'failed attempts consumed nothing');
-    assert.equal((await store.outboxStats()).unfanned, 1 + 6, 'one event per recorded session');
+    assert.equal((await store.outboxStats()).unfanned, 2 + 2, 'two registrations, two decisions, nothing else');
+    assert.equal((await store.deviceHistory(record.deviceId, 10)).sessions.length, 2);
+  });
+
+  it('consumes nothing for a device that changed since the decision read it', async () => {
+    const record = device();
+    await store.insertDevice(record, deviceEvent('device.registered', record, T0));
+    await store.insertNonce({ nonce: 'n1', deviceId: record.deviceId, expiresAt: T0 + 60_000 });
+    await store.setDeviceStatus(record.deviceId, 'revoked', ['active'], deviceEvent('device.revoked', record, T0), T0);
+    const stale = await store.consumeNonceAndRecord('n1', record, T0, approval(record).decide);
+    assert.equal(stale.outcome, 'device_changed', 'revoked since it was read');
+    await store.setDeviceStatus(
+      record.deviceId,
+      'active',
+      ['revoked'],
+      deviceEvent('device.reinstated', record, T0),
+      T0,
+    );
+    const older = await store.consumeNonceAndRecord('n1', record, T0, approval(record).decide);
+    assert.equal(older.outcome, 'device_changed', 'reinstated, but a generation later');
+    const current = (await store.getDevice(record.deviceId))!;
+    assert.equal((await store.consumeNonceAndRecord('n1', current, T0, approval(record).decide)).outcome, 'consumed');
+  });
+
+  it("numbers a device's events one after another, whatever wrote them", async () => {
+    const record = device();
+    const events = [deviceEvent('device.registered', record, T0)];
+    await store.insertDevice(record, events[0]);
+    await store.insertNonce({ nonce: 'n1', deviceId: record.deviceId, expiresAt: T0 + 60_000 });
+    const decided = approval(record);
+    await store.consumeNonceAndRecord('n1', record, T0, decided.decide);
+    events.push(decided.event, deviceEvent('device.revoked', record, T0));
+    await store.setDeviceStatus(record.deviceId, 'revoked', ['active'], events[2], T0);
+    const declined = approval(record);
+    events.push(declined.event);
+    await store.recordSession(declined.session, declined.event);
+    assert.deepEqual(
+      events.map(event => (event.payload.data as { deviceSeq?: number }).deviceSeq),
+      [1, 2, 3, 4],
+    );
   });
 
   it('lets exactly one of 50 concurrent attempts consume a nonce', async () => {
     const record = device();
+    await store.insertDevice(record, deviceEvent('device.registered', record, T0));
     await store.insertNonce({ nonce: 'raced', deviceId: record.deviceId, expiresAt: T0 + 60_000 });
     const outcomes = await Promise.all(
-      Array.from({ length: 50 }, () =>
-        store.consumeNonceAndRecord('raced', record.deviceId, T0, decider(record.deviceId).decide),
-      ),
+      Array.from({ length: 50 }, () => store.consumeNonceAndRecord('raced', record, T0, approval(record).decide)),
     );
     assert.equal(outcomes.filter(o => o.outcome === 'consumed').length, 1);
     assert.equal(outcomes.filter(o => o.outcome === 'nonce_reused').length, 49);
@@ -134,6 +166,7 @@ forEachBackend('verifier store', backend => {
 
   it('keeps the other writes of one moment when one of them fails', async () => {
     const record = device();
+    await store.insertDevice(record, deviceEvent('device.registered', record, T0));
     const nonce = (id: string) => ({ nonce: id, deviceId: record.deviceId, expiresAt: T0 + 60_000 });
     const settled = await Promise.allSettled([
       store.insertNonce(nonce('a')),
@@ -145,23 +178,23 @@ forEachBackend('verifier store', backend => {
       ['fulfilled', 'rejected', 'fulfilled'],
     );
     for (const id of ['a', 'b'])
-      assert.equal(
-        (await store.consumeNonceAndRecord(id, record.deviceId, T0, decider(record.deviceId).decide)).outcome,
-        'consumed',
-      );
+      assert.equal((await store.consumeNonceAndRecord(id, record, T0, approval(record).decide)).outcome, 'consumed');
   });
 
   it('purges expired nonces, old sessions and delivered events, keeping the rest', async () => {
     const record = device();
+    await store.insertDevice(record, deviceEvent('device.registered', record, T0 - 10));
     await store.insertNonce({ nonce: 'old', deviceId: record.deviceId, expiresAt: T0 - 1 });
     await store.insertNonce({ nonce: 'live', deviceId: record.deviceId, expiresAt: T0 + 60_000 });
-    const { decide } = decider(record.deviceId);
-    const { session, event } = decide('nonce_unknown');
+    const { session, event } = approval(record);
     await store.recordSession({ ...session, createdAt: T0 - 10 }, { ...event, createdAt: T0 - 10 });
     const counts = await store.purge({ noncesExpired: T0, sessions: T0, deliveredEvents: T0, deadDeliveries: T0 });
-    assert.deepEqual(counts, { nonces: 1, sessions: 1, events: 1, deliveries: 0 });
-    assert.equal((await store.consumeNonceAndRecord('live', record.deviceId, T0, decide)).outcome, 'consumed');
-    assert.equal((await store.consumeNonceAndRecord('old', record.deviceId, T0, decide)).outcome, 'nonce_unknown');
+    assert.deepEqual(counts, { nonces: 1, sessions: 1, events: 2, deliveries: 0 });
+    assert.equal((await store.consumeNonceAndRecord('live', record, T0, approval(record).decide)).outcome, 'consumed');
+    assert.equal(
+      (await store.consumeNonceAndRecord('old', record, T0, approval(record).decide)).outcome,
+      'nonce_unknown',
+    );
   });
 
   it('creates one signing key however many callers rotate at once, and keeps what plans add and remove', async () => {
@@ -210,15 +243,16 @@ forEachBackend('verifier store', backend => {
     );
     assert.equal((await store.listDevices({ offset: 0, limit: 10, search: '%' })).total, 0, 'no LIKE wildcards');
 
-    const { decide } = decider('line-01');
-    for (const [n, outcome] of (['consumed', 'nonce_reused'] as const).entries()) {
-      const { session, event } = decide(outcome);
-      await store.recordSession({ ...session, createdAt: T0 + n, score: 0.9 }, event);
+    const line01 = (await store.getDevice('line-01'))!;
+    for (const [n, reasons] of [[], ['bad_signature']].entries()) {
+      const { session, event } = approval(line01);
+      const decided = { ...session, decision: reasons.length ? 'declined' : 'approved', reasons } as const;
+      await store.recordSession({ ...decided, createdAt: T0 + n, score: 0.9 }, event);
     }
     const [withSession] = (await store.listDevices({ offset: 0, limit: 1, search: 'line-01' })).devices;
     assert.deepEqual(
       [withSession.lastSession?.decision, withSession.lastSession?.reasons, withSession.lastSession?.score],
-      ['declined', ['nonce_reused'], 0.9],
+      ['declined', ['bad_signature'], 0.9],
     );
   });
 

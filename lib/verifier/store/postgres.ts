@@ -10,7 +10,16 @@
 import * as os from 'node:os';
 import type * as pg from 'pg';
 import { M2MError } from '../../errors';
-import type { DeviceRecord, DeviceStatus, NonceOutcome, NonceRecord, OutboxEvent, SessionRecord } from '../types';
+import { stampDeviceSeq } from '../events';
+import type {
+  DeviceRecord,
+  DeviceState,
+  DeviceStatus,
+  NonceOutcome,
+  NonceRecord,
+  OutboxEvent,
+  SessionRecord,
+} from '../types';
 import {
   DELIVERY_COLUMNS,
   type DeliveryRow,
@@ -46,7 +55,7 @@ import type {
   VerifierStore,
 } from './types';
 
-/** Versioned like SQLite's; version 1 is SQLite's version 3 (where PostgreSQL support began), 2 its 4, 3 its 5. */
+/** Versioned like SQLite's; version 1 is SQLite's version 3 (where PostgreSQL support began), 2 its 4, and so on. */
 const MIGRATIONS = [
   `CREATE TABLE devices (
   device_id TEXT PRIMARY KEY,
@@ -129,6 +138,7 @@ UPDATE signing_keys SET signs_from = created_at;`,
 );
 CREATE INDEX device_audit_device ON device_audit (device_id, at);
 CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
+  `ALTER TABLE devices ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -277,6 +287,9 @@ export class PostgresStore implements VerifierStore {
       max: options.poolMax,
       connectionTimeoutMillis: options.connectTimeoutMs,
       statement_timeout: options.statementTimeoutMs,
+      // A frozen server (stopped, black-holed) never cancels anything: the client gives up a
+      // second after the server would have, and the pool discards that connection.
+      query_timeout: options.statementTimeoutMs + 1000,
       options: `-c search_path=${options.schema}`,
       // Times and ids are BIGINT: numbers here (all stay below 2^53), without changing how any
       // other user of pg in this process (another Node-RED node) reads them.
@@ -327,8 +340,8 @@ export class PostgresStore implements VerifierStore {
   async insertDevice(device: DeviceRecord, event: OutboxEvent): Promise<boolean> {
     return this.transaction(async client => {
       const { rowCount } = await client.query(
-        `INSERT INTO devices (device_id, jwk, thumbprint, fingerprint, metadata, status, workflow, created_at, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (device_id) DO NOTHING`,
+        `INSERT INTO devices (device_id, jwk, thumbprint, fingerprint, metadata, status, workflow, created_at, updated_at, event_seq)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) ON CONFLICT (device_id) DO NOTHING`,
         [
           device.deviceId,
           JSON.stringify(device.jwk),
@@ -341,7 +354,7 @@ export class PostgresStore implements VerifierStore {
           device.updatedAt,
         ],
       );
-      if (rowCount === 1) await client.query(INSERT_EVENT, eventValues(event));
+      if (rowCount === 1) await client.query(INSERT_EVENT, eventValues(stampDeviceSeq(event, 1)));
       return rowCount === 1;
     });
   }
@@ -400,18 +413,20 @@ export class PostgresStore implements VerifierStore {
     audit?: AuditEntry,
   ): Promise<boolean> {
     return this.transaction(async client => {
-      const { rowCount } = await client.query(
-        `UPDATE devices SET status = $1, updated_at = $2, generation = generation + (CASE WHEN $1 = 'revoked' THEN 1 ELSE 0 END)
-        WHERE device_id = $3 AND status = ANY($4::text[])`,
+      const { rows } = await client.query<{ event_seq: number }>(
+        `UPDATE devices SET status = $1, updated_at = $2, event_seq = event_seq + 1,
+          generation = generation + (CASE WHEN $1 = 'revoked' THEN 1 ELSE 0 END)
+        WHERE device_id = $3 AND status = ANY($4::text[]) RETURNING event_seq`,
         [status, now, deviceId, from],
       );
-      if (rowCount === 1) await client.query(INSERT_EVENT, eventValues(event));
-      if (rowCount === 1 && audit)
+      if (!rows.length) return false;
+      await client.query(INSERT_EVENT, eventValues(stampDeviceSeq(event, rows[0].event_seq)));
+      if (audit)
         await client.query(
           'INSERT INTO device_audit (device_id, at, action, actor, reason) VALUES ($1, $2, $3, $4, $5)',
           [deviceId, now, status, audit.actor, audit.reason ?? null],
         );
-      return rowCount === 1;
+      return true;
     });
   }
 
@@ -424,46 +439,69 @@ export class PostgresStore implements VerifierStore {
   }
 
   /**
-   * One statement on the path every genuine attestation takes: consume, and only if that worked,
-   * write the session and its event. `decide` is asked first for the consumed case; when the
-   * nonce turns out not to be consumable it is asked again with the reason, and that is written.
+   * One statement on the path every genuine attestation takes. The device's row is updated first
+   * (its event number), and only while the device is in the state the decision saw: a concurrent
+   * revocation holds that row, so this waits for it and then finds the device changed, or the
+   * revocation waits for this and its event comes after. Then the nonce is consumed, and only if
+   * both worked are the session and its event written. Anything else writes nothing; a second
+   * read says why.
    */
   async consumeNonceAndRecord(
     nonce: string,
-    deviceId: string,
+    device: DeviceState,
     now: number,
-    decide: (outcome: NonceOutcome) => { session: SessionRecord; event: OutboxEvent },
-  ): Promise<{ outcome: NonceOutcome; session: SessionRecord }> {
-    const hoped = decide('consumed');
-    const { rows } = await this.query<{ consumed: number }>(
-      `WITH consumed AS (
-        UPDATE nonces SET consumed_at = $1 WHERE nonce = $2 AND device_id = $3 AND consumed_at IS NULL AND expires_at > $1
+    decide: () => { session: SessionRecord; event: OutboxEvent },
+  ): Promise<{ outcome: NonceOutcome | 'device_changed'; session?: SessionRecord }> {
+    const { session, event } = decide();
+    const { rows } = await this.query<{ seq: number | null }>(
+      `WITH device AS (
+        UPDATE devices SET event_seq = event_seq + 1
+        WHERE device_id = $3 AND status = $4 AND generation = $5 AND EXISTS (
+          SELECT 1 FROM nonces WHERE nonce = $2 AND device_id = $3 AND consumed_at IS NULL AND expires_at > $1)
+        RETURNING event_seq
+      ), consumed AS (
+        UPDATE nonces SET consumed_at = $1
+        WHERE nonce = $2 AND device_id = $3 AND consumed_at IS NULL AND expires_at > $1 AND EXISTS (SELECT 1 FROM device)
         RETURNING 1
       ), session AS (
         INSERT INTO sessions (session_id, device_id, decision, reasons, score, created_at)
-        SELECT $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM consumed)
+        SELECT $6, $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM consumed)
       ), event AS (
         INSERT INTO outbox (event_id, webhook_type, payload, created_at)
-        SELECT $10, $11, $12, $13 WHERE EXISTS (SELECT 1 FROM consumed)
+        SELECT $12, $13, jsonb_set($14::jsonb, '{data,deviceSeq}', to_jsonb(device.event_seq))::text, $15
+        FROM device WHERE EXISTS (SELECT 1 FROM consumed)
       )
-      SELECT count(*) AS consumed FROM consumed`,
-      [now, nonce, deviceId, ...sessionValues(hoped.session), ...eventValues(hoped.event)],
+      SELECT (SELECT event_seq FROM device WHERE EXISTS (SELECT 1 FROM consumed)) AS seq`,
+      [now, nonce, device.deviceId, device.status, device.generation, ...sessionValues(session), ...eventValues(event)],
     );
-    if (rows[0].consumed === 1) return { outcome: 'consumed', session: hoped.session };
-    const { rows: nonces } = await this.query<NonceRow>(
-      'SELECT device_id, expires_at, consumed_at FROM nonces WHERE nonce = $1',
-      [nonce],
+    if (rows[0].seq !== null) {
+      stampDeviceSeq(event, rows[0].seq);
+      return { outcome: 'consumed', session };
+    }
+    const { rows: found } = await this.query<NonceRow & { status: DeviceStatus | null; generation: number | null }>(
+      `SELECT n.device_id, n.expires_at, n.consumed_at, d.status, d.generation
+      FROM (SELECT 1) AS one LEFT JOIN nonces n ON n.nonce = $1 LEFT JOIN devices d ON d.device_id = $2`,
+      [nonce, device.deviceId],
     );
-    const outcome = whyNotConsumed(nonces[0], deviceId, now);
-    const { session, event } = decide(outcome);
-    await this.recordSession(session, event);
-    return { outcome, session };
+    const { status, generation, ...row } = found[0];
+    return {
+      outcome: whyNotConsumed(
+        row.device_id === null ? undefined : row,
+        device,
+        status === null || generation === null ? undefined : { status, generation },
+        now,
+      ),
+    };
   }
 
   async recordSession(session: SessionRecord, event: OutboxEvent): Promise<void> {
     await this.transaction(async client => {
+      const { rows } = await client.query<{ event_seq: number }>(
+        'UPDATE devices SET event_seq = event_seq + 1 WHERE device_id = $1 RETURNING event_seq',
+        [session.deviceId],
+      );
       await client.query(INSERT_SESSION, sessionValues(session));
-      await client.query(INSERT_EVENT, eventValues(event));
+      await client.query(INSERT_EVENT, eventValues(stampDeviceSeq(event, rows[0]?.event_seq ?? 0)));
     });
   }
 
@@ -612,6 +650,14 @@ export class PostgresStore implements VerifierStore {
       [filter.status ?? null, filter.limit],
     );
     return rows.map(toDelivery);
+  }
+
+  async expediteDeliveries(subscriberId: string, now: number): Promise<number> {
+    const { rowCount } = await this.query(
+      `UPDATE deliveries SET next_attempt_at = $1 WHERE subscriber_id = $2 AND status = 'pending' AND next_attempt_at > $1`,
+      [now, subscriberId],
+    );
+    return rowCount ?? 0;
   }
 
   async replayDelivery(id: number, now: number): Promise<boolean> {

@@ -1,5 +1,5 @@
 /** Rows as both stores' SQL returns them (same column names), and the records they make. */
-import type { Decision, DeviceRecord, DeviceStatus, NonceOutcome, SessionRecord } from '../types';
+import type { Decision, DeviceRecord, DeviceState, DeviceStatus, NonceOutcome, SessionRecord } from '../types';
 import type { AuditRecord, DeliveryRecord, DeliveryStatus, SubscriberRecord, SubscriberStatus } from './types';
 
 export interface DeviceRow {
@@ -93,9 +93,19 @@ export interface NonceRow {
 }
 
 /** Why a nonce could not be consumed, from its row (absent: never issued, or purged). */
-export function whyNotConsumed(row: NonceRow | undefined, deviceId: string, now: number): NonceOutcome {
+/**
+ * Why a consuming update changed nothing: the device moved on since the decision read it, or the
+ * nonce is not this device's, used, expired or unknown.
+ */
+export function whyNotConsumed(
+  row: NonceRow | undefined,
+  device: DeviceState,
+  current: Pick<DeviceRow, 'status' | 'generation'> | undefined,
+  now: number,
+): NonceOutcome | 'device_changed' {
+  if (!current || current.status !== device.status || current.generation !== device.generation) return 'device_changed';
   if (!row) return 'nonce_unknown';
-  if (row.device_id !== deviceId) return 'nonce_other_device';
+  if (row.device_id !== device.deviceId) return 'nonce_other_device';
   if (row.consumed_at !== null) return 'nonce_reused';
   return row.expires_at <= now ? 'nonce_expired' : 'nonce_unknown';
 }

@@ -7,7 +7,16 @@
 import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DeviceRecord, DeviceStatus, NonceOutcome, NonceRecord, OutboxEvent, SessionRecord } from '../types';
+import { stampDeviceSeq } from '../events';
+import type {
+  DeviceRecord,
+  DeviceState,
+  DeviceStatus,
+  NonceOutcome,
+  NonceRecord,
+  OutboxEvent,
+  SessionRecord,
+} from '../types';
 import {
   DELIVERY_COLUMNS,
   type DeliveryRow,
@@ -134,6 +143,7 @@ UPDATE signing_keys SET signs_from = created_at;`,
 );
 CREATE INDEX device_audit_device ON device_audit (device_id, at);
 CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
+  `ALTER TABLE devices ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -168,14 +178,18 @@ export class SqliteStore implements VerifierStore {
     }
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
+    // FULL: each commit reaches the disk before its answer goes out. Under NORMAL a power loss
+    // could take back an approval already answered, nonce and all, and the same attestation could
+    // then be approved again. Group commit pays the sync once per event-loop turn, not per write.
+    this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 5000');
     migrateSqlite(this.db);
     const db = this.db;
     this.statements = {
       insertDevice:
-        db.prepare(`INSERT INTO devices (device_id, jwk, thumbprint, fingerprint, metadata, status, workflow, created_at, updated_at)
-        VALUES (@deviceId, @jwk, @thumbprint, @fingerprint, @metadata, @status, @workflow, @createdAt, @updatedAt) ON CONFLICT (device_id) DO NOTHING`),
+        db.prepare(`INSERT INTO devices (device_id, jwk, thumbprint, fingerprint, metadata, status, workflow, created_at, updated_at, event_seq)
+        VALUES (@deviceId, @jwk, @thumbprint, @fingerprint, @metadata, @status, @workflow, @createdAt, @updatedAt, 1) ON CONFLICT (device_id) DO NOTHING`),
+      nextEventSeq: db.prepare('UPDATE devices SET event_seq = event_seq + 1 WHERE device_id = ? RETURNING event_seq'),
       getDevice: db.prepare('SELECT * FROM devices WHERE device_id = ?'),
       listDevices: db.prepare(`SELECT * FROM devices
         WHERE (@status IS NULL OR status = @status) AND (@search IS NULL OR instr(device_id, @search) > 0)
@@ -191,13 +205,14 @@ export class SqliteStore implements VerifierStore {
       insertAudit: db.prepare(
         'INSERT INTO device_audit (device_id, at, action, actor, reason) VALUES (@deviceId, @at, @action, @actor, @reason)',
       ),
-      setStatus:
-        db.prepare(`UPDATE devices SET status = @status, updated_at = @now, generation = generation + (@status = 'revoked')
-        WHERE device_id = @deviceId AND status IN (SELECT value FROM json_each(@from))`),
+      setStatus: db.prepare(`UPDATE devices SET status = @status, updated_at = @now,
+        generation = generation + (@status = 'revoked'), event_seq = event_seq + 1
+        WHERE device_id = @deviceId AND status IN (SELECT value FROM json_each(@from)) RETURNING event_seq`),
       insertNonce: db.prepare('INSERT INTO nonces (nonce, device_id, expires_at) VALUES (?, ?, ?)'),
-      consumeNonce: db.prepare(
-        'UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND device_id = ? AND consumed_at IS NULL AND expires_at > ?',
-      ),
+      consumeNonce: db.prepare(`UPDATE nonces SET consumed_at = @now
+        WHERE nonce = @nonce AND device_id = @deviceId AND consumed_at IS NULL AND expires_at > @now
+        AND EXISTS (SELECT 1 FROM devices WHERE device_id = @deviceId AND status = @status AND generation = @generation)`),
+      deviceState: db.prepare('SELECT status, generation FROM devices WHERE device_id = ?'),
       getNonce: db.prepare('SELECT device_id, expires_at, consumed_at FROM nonces WHERE nonce = ?'),
       purgeNonces: db.prepare('DELETE FROM nonces WHERE expires_at < ?'),
       purgeSessions: db.prepare('DELETE FROM sessions WHERE created_at < ?'),
@@ -242,6 +257,8 @@ export class SqliteStore implements VerifierStore {
         ORDER BY d.next_attempt_at LIMIT 1`),
       listDeliveries: db.prepare(`SELECT ${DELIVERY_COLUMNS} FROM deliveries d JOIN outbox o ON o.event_id = d.event_id
         WHERE @status IS NULL OR d.status = @status ORDER BY d.id DESC LIMIT @limit`),
+      expedite: db.prepare(`UPDATE deliveries SET next_attempt_at = @now
+        WHERE subscriber_id = @subscriberId AND status = 'pending' AND next_attempt_at > @now`),
       replay:
         db.prepare(`UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = @now, lease_until = 0,
         delivered_at = NULL WHERE id = @id AND status IN ('dead', 'delivered')`),
@@ -260,6 +277,12 @@ export class SqliteStore implements VerifierStore {
 
   private writeEvent(event: OutboxEvent): void {
     this.statements.insertEvent.run(event.eventId, event.webhookType, JSON.stringify(event.payload), event.createdAt);
+  }
+
+  /** Writes an event of `deviceId`, numbered after the device's previous one. */
+  private writeDeviceEvent(deviceId: string, event: OutboxEvent): void {
+    const row = this.statements.nextEventSeq.get(deviceId) as { event_seq: number } | undefined;
+    this.writeEvent(stampDeviceSeq(event, row?.event_seq ?? 0));
   }
 
   private writeSession(session: SessionRecord): void {
@@ -287,7 +310,7 @@ export class SqliteStore implements VerifierStore {
           createdAt: device.createdAt,
           updatedAt: device.updatedAt,
         });
-        if (changes === 1) this.writeEvent(event);
+        if (changes === 1) this.writeEvent(stampDeviceSeq(event, 1));
         return changes === 1;
       })
       .immediate();
@@ -331,9 +354,12 @@ export class SqliteStore implements VerifierStore {
   ): Promise<boolean> {
     return this.db
       .transaction(() => {
-        const { changes } = this.statements.setStatus.run({ status, now, deviceId, from: JSON.stringify(from) });
-        if (changes === 1) this.writeEvent(event);
-        if (changes === 1 && audit)
+        const changed = this.statements.setStatus.get({ status, now, deviceId, from: JSON.stringify(from) }) as
+          | { event_seq: number }
+          | undefined;
+        if (!changed) return false;
+        this.writeEvent(stampDeviceSeq(event, changed.event_seq));
+        if (audit)
           this.statements.insertAudit.run({
             deviceId,
             at: now,
@@ -341,7 +367,7 @@ export class SqliteStore implements VerifierStore {
             actor: audit.actor,
             reason: audit.reason ?? null,
           });
-        return changes === 1;
+        return true;
       })
       .immediate();
   }
@@ -366,27 +392,30 @@ export class SqliteStore implements VerifierStore {
 
   async consumeNonceAndRecord(
     nonce: string,
-    deviceId: string,
+    device: DeviceState,
     now: number,
-    decide: (outcome: NonceOutcome) => { session: SessionRecord; event: OutboxEvent },
-  ): Promise<{ outcome: NonceOutcome; session: SessionRecord }> {
+    decide: () => { session: SessionRecord; event: OutboxEvent },
+  ): Promise<{ outcome: NonceOutcome | 'device_changed'; session?: SessionRecord }> {
     return this.groupCommit(() => {
-      const { changes } = this.statements.consumeNonce.run(now, nonce, deviceId, now);
-      const outcome =
-        changes === 1
-          ? 'consumed'
-          : whyNotConsumed(this.statements.getNonce.get(nonce) as NonceRow | undefined, deviceId, now);
-      const { session, event } = decide(outcome);
+      const { deviceId, status, generation } = device;
+      const { changes } = this.statements.consumeNonce.run({ now, nonce, deviceId, status, generation });
+      if (changes === 0) {
+        const current = this.statements.deviceState.get(deviceId) as DeviceRow | undefined;
+        return {
+          outcome: whyNotConsumed(this.statements.getNonce.get(nonce) as NonceRow | undefined, device, current, now),
+        };
+      }
+      const { session, event } = decide();
       this.writeSession(session);
-      this.writeEvent(event);
-      return { outcome, session };
+      this.writeDeviceEvent(deviceId, event);
+      return { outcome: 'consumed' as const, session };
     });
   }
 
   async recordSession(session: SessionRecord, event: OutboxEvent): Promise<void> {
     await this.groupCommit(() => {
       this.writeSession(session);
-      this.writeEvent(event);
+      this.writeDeviceEvent(session.deviceId, event);
     });
   }
 
@@ -519,6 +548,10 @@ export class SqliteStore implements VerifierStore {
     return (
       this.statements.listDeliveries.all({ status: filter.status ?? null, limit: filter.limit }) as DeliveryRow[]
     ).map(toDelivery);
+  }
+
+  async expediteDeliveries(subscriberId: string, now: number): Promise<number> {
+    return this.statements.expedite.run({ subscriberId, now }).changes;
   }
 
   async replayDelivery(id: number, now: number): Promise<boolean> {

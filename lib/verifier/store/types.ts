@@ -2,7 +2,15 @@
  * What the verifier needs from a database. Methods are async so a networked store (PostgreSQL)
  * can implement the same interface; the SQLite store answers synchronously underneath.
  */
-import type { DeviceRecord, DeviceStatus, NonceOutcome, NonceRecord, OutboxEvent, SessionRecord } from '../types';
+import type {
+  DeviceRecord,
+  DeviceState,
+  DeviceStatus,
+  NonceOutcome,
+  NonceRecord,
+  OutboxEvent,
+  SessionRecord,
+} from '../types';
 
 export interface SigningKeyRecord {
   kid: string;
@@ -119,6 +127,11 @@ export interface DeliveryOutcome {
   httpStatus?: number;
 }
 
+/**
+ * Every event of a device carries `data.deviceSeq`, one more than the device's previous event
+ * (gaps allowed), written in the transaction that writes the event: receivers order a device's
+ * events by it whatever order deliveries arrive in. Stores set it on the event they are given.
+ */
 export interface VerifierStore {
   /** Inserts the device unless the id exists; false when it did. Writes the event in the same transaction. */
   insertDevice(device: DeviceRecord, event: OutboxEvent): Promise<boolean>;
@@ -142,18 +155,18 @@ export interface VerifierStore {
 
   insertNonce(nonce: NonceRecord): Promise<void>;
   /**
-   * The atomic heart of replay protection: consumes the nonce if it was issued to `deviceId`, is
-   * unused and unexpired, and in the same transaction records the session and its event. When the
-   * nonce cannot be consumed nothing is consumed, and `decide` is told why so that the session it
-   * records is declined with that reason. `decide` may be called twice (a store may try the
-   * consumed case first): what the last call returned is what was written.
+   * The atomic heart of replay protection: consumes the nonce if it was issued to the device, is
+   * unused and unexpired, and the device is still in `device`'s status and generation; in the same
+   * transaction it records the session and event `decide` returns. Otherwise nothing is written
+   * (a replay costs one failed update), and the answer says why: the nonce's outcome, or
+   * `device_changed` when the device was revoked, reinstated or re-keyed since it was read.
    */
   consumeNonceAndRecord(
     nonce: string,
-    deviceId: string,
+    device: DeviceState,
     now: number,
-    decide: (outcome: NonceOutcome) => { session: SessionRecord; event: OutboxEvent },
-  ): Promise<{ outcome: NonceOutcome; session: SessionRecord }>;
+    decide: () => { session: SessionRecord; event: OutboxEvent },
+  ): Promise<{ outcome: NonceOutcome | 'device_changed'; session?: SessionRecord }>;
   /** Records a session that consumed no nonce (bad signature, unknown device). */
   recordSession(session: SessionRecord, event: OutboxEvent): Promise<void>;
 
@@ -189,6 +202,8 @@ export interface VerifierStore {
   /** The earliest next attempt of a delivery no one holds a lease on, if any, `skip`ping those subscribers. */
   nextDeliveryAt(now: number, skip?: string[]): Promise<number | undefined>;
   listDeliveries(filter: { status?: DeliveryStatus; limit: number }): Promise<DeliveryRecord[]>;
+  /** Makes a subscriber's pending deliveries due now (it answers again after failing); how many. */
+  expediteDeliveries(subscriberId: string, now: number): Promise<number>;
   /** Sends a dead (or delivered) delivery again, from its first attempt; false when there is none such. */
   replayDelivery(id: number, now: number): Promise<boolean>;
 
