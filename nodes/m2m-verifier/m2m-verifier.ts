@@ -11,7 +11,8 @@ import { Verifier, type VerifierEvent, createRequestListener, openStore } from '
 import { sendProblem } from '../../lib/verifier/http';
 import type { SubscriberConfig } from '../../lib/verifier/subscribers';
 import { eventFacts } from '../../lib/webhooks/receiver';
-import { answerParserErrors, mount, nodeUrlPath, type ExpressApp, type Handler } from '../shared/express';
+import { MAX_BODY_BYTES } from '../../lib/verifier/http';
+import { captureRawBody, mount, nodeUrlPath, type ExpressApp, type Handler } from '../shared/express';
 import { fleetRegistry } from '../shared/fleet-registry';
 import { dataDir, localVerifierUrl, nodeError, status } from '../shared/node-kit';
 import { localWebhookSecret } from '../shared/webhook-secret';
@@ -34,6 +35,9 @@ interface VerifierCredentials {
   /** The PostgreSQL password, kept out of the store URL (which the flow file holds). */
   storePassword?: string;
 }
+
+/** A client gets this long to send its body: a trickling one is cut off. */
+const BODY_TIMEOUT_MS = 10_000;
 
 function mountPath(configured: string): string {
   const trimmed = `/${(configured || '/m2m').trim().replace(/^\/+|\/+$/g, '')}`;
@@ -107,7 +111,15 @@ export = (RED: NodeAPI) => {
     };
     const unmount = [
       mount(RED.httpNode as unknown as ExpressApp, mountAt, handler),
-      answerParserErrors(RED, nodeUrlPath(RED, mountAt)),
+      // The API reads its own bodies: Node-RED's parser would answer a bad one with an HTML page.
+      captureRawBody(
+        RED,
+        nodeUrlPath(RED, mountAt),
+        { maxBytes: MAX_BODY_BYTES, timeoutMs: BODY_TIMEOUT_MS },
+        {
+          subtree: true,
+        },
+      ),
     ];
     const toFlow = (event: VerifierEvent) => {
       const { id, ...body } = event;
