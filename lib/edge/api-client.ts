@@ -174,6 +174,20 @@ export class IdentityApiClient {
     return this.options.apiKey ? { 'x-api-key': this.options.apiKey } : {};
   }
 
+  /**
+   * The verifier's signed revocation list (lib/revocations), or `unchanged` when it still has
+   * `etag`. Public: it needs no credential.
+   */
+  async revocations(etag?: string): Promise<{ jws: string; etag: string } | 'unchanged'> {
+    const response = await this.call('get', '/v1/revocations', undefined, {
+      accept: 'application/jwt, application/problem+json',
+      ...(etag ? { 'if-none-match': etag } : {}),
+    });
+    if (response.status === 304) return 'unchanged';
+    const jws = answer(s.string({ maxLength: 64 * 1024 * 1024 }), response.data, 'revocation list');
+    return { jws, etag: String(response.headers.etag ?? '') };
+  }
+
   /** Where the verifier publishes its token-signing keys. */
   get jwksUrl(): URL {
     return new URL(`${this.audience}/.well-known/jwks.json`);
@@ -200,7 +214,7 @@ export class IdentityApiClient {
       });
       throw new ApiError(failed.code, failed.message, 0);
     }
-    if (response.status >= 200 && response.status < 300) return response;
+    if ((response.status >= 200 && response.status < 300) || response.status === 304) return response;
     const problem = s.isPlainObject(response.data) ? response.data : undefined;
     const code = typeof problem?.code === 'string' ? problem.code : `http_${response.status}`;
     const detail =
@@ -209,8 +223,11 @@ export class IdentityApiClient {
         ? problem.detail
         : typeof problem?.title === 'string'
           ? problem.title
-          : `HTTP ${response.status}`);
-    throw new ApiError(code, `${method.toUpperCase()} ${url}: ${detail}`, response.status, problem);
+          : response.status === 404
+            ? // Not even a problem document: nothing of ours answers there.
+              'HTTP 404, no identity API at this URL; check the base URL (an m2m-verifier in Node-RED serves under /m2m, e.g. http://host:1880/m2m)'
+            : `HTTP ${response.status}`);
+    throw new ApiError(code, `${method.toUpperCase()} ${this.displayUrl}${url}: ${detail}`, response.status, problem);
   }
 }
 

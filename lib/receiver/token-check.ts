@@ -10,6 +10,7 @@ import * as jose from 'jose';
 import type { Ed25519PublicKey } from '../crypto/ed25519';
 import { isCanonicalCompact } from '../crypto/jws';
 import { checkProof, type ProofFailure, sha256 } from '../proof';
+import { MemoryReplayCache, type ReplayCache } from './replay-cache';
 
 export type TokenFailure =
   | 'token_missing'
@@ -22,8 +23,10 @@ export type TokenFailure =
   | 'token_revoked'
   | 'jwks_unavailable'
   | 'introspection_unavailable'
+  | 'revocations_unavailable'
   | 'proof_missing'
   | 'proof_replayed'
+  | 'replay_cache_full'
   | ProofFailure;
 
 export interface TokenClaims extends jose.JWTPayload {
@@ -51,6 +54,15 @@ export interface TokenCheckOptions {
   audience: string;
   /** Resolves whether the verifier still considers the token active (RFC 7662). */
   introspect?: (token: string) => Promise<boolean>;
+  /**
+   * The verifier's revocation list as this receiver knows it (./revocation-watch): whether a
+   * token of a device and generation is revoked, undefined while the list is not current.
+   */
+  revocations?: { ready: Promise<void>; isRevoked(deviceId: string, generation: number): boolean | undefined };
+  /** What a token gets while the revocation list is not current: refused (the default) or accepted. */
+  whenRevocationsUnknown?: 'refuse' | 'accept';
+  /** Where accepted proof ids are kept (./replay-cache); in memory by default. */
+  replayCache?: ReplayCache;
   requireProof: boolean;
   /** How old a proof may be (s), and how far ahead of this clock. */
   proofMaxAgeSeconds?: number;
@@ -67,7 +79,6 @@ interface VerifiedToken {
 }
 
 const MAX_CACHED_TOKENS = 10_000;
-const MAX_REMEMBERED_PROOFS = 100_000;
 
 /** jose's error codes as our reasons. */
 function tokenFailure(err: unknown): TokenFailure {
@@ -106,7 +117,10 @@ export class TokenChecker {
   private readonly keySet: jose.JWTVerifyGetKey;
   private readonly verified = new Map<string, VerifiedToken>();
   private readonly introspected = new Map<string, { active: boolean; at: number }>();
-  private readonly seenProofs = new Map<string, number>();
+  /** Look-ups under way, so a burst of messages with one new token costs one of each. */
+  private readonly verifying = new Map<string, Promise<VerifiedToken | { reason: TokenFailure }>>();
+  private readonly introspecting = new Map<string, Promise<boolean | undefined>>();
+  private readonly replays: ReplayCache;
   private readonly keys = new Map<string, Ed25519PublicKey>();
   private readonly now: () => number;
 
@@ -120,6 +134,7 @@ export class TokenChecker {
           })
         : options.jwks;
     this.now = options.now ?? Date.now;
+    this.replays = options.replayCache ?? new MemoryReplayCache();
   }
 
   async check(input: CheckInput): Promise<CheckResult> {
@@ -127,6 +142,14 @@ export class TokenChecker {
     const token = await this.verifyToken(input.token);
     if ('reason' in token) return { valid: false, reason: token.reason };
     const deviceId = token.claims.sub;
+    if (this.options.revocations) {
+      await this.options.revocations.ready;
+      const generation = (token.claims.m2m as { generation?: unknown } | undefined)?.generation;
+      const revoked = this.options.revocations.isRevoked(deviceId, typeof generation === 'number' ? generation : 0);
+      if (revoked) return { valid: false, reason: 'token_revoked', deviceId };
+      if (revoked === undefined && this.options.whenRevocationsUnknown !== 'accept')
+        return { valid: false, reason: 'revocations_unavailable', deviceId };
+    }
     if (this.options.introspect) {
       const active = await this.active(input.token);
       if (active === undefined) return { valid: false, reason: 'introspection_unavailable', deviceId };
@@ -151,10 +174,16 @@ export class TokenChecker {
       keys: this.keys,
     });
     if (!checked.ok) return { valid: false, reason: checked.reason, deviceId };
-    if (!this.remember(`${token.claims.cnf.jkt}:${checked.proof.jti}`, now + (maxAge + maxAhead) * 1000)) {
-      return { valid: false, reason: 'proof_replayed', deviceId };
-    }
+    // Remembered until the proof would be refused as too old anyway.
+    const until = (checked.proof.iat + maxAge) * 1000 + 1000;
+    const remembered = this.replays.remember(`${token.claims.cnf.jkt}:${checked.proof.jti}`, until, now);
+    if (remembered === 'replay') return { valid: false, reason: 'proof_replayed', deviceId };
+    if (remembered === 'full') return { valid: false, reason: 'replay_cache_full', deviceId };
     return { valid: true, deviceId, claims: token.claims, proof: checked.proof };
+  }
+
+  close(): void {
+    this.replays.close();
   }
 
   /** The token's claims, from the cache while it lasts, else verified against the JWKS. */
@@ -167,6 +196,10 @@ export class TokenChecker {
       this.verified.delete(token);
       return { reason: 'token_expired' };
     }
+    return coalesced(this.verifying, token, () => this.verifyAgainstKeys(token));
+  }
+
+  private async verifyAgainstKeys(token: string): Promise<VerifiedToken | { reason: TokenFailure }> {
     let payload: jose.JWTPayload;
     try {
       ({ payload } = await jose.jwtVerify(token, this.keySet, {
@@ -194,29 +227,26 @@ export class TokenChecker {
     const now = this.now();
     const cached = this.introspected.get(token);
     if (cached && now - cached.at < (this.options.introspectionCacheMs ?? 10_000)) return cached.active;
-    let active: boolean;
-    try {
-      active = await this.options.introspect!(token);
-    } catch {
-      return undefined;
-    }
-    if (this.introspected.size >= MAX_CACHED_TOKENS) this.introspected.delete(this.introspected.keys().next().value!);
-    this.introspected.set(token, { active, at: now });
-    return active;
+    return coalesced(this.introspecting, token, async () => {
+      let active: boolean;
+      try {
+        active = await this.options.introspect!(token);
+      } catch {
+        return undefined;
+      }
+      if (this.introspected.size >= MAX_CACHED_TOKENS) this.introspected.delete(this.introspected.keys().next().value!);
+      this.introspected.set(token, { active, at: now });
+      return active;
+    });
   }
+}
 
-  /** Remembers a proof id until `until`; false when it was already there (a replay). */
-  private remember(id: string, until: number): boolean {
-    const now = this.now();
-    const seen = this.seenProofs.get(id);
-    if (seen !== undefined && seen > now) return false;
-    this.seenProofs.delete(id);
-    this.seenProofs.set(id, until);
-    // Entries go in time order: drop the expired ones at the front, and the oldest past the bound.
-    for (const [key, expiry] of this.seenProofs) {
-      if (expiry > now && this.seenProofs.size <= MAX_REMEMBERED_PROOFS) break;
-      this.seenProofs.delete(key);
-    }
-    return true;
+/** One `work` per key at a time: callers that come while it runs share its answer. */
+function coalesced<T>(running: Map<string, Promise<T>>, key: string, work: () => Promise<T>): Promise<T> {
+  let pending = running.get(key);
+  if (!pending) {
+    pending = work().finally(() => running.delete(key));
+    running.set(key, pending);
   }
+  return pending;
 }

@@ -38,7 +38,10 @@ interface Route {
 }
 
 /** JSON, or text as it is when `type` is given. */
-type Answer = { status?: number; body: unknown } | { status?: number; body: string; type: string };
+type Answer = ({ body: unknown } | { body: string; type: string }) & {
+  status?: number;
+  headers?: Record<string, string>;
+};
 
 const routes: Route[] = [
   {
@@ -125,6 +128,17 @@ const routes: Route[] = [
     handle: async (verifier, { params }) => ({ status: 202, body: await verifier.replayDelivery(params[0]) }),
   },
   { method: 'GET', path: /^\/\.well-known\/jwks\.json$/, handle: async verifier => ({ body: verifier.jwks() }) },
+  {
+    method: 'GET',
+    path: /^\/v1\/revocations$/,
+    async handle(verifier, { headers }) {
+      const { jws, etag } = await verifier.revocations();
+      const cached = { etag, 'cache-control': 'no-cache' };
+      if (headerValue(headers['if-none-match']) === etag)
+        return { status: 304, body: '', type: 'application/jwt', headers: cached };
+      return { body: jws, type: 'application/jwt', headers: cached };
+    },
+  },
   { method: 'GET', path: /^\/v1\/health$/, handle: async verifier => ({ body: await verifier.health() }) },
   // For load balancers and orchestrators: alive (the event loop answers), and ready (the store
   // answers at this code's schema version).
@@ -173,10 +187,10 @@ function send(
   if (res.headersSent || res.destroyed) return;
   const text = type === 'application/json' || type === 'application/problem+json' ? JSON.stringify(body) : String(body);
   res.writeHead(status, {
+    'cache-control': 'no-store',
     ...headers,
     'content-type': `${type}; charset=utf-8`,
     'content-length': Buffer.byteLength(text),
-    'cache-control': 'no-store',
   });
   res.end(text);
 }
@@ -304,7 +318,7 @@ async function handle(
         ? undefined
         : decodeBody(body, headerValue(req.headers['content-type']), false),
   });
-  send(res, answer.status ?? 200, answer.body, {}, 'type' in answer ? answer.type : undefined);
+  send(res, answer.status ?? 200, answer.body, answer.headers, 'type' in answer ? answer.type : undefined);
 }
 
 export function createRequestListener(

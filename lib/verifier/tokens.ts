@@ -187,6 +187,12 @@ export class TokenService {
     return { token, jti, expiresAt: exp * 1000 };
   }
 
+  /** Any other document the verifier vouches for (the revocation list), signed like its tokens. */
+  signDocument(payload: Record<string, unknown>, typ: string, nowMs: number): string {
+    const signing = signingKeyAt(this.keys, nowMs)!;
+    return signJws({ iss: this.issuer, iat: Math.floor(nowMs / 1000), ...payload }, typ, signing.key, signing.kid);
+  }
+
   /** The verified claims, or undefined for any token that is not one of ours and current. */
   async verify(token: string, nowMs: number): Promise<jose.JWTPayload | undefined> {
     if (!isCanonicalCompact(token)) return undefined;

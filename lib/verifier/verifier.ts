@@ -7,6 +7,7 @@ import { M2MError, SignatureError } from '../errors';
 import { Ed25519PublicKey } from '../crypto/ed25519';
 import { JWS_TYPES, decodeJws, verifyDecoded } from '../crypto/jws';
 import type { Infer } from '../schema';
+import { REVOCATIONS_TYP, revocationEntries } from '../revocations';
 import { normaliseUrl } from '../url';
 import { DeliveryWorker } from './delivery';
 import { orderedNonce, uuidv7 } from './ids';
@@ -24,6 +25,8 @@ import { DEFAULT_WORKFLOW, runWorkflow } from './workflow';
 export { MAX_CLOCK_SKEW_S };
 
 export const NONCE_TTL_MS = 60_000;
+/** The revocation list is rebuilt from the store at most this often (other processes' changes show within it). */
+const REVOCATIONS_MAX_AGE_MS = 1000;
 /** How often one attestation is decided again when its device changed while it was decided. */
 const MAX_DECISION_ATTEMPTS = 4;
 const PUBLIC_KEY_CACHE = 10_000;
@@ -218,6 +221,8 @@ export class Verifier {
   private readonly listeners = new Set<(event: VerifierEvent) => void>();
   private delivery?: DeliveryWorker;
   private readonly metrics: Metrics;
+  private revocationList?: { jws: string; etag: string; at: number };
+  private buildingRevocations?: Promise<{ jws: string; etag: string; at: number }>;
 
   private constructor(options: VerifierOptions, publicUrl: string, tokens: TokenService, metrics: Metrics) {
     this.options = options;
@@ -576,6 +581,7 @@ export class Verifier {
     const written = deviceEvent(event, { ...device, status: to }, now, audit);
     if (!(await this.store.setDeviceStatus(id, to, [...from], written, now, audit)))
       throw new M2MError('wrong_status', `cannot ${action} a device that is ${device.status}`, 409);
+    this.revocationList = undefined;
     this.published(written);
     return { deviceId: id, status: to };
   }
@@ -646,6 +652,32 @@ export class Verifier {
 
   jwks(): { keys: Array<Record<string, string>> } {
     return this.tokens.jwks();
+  }
+
+  /**
+   * The signed revocation list (lib/revocations), rebuilt from the store at most once a
+   * second (sooner after a status change here), and its ETag: receivers poll it every few seconds
+   * and mostly hear 304.
+   */
+  async revocations(): Promise<{ jws: string; etag: string }> {
+    const now = this.now();
+    if (this.revocationList && now - this.revocationList.at < REVOCATIONS_MAX_AGE_MS) return this.revocationList;
+    this.buildingRevocations ??= this.store
+      .listRevocations()
+      .then(records => {
+        const devices = revocationEntries(records);
+        const etag = `"${crypto.createHash('sha256').update(JSON.stringify(devices)).digest('base64url').slice(0, 27)}"`;
+        const jws =
+          this.revocationList?.etag === etag
+            ? this.revocationList.jws
+            : this.tokens.signDocument({ devices }, REVOCATIONS_TYP, now);
+        this.revocationList = { jws, etag, at: now };
+        return this.revocationList;
+      })
+      .finally(() => {
+        this.buildingRevocations = undefined;
+      });
+    return this.buildingRevocations;
   }
 
   /** Liveness and the store's; anyone may ask, so a failure says nothing of where the store is or why. */

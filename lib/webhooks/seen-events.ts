@@ -3,9 +3,7 @@
  * Senders retry for days (ours up to about three, Didit's undocumented), so ids are kept for
  * `retentionMs` in a SQLite file (or in memory), bounded by `maxEntries`, and survive a restart.
  */
-import Database from 'better-sqlite3';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { type SqliteDatabase, type SqliteStatement, openSqlite } from '../sqlite';
 
 export interface SeenEventsOptions {
   /** A file path, or ':memory:' */
@@ -16,10 +14,10 @@ export interface SeenEventsOptions {
 }
 
 export class SeenEvents {
-  private readonly db: Database.Database;
-  private readonly insert: Database.Statement;
-  private readonly expire: Database.Statement;
-  private readonly trim: Database.Statement;
+  private readonly db: SqliteDatabase;
+  private readonly insert: SqliteStatement;
+  private readonly expire: SqliteStatement;
+  private readonly trim: SqliteStatement;
   private readonly retentionMs: number;
   private readonly maxEntries: number;
   private readonly now: () => number;
@@ -29,9 +27,7 @@ export class SeenEvents {
     this.retentionMs = options.retentionMs ?? 7 * 86_400_000;
     this.maxEntries = options.maxEntries ?? 200_000;
     this.now = options.now ?? Date.now;
-    if (options.file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(options.file)), { recursive: true });
-    this.db = new Database(options.file);
-    this.db.pragma('journal_mode = WAL');
+    this.db = openSqlite(options.file);
     this.db.pragma('synchronous = NORMAL');
     this.db.exec(
       'CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, seen_at INTEGER NOT NULL); CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);',
@@ -57,6 +53,6 @@ export class SeenEvents {
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    this.db.close();
   }
 }

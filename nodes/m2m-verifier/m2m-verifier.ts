@@ -116,9 +116,7 @@ export = (RED: NodeAPI) => {
         RED,
         nodeUrlPath(RED, mountAt),
         { maxBytes: MAX_BODY_BYTES, timeoutMs: BODY_TIMEOUT_MS },
-        {
-          subtree: true,
-        },
+        { subtree: true, anyMethod: true },
       ),
     ];
     const toFlow = (event: VerifierEvent) => {

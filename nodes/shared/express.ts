@@ -50,7 +50,8 @@ export function underPath(target: string, fullPath: string, subtree: boolean): b
 }
 
 /**
- * Keeps the raw bytes of POSTs to `fullPath` (and, with `subtree`, below it): for a signature
+ * Keeps the raw bytes of POSTs (or, with `anyMethod`, of any request: Node-RED's parser reads a
+ * GET's body too) to `fullPath` (and, with `subtree`, below it): for a signature
  * check, and so that no body parser of Node-RED's answers a malformed or oversized body with its
  * HTML error page. The editor's JSON parser reads every request under a shared root before
  * httpNode's routes see it, and it sits in the editor's own app, ahead of the RED.httpAdmin nodes
@@ -64,12 +65,12 @@ export function captureRawBody(
   RED: NodeAPI,
   fullPath: string,
   limits: BodyLimits,
-  { subtree = false }: { subtree?: boolean } = {},
+  { subtree = false, anyMethod = false }: { subtree?: boolean; anyMethod?: boolean } = {},
 ): () => void {
   const handler: Handler = (req, res, next) => {
     const request = req as RawBodyRequest;
     const target = requestPath((req as { originalUrl?: string }).originalUrl ?? req.url);
-    if (req.method !== 'POST' || request._body || !underPath(target, fullPath, subtree)) {
+    if ((!anyMethod && req.method !== 'POST') || request._body || !underPath(target, fullPath, subtree)) {
       next();
       return;
     }

@@ -76,6 +76,20 @@ export function dataDir(RED: NodeAPI, ...parts: string[]): string {
 }
 
 /**
+ * Where a node keeps its own state (`<kind>/<node id><suffix>` under the data folder): it
+ * survives redeploys and restarts, and goes with the node (removeStateFiles when it is deleted).
+ */
+export function nodeStateFile(RED: NodeAPI, nodeId: string, kind: string, suffix: string): string {
+  return path.join(dataDir(RED, kind), `${nodeId.replace(/[^\w-]/g, '_')}${suffix}`);
+}
+
+/** Deletes a deleted node's state files, with SQLite's companions; what is not there is fine. */
+export function removeStateFiles(...files: string[]): void {
+  for (const file of files)
+    for (const companion of ['', '-wal', '-shm', '-journal']) fs.rmSync(`${file}${companion}`, { force: true });
+}
+
+/**
  * The URL of an m2m-verifier node mounted at `mount` in this Node-RED, as devices on this machine
  * reach it: what an empty base URL in m2m-identity-api means, and the verifier's default public
  * URL, so the two agree on the attestation audience.

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import Database from 'better-sqlite3';
+import { openSqlite } from '../../lib/sqlite';
 import { packageRoot, prepareUserDir, startNodeRed } from '../../bin/node-red-home';
 import { secretKey, signedHeaders } from '../../lib/webhooks/standard';
 import { nodeRedPath } from '../helpers/node-red';
@@ -71,7 +71,7 @@ describe('the quick start in a real Node-RED', function () {
     const delivered = await until(
       () => {
         if (!fs.existsSync(db)) return [];
-        const reader = new Database(db, { readonly: true, fileMustExist: true });
+        const reader = openSqlite(db, { readonly: true });
         try {
           return reader
             .prepare(`SELECT o.webhook_type AS type, d.status, d.last_status AS http FROM deliveries d

@@ -2,13 +2,13 @@
  * The two store back-ends, for tests that must hold on both: a fresh SQLite file, or a fresh
  * schema in the PostgreSQL at M2M_PG_URL (skipped, saying so, when it is not set).
  */
-import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
 import * as crypto from 'node:crypto';
 import { PG_SCHEMA_VERSION, migratePostgres, parsePostgresUrl } from '../../lib/verifier/store/postgres';
+import { type SqliteDatabase, openSqlite } from '../../lib/sqlite';
 import { SCHEMA_VERSION, migrateSqlite } from '../../lib/verifier/store/sqlite';
 
 export const PG_URL = process.env.M2M_PG_URL;
@@ -40,8 +40,8 @@ const sqlite: Backend = {
   async fresh() {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-store-'));
     const file = path.join(dir, 'verifier.db');
-    const withDb = <T>(use: (db: Database.Database) => T): T => {
-      const db = new Database(file);
+    const withDb = <T>(use: (db: SqliteDatabase) => T): T => {
+      const db = openSqlite(file);
       try {
         return use(db);
       } finally {
@@ -52,10 +52,11 @@ const sqlite: Backend = {
       spec: `sqlite:${file}`,
       sql: async text =>
         withDb(db => {
-          const statement = db.prepare(text);
-          if (statement.reader) return statement.all() as Array<Record<string, unknown>>;
-          statement.run();
-          return [];
+          if (!/^\s*(SELECT|WITH)\b|^\s*PRAGMA\s+\w+\s*$/i.test(text)) {
+            db.exec(text);
+            return [];
+          }
+          return db.prepare(text).all() as Array<Record<string, unknown>>;
         }),
       migrateTo: async version => withDb(db => migrateSqlite(db, version)),
       async drop() {

@@ -297,6 +297,94 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
     assert.deepEqual(out.events.find(m => m.payload.type === 'declined').payload.reasons, ['device_revoked']);
   });
 
+  describe('m2m-token-check across redeploys, bursts and revocations', () => {
+    /** A flow with the check alone, after the timer stamped `count` messages with its token. */
+    async function stampedMessages(count: number): Promise<any[]> {
+      await load({ wires: [['stamped'], ['events']] });
+      const out = collect(['stamped']);
+      await untilToken();
+      for (let i = 0; i < count; i++) helper.getNode('timer').receive({ topic: 'plant/press-7', payload: { i } });
+      await until(() => out.stamped.length === count, 5000, 'the stamped messages');
+      // What a receiver got off the wire: no trace of the sender's msg object.
+      return out.stamped.map(({ topic, payload, userProperties }) => ({ topic, payload, userProperties }));
+    }
+    const checkOnly = (check: Record<string, unknown> = {}) => {
+      const { flow: nodes, credentials } = flow();
+      return {
+        nodes: nodes
+          .filter(n => n.type !== 'm2m-reauth-timer' && n.type !== 'm2m-provision')
+          .map(n => (n.id === 'check' ? { ...n, ...check } : n)),
+        credentials,
+      };
+    };
+
+    it('refuses a message replayed after a redeploy and after a restart of Node-RED', async () => {
+      const [captured] = await stampedMessages(1);
+      await helper.unload();
+      const { nodes, credentials } = checkOnly();
+      await helper.load(m2mNodes, nodes, credentials);
+      let out = collect(['valid', 'invalid']);
+      helper.getNode('check').receive(structuredClone(captured));
+      await until(() => out.valid.length === 1, 5000, 'accepted the first time');
+      await helper.unload();
+      await helper.load(m2mNodes, nodes, credentials);
+      out = collect(['valid', 'invalid']);
+      helper.getNode('check').receive(structuredClone(captured));
+      await until(() => out.invalid.length === 1, 5000, 'the replay after a redeploy');
+      await stopNodeRed();
+      await startNodeRed();
+      await helper.load(m2mNodes, nodes, credentials);
+      out = collect(['valid', 'invalid']);
+      helper.getNode('check').receive(structuredClone(captured));
+      await until(() => out.invalid.length === 1, 5000, 'the replay after a restart');
+      assert.deepEqual(
+        out.invalid.map(m => m.m2m.reason),
+        ['proof_replayed'],
+      );
+      await helper.unload();
+      const replays = path.join(userDir, 'm2m-identity', 'token-check');
+      assert.ok(fs.readdirSync(replays).some(f => f.startsWith('check')));
+    });
+
+    it('keeps the order of a burst that brings a token it has not seen', async () => {
+      const burst = await stampedMessages(30);
+      await helper.unload();
+      const { nodes, credentials } = checkOnly();
+      await helper.load(m2mNodes, nodes, credentials);
+      const out = collect(['valid', 'invalid']);
+      for (const msg of burst) helper.getNode('check').receive(msg);
+      await until(() => out.valid.length + out.invalid.length === 30);
+      assert.deepEqual(
+        out.valid.map(m => m.payload.i),
+        burst.map(m => m.payload.i),
+      );
+    });
+
+    it('refuses a revoked device within seconds, with no admin key in the receiving flow', async () => {
+      const [first, second] = await stampedMessages(2);
+      await helper.unload();
+      const { nodes, credentials } = checkOnly({ revocations: 'list', introspect: false });
+      await helper.load(m2mNodes, nodes, { ...credentials, api: { enrollmentToken: ENROLLMENT_TOKEN } });
+      const out = collect(['valid', 'invalid']);
+      helper.getNode('check').receive(first);
+      await until(() => out.valid.length === 1, 5000, 'accepted before the revocation');
+      const revoked = await fetch(`${verifier.url}/v1/devices/press-7/revoke`, {
+        method: 'POST',
+        headers: { 'x-api-key': ADMIN_KEY },
+      });
+      assert.equal(revoked.status, 200);
+      const at = Date.now();
+      await new Promise(resolve => setTimeout(resolve, 2500));
+      helper.getNode('check').receive(second);
+      await until(() => out.invalid.length === 1, 5000, 'refused after the revocation');
+      assert.deepEqual(
+        out.invalid.map(m => m.m2m.reason),
+        ['token_revoked'],
+      );
+      assert.ok(Date.now() - at < 8000);
+    });
+  });
+
   describe('over MQTT v5 through a real broker', () => {
     before(function () {
       if (!MQTT_URL) {

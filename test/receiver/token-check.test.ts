@@ -5,6 +5,13 @@ import { Ed25519PrivateKey } from '../../lib/crypto/ed25519';
 import { signJws } from '../../lib/crypto/jws';
 import type { DeviceIdentity } from '../../lib/edge/keystore';
 import { createProof } from '../../lib/proof';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as jose from 'jose';
+import { IdentityApiClient } from '../../lib/edge/api-client';
+import { FileReplayCache, MemoryReplayCache } from '../../lib/receiver/replay-cache';
+import { RevocationWatch } from '../../lib/receiver/revocation-watch';
 import { type CheckInput, TokenChecker } from '../../lib/receiver/token-check';
 import { attestation, makeDevice, registration, respelled } from '../fixtures/device';
 import { admin, enrol, startHarness, type Harness } from '../verifier/harness';
@@ -177,6 +184,141 @@ describe('lib/receiver/token-check: tokens and proofs on the receiving side', ()
     } finally {
       garbage.close();
     }
+  });
+
+  describe("the verifier's revocation list, without an admin key", () => {
+    let other: DeviceIdentity;
+    let otherToken: string;
+    let watch: RevocationWatch;
+    const client = () => new IdentityApiClient({ baseUrl: v.url });
+    const stamp = (t: string, payload: unknown, d = other) => ({
+      token: t,
+      payload,
+      target: 'x',
+      proof: createProof(d.privateKey, { token: t, payload, target: 'x', now: clock.now }),
+    });
+    beforeEach(async () => {
+      other = makeDevice();
+      await v.post('/v1/devices', { registration: registration(other, v.clock.now) }, enrol);
+      otherToken = await issue(other);
+    });
+    afterEach(() => watch?.stop());
+
+    function watching(options: Partial<ConstructorParameters<typeof RevocationWatch>[0]> = {}) {
+      const keys = jose.createRemoteJWKSet(new URL(`${v.url}/.well-known/jwks.json`));
+      const api = client();
+      watch = new RevocationWatch({
+        source: { fetch: etag => api.revocations(etag) },
+        keys,
+        issuer: v.url,
+        pollMs: 50,
+        ...options,
+      });
+      return checkerFor({ jwks: keys, revocations: watch });
+    }
+
+    it('refuses a revoked device within a poll, and its old token after a reinstatement', async () => {
+      const checked = watching();
+      assert.equal((await checked.check(stamp(otherToken, 1))).valid, true);
+      await v.post(`/v1/devices/${other.deviceId}/revoke`, {}, admin);
+      await new Promise(resolve => setTimeout(resolve, 300));
+      const revoked = await checked.check(stamp(otherToken, 2));
+      assert.deepEqual([revoked.valid, !revoked.valid && revoked.reason], [false, 'token_revoked']);
+      await v.post(`/v1/devices/${other.deviceId}/reinstate`, {}, admin);
+      const fresh = await issue(other);
+      await new Promise(resolve => setTimeout(resolve, 300));
+      const old = await checked.check(stamp(otherToken, 3));
+      assert.deepEqual([old.valid, !old.valid && old.reason], [false, 'token_revoked'], 'issued before the revocation');
+      assert.equal((await checked.check(stamp(fresh, 4))).valid, true, 'issued after the reinstatement');
+      assert.equal((await checked.check(stamp(token, 5, device))).valid, true, 'other devices are not touched');
+    });
+
+    it('refuses every token while the list cannot be fetched, unless told to accept them', async () => {
+      const unreachable = { fetch: async () => Promise.reject(new Error('ECONNREFUSED')) };
+      const refusing = watching({ source: unreachable });
+      const refused = await refusing.check(stamp(otherToken, 1));
+      assert.deepEqual([refused.valid, !refused.valid && refused.reason], [false, 'revocations_unavailable']);
+      watch.stop();
+      const keys = jose.createRemoteJWKSet(new URL(`${v.url}/.well-known/jwks.json`));
+      watch = new RevocationWatch({ source: unreachable, keys, issuer: v.url });
+      const accepting = checkerFor({ jwks: keys, revocations: watch, whenRevocationsUnknown: 'accept' });
+      assert.equal((await accepting.check(stamp(otherToken, 2))).valid, true);
+    });
+
+    it('refuses a list signed by anyone but the verifier, and one of another issuer', async () => {
+      const forger = Ed25519PrivateKey.generate();
+      const forged = {
+        fetch: async () => ({
+          jws: signJws({ iss: v.url, iat: 1, devices: {} }, 'm2m-revocations+jwt', forger, 'k'),
+          etag: '"x"',
+        }),
+      };
+      assert.equal((await watching({ source: forged }).check(stamp(otherToken, 1))).valid, false);
+      watch.stop();
+      assert.equal((await watching({ issuer: 'https://other.example' }).check(stamp(otherToken, 2))).valid, false);
+    });
+
+    it('answers 304 to a receiver that has the current list', async () => {
+      const api = client();
+      const first = await api.revocations();
+      assert.notEqual(first, 'unchanged');
+      assert.equal(await api.revocations((first as { etag: string }).etag), 'unchanged');
+      api.close();
+    });
+  });
+
+  describe('the replay cache', () => {
+    it('survives a restart: a proof accepted before it is refused after', async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-replays-'));
+      const file = path.join(dir, 'replays.db');
+      const once = message();
+      const first = checkerFor({ replayCache: new FileReplayCache(file) });
+      assert.equal((await first.check(once)).valid, true);
+      first.close();
+      const second = checkerFor({ replayCache: new FileReplayCache(file) });
+      const replayed = await second.check(once);
+      second.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+      assert.deepEqual([replayed.valid, !replayed.valid && replayed.reason], [false, 'proof_replayed']);
+    });
+
+    for (const [name, make] of [
+      ['in memory', () => new MemoryReplayCache(3)],
+      ['in a file', () => new FileReplayCache(path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-rc-')), 'r.db'), 3)],
+    ] as const) {
+      it(`never forgets an entry before its time, and refuses new ones when full (${name})`, () => {
+        const cache = make();
+        const now = 1000;
+        assert.deepEqual(
+          ['a', 'b', 'c', 'd'].map(key => cache.remember(key, now + 10_000, now)),
+          ['fresh', 'fresh', 'fresh', 'full'],
+        );
+        assert.equal(cache.remember('a', now + 10_000, now + 1), 'replay', 'the oldest is still there');
+        assert.equal(cache.remember('d', now + 20_000, now + 10_001), 'fresh', 'room once the others expired');
+        assert.equal(cache.remember('a', now + 20_000, now + 10_002), 'fresh', 'an expired key may come again');
+        cache.close();
+      });
+    }
+  });
+
+  it('looks a new token up once for a burst of messages with it', async () => {
+    let fetches = 0;
+    const jwks = jose.createLocalJWKSet((await v.get('/.well-known/jwks.json')).body);
+    const counting: jose.JWTVerifyGetKey = async (header, input) => {
+      fetches++;
+      await new Promise(resolve => setTimeout(resolve, 20));
+      return jwks(header, input);
+    };
+    let introspections = 0;
+    const introspect = async () => {
+      introspections++;
+      await new Promise(resolve => setTimeout(resolve, 20));
+      return true;
+    };
+    const burst = checkerFor({ jwks: counting, introspect });
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => burst.check(message({ payload: i }))));
+    assert.ok(results.every(r => r.valid));
+    assert.deepEqual([fetches, introspections], [1, 1]);
   });
 
   it('accepts a bearer token without a proof only when proofs are not required', async () => {

@@ -5,7 +5,7 @@
 import * as assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { rawRequest } from '../helpers/raw-http';
-import Database from 'better-sqlite3';
+import { openSqlite } from '../../lib/sqlite';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import {
@@ -25,7 +25,7 @@ import { admin, enrol, startHarness, type Harness } from './harness';
 const get = (target: string) => `GET ${target} HTTP/1.1\r\nHost: verifier\r\nConnection: close\r\n\r\n`;
 
 function sessionsIn(v: Harness): { sessions: number; outbox: number; nonces: number } {
-  const db = new Database(path.join(v.dir, 'verifier.db'), { readonly: true });
+  const db = openSqlite(path.join(v.dir, 'verifier.db'), { readonly: true });
   try {
     const count = (table: string) => (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
     return { sessions: count('sessions'), outbox: count('outbox'), nonces: count('nonces') };
@@ -162,7 +162,7 @@ describe('verifier: security and robustness', () => {
           v.post(`/v1/devices/${device.deviceId}/revoke`, {}, admin),
         ]);
         assert.equal(revoked.status, 200);
-        const db = new Database(path.join(v.dir, 'verifier.db'), { readonly: true });
+        const db = openSqlite(path.join(v.dir, 'verifier.db'), { readonly: true });
         const order = (
           db
             .prepare('SELECT webhook_type, payload FROM outbox WHERE payload LIKE ? ORDER BY seq')

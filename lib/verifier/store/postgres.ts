@@ -49,6 +49,7 @@ import type {
   OutboxStats,
   PurgeBefore,
   PurgeCounts,
+  RevocationRecord,
   SigningKeyRecord,
   SubscriberRecord,
   SubscriberStatus,
@@ -428,6 +429,13 @@ export class PostgresStore implements VerifierStore {
         );
       return true;
     });
+  }
+
+  async listRevocations(): Promise<RevocationRecord[]> {
+    const { rows } = await this.query<DeviceRow>(
+      "SELECT device_id, status, generation FROM devices WHERE generation > 0 OR status = 'revoked'",
+    );
+    return rows.map(row => ({ deviceId: row.device_id, status: row.status, generation: row.generation }));
   }
 
   async insertNonce(nonce: NonceRecord): Promise<void> {

@@ -1,12 +1,10 @@
 /**
- * The embedded store: one SQLite file (WAL), zero set-up. Nonce consumption, the session and its
- * outbox event are written in one IMMEDIATE transaction, so the database (not an in-process
- * lock) decides which of several concurrent attestations wins, also across processes sharing
- * the file.
+ * The embedded store: one SQLite file (WAL), zero set-up, through lib/sqlite (node:sqlite, or
+ * better-sqlite3 on older Nodes). Nonce consumption, the session and its outbox event are
+ * written in one IMMEDIATE transaction, so the database (not an in-process lock) decides which of
+ * several concurrent attestations wins, also across processes sharing the file.
  */
-import Database from 'better-sqlite3';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { type SqliteDatabase, openSqlite } from '../../sqlite';
 import { stampDeviceSeq } from '../events';
 import type {
   DeviceRecord,
@@ -46,6 +44,7 @@ import type {
   DeliveryStatus,
   PurgeBefore,
   PurgeCounts,
+  RevocationRecord,
   SigningKeyRecord,
   SubscriberRecord,
   SubscriberStatus,
@@ -153,36 +152,29 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
  * IMMEDIATE transaction: the first of several processes opening the file migrates, the others
  * wait on the lock and find nothing left to do.
  */
-export function migrateSqlite(db: Database.Database, upTo = SCHEMA_VERSION): void {
+export function migrateSqlite(db: SqliteDatabase, upTo = SCHEMA_VERSION): void {
   db.transaction(() => {
-    const version = db.pragma('user_version', { simple: true }) as number;
+    const version = db.pragma('user_version') as number;
     if (version > SCHEMA_VERSION) throw schemaMismatch(version, SCHEMA_VERSION);
     for (let v = version; v < upTo; v++) db.exec(MIGRATIONS[v]);
     if (version < upTo) db.pragma(`user_version = ${upTo}`);
-  }).immediate();
+  });
 }
 
 export class SqliteStore implements VerifierStore {
-  private readonly db: Database.Database;
+  private readonly db: SqliteDatabase;
   private readonly statements;
   private pending: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (err: unknown) => void }> =
     [];
 
   /** @param file a path, or ':memory:' */
   constructor(file: string) {
-    if (file !== ':memory:') {
-      fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-      // The database holds the verifier's token-signing key: owner-only, like a key file. SQLite
-      // gives its -wal and -shm files the database file's mode.
-      fs.closeSync(fs.openSync(file, 'a', 0o600));
-    }
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
+    // The database holds the verifier's token-signing key: owner-only, like a key file.
+    this.db = openSqlite(file, { mode: 0o600 });
     // FULL: each commit reaches the disk before its answer goes out. Under NORMAL a power loss
     // could take back an approval already answered, nonce and all, and the same attestation could
     // then be approved again. Group commit pays the sync once per event-loop turn, not per write.
     this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 5000');
     migrateSqlite(this.db);
     const db = this.db;
     this.statements = {
@@ -213,6 +205,9 @@ export class SqliteStore implements VerifierStore {
         WHERE nonce = @nonce AND device_id = @deviceId AND consumed_at IS NULL AND expires_at > @now
         AND EXISTS (SELECT 1 FROM devices WHERE device_id = @deviceId AND status = @status AND generation = @generation)`),
       deviceState: db.prepare('SELECT status, generation FROM devices WHERE device_id = ?'),
+      revocations: db.prepare(
+        "SELECT device_id, status, generation FROM devices WHERE generation > 0 OR status = 'revoked'",
+      ),
       getNonce: db.prepare('SELECT device_id, expires_at, consumed_at FROM nonces WHERE nonce = ?'),
       purgeNonces: db.prepare('DELETE FROM nonces WHERE expires_at < ?'),
       purgeSessions: db.prepare('DELETE FROM sessions WHERE created_at < ?'),
@@ -297,23 +292,21 @@ export class SqliteStore implements VerifierStore {
   }
 
   async insertDevice(device: DeviceRecord, event: OutboxEvent): Promise<boolean> {
-    return this.db
-      .transaction(() => {
-        const { changes } = this.statements.insertDevice.run({
-          deviceId: device.deviceId,
-          jwk: JSON.stringify(device.jwk),
-          thumbprint: device.thumbprint,
-          fingerprint: JSON.stringify(device.fingerprint),
-          metadata: JSON.stringify(device.metadata ?? {}),
-          status: device.status,
-          workflow: device.workflow ? JSON.stringify(device.workflow) : null,
-          createdAt: device.createdAt,
-          updatedAt: device.updatedAt,
-        });
-        if (changes === 1) this.writeEvent(stampDeviceSeq(event, 1));
-        return changes === 1;
-      })
-      .immediate();
+    return this.db.transaction(() => {
+      const { changes } = this.statements.insertDevice.run({
+        deviceId: device.deviceId,
+        jwk: JSON.stringify(device.jwk),
+        thumbprint: device.thumbprint,
+        fingerprint: JSON.stringify(device.fingerprint),
+        metadata: JSON.stringify(device.metadata ?? {}),
+        status: device.status,
+        workflow: device.workflow ? JSON.stringify(device.workflow) : null,
+        createdAt: device.createdAt,
+        updatedAt: device.updatedAt,
+      });
+      if (changes === 1) this.writeEvent(stampDeviceSeq(event, 1));
+      return changes === 1;
+    });
   }
 
   async getDevice(deviceId: string): Promise<DeviceRecord | undefined> {
@@ -352,24 +345,30 @@ export class SqliteStore implements VerifierStore {
     now: number,
     audit?: AuditEntry,
   ): Promise<boolean> {
-    return this.db
-      .transaction(() => {
-        const changed = this.statements.setStatus.get({ status, now, deviceId, from: JSON.stringify(from) }) as
-          | { event_seq: number }
-          | undefined;
-        if (!changed) return false;
-        this.writeEvent(stampDeviceSeq(event, changed.event_seq));
-        if (audit)
-          this.statements.insertAudit.run({
-            deviceId,
-            at: now,
-            action: status,
-            actor: audit.actor,
-            reason: audit.reason ?? null,
-          });
-        return true;
-      })
-      .immediate();
+    return this.db.transaction(() => {
+      const changed = this.statements.setStatus.get({ status, now, deviceId, from: JSON.stringify(from) }) as
+        | { event_seq: number }
+        | undefined;
+      if (!changed) return false;
+      this.writeEvent(stampDeviceSeq(event, changed.event_seq));
+      if (audit)
+        this.statements.insertAudit.run({
+          deviceId,
+          at: now,
+          action: status,
+          actor: audit.actor,
+          reason: audit.reason ?? null,
+        });
+      return true;
+    });
+  }
+
+  async listRevocations(): Promise<RevocationRecord[]> {
+    return (this.statements.revocations.all() as Array<DeviceRow>).map(row => ({
+      deviceId: row.device_id,
+      status: row.status,
+      generation: row.generation,
+    }));
   }
 
   async insertNonce(nonce: NonceRecord): Promise<void> {
@@ -377,17 +376,15 @@ export class SqliteStore implements VerifierStore {
   }
 
   async purge(before: PurgeBefore): Promise<PurgeCounts> {
-    return this.db
-      .transaction(() => ({
-        nonces: this.statements.purgeNonces.run(before.noncesExpired).changes,
-        sessions: this.statements.purgeSessions.run(before.sessions).changes,
-        deliveries: this.statements.purgeDeliveries.run({
-          delivered: before.deliveredEvents,
-          dead: before.deadDeliveries,
-        }).changes,
-        events: this.statements.purgeEvents.run({ delivered: before.deliveredEvents }).changes,
-      }))
-      .immediate();
+    return this.db.transaction(() => ({
+      nonces: this.statements.purgeNonces.run(before.noncesExpired).changes,
+      sessions: this.statements.purgeSessions.run(before.sessions).changes,
+      deliveries: this.statements.purgeDeliveries.run({
+        delivered: before.deliveredEvents,
+        dead: before.deadDeliveries,
+      }).changes,
+      events: this.statements.purgeEvents.run({ delivered: before.deliveredEvents }).changes,
+    }));
   }
 
   async consumeNonceAndRecord(
@@ -438,17 +435,15 @@ export class SqliteStore implements VerifierStore {
     this.pending = [];
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
-      this.db
-        .transaction(() => {
-          for (const { work } of group) {
-            try {
-              outcomes.push({ ok: true, value: this.db.transaction(work)() });
-            } catch (error) {
-              outcomes.push({ ok: false, error });
-            }
+      this.db.transaction(() => {
+        for (const { work } of group) {
+          try {
+            outcomes.push({ ok: true, value: this.db.transaction(work) });
+          } catch (error) {
+            outcomes.push({ ok: false, error });
           }
-        })
-        .immediate();
+        }
+      });
     } catch (error) {
       // The commit itself failed (disk full, a lock past busy_timeout): nothing of the group stands.
       for (const { reject } of group) reject(error);
@@ -462,14 +457,12 @@ export class SqliteStore implements VerifierStore {
   }
 
   async rotateSigningKeys(plan: (keys: SigningKeyRecord[]) => KeyRotation): Promise<SigningKeyRecord[]> {
-    return this.db
-      .transaction(() => {
-        const { add, remove = [] } = plan(this.statements.listKeys.all() as SigningKeyRecord[]);
-        if (add) this.statements.insertKey.run(add);
-        for (const kid of remove) this.statements.removeKey.run(kid);
-        return this.statements.listKeys.all() as SigningKeyRecord[];
-      })
-      .immediate();
+    return this.db.transaction(() => {
+      const { add, remove = [] } = plan(this.statements.listKeys.all() as SigningKeyRecord[]);
+      if (add) this.statements.insertKey.run({ ...add });
+      for (const kid of remove) this.statements.removeKey.run(kid);
+      return this.statements.listKeys.all() as SigningKeyRecord[];
+    });
   }
 
   async outboxStats(): Promise<OutboxStats> {
@@ -477,12 +470,10 @@ export class SqliteStore implements VerifierStore {
   }
 
   async syncSubscribers(subscribers: Array<{ id: string; url: string }>, now: number): Promise<void> {
-    this.db
-      .transaction(() => {
-        this.statements.syncSubscribersUnconfigure.run();
-        for (const { id, url } of subscribers) this.statements.syncSubscriber.run({ id, url, now });
-      })
-      .immediate();
+    this.db.transaction(() => {
+      this.statements.syncSubscribersUnconfigure.run();
+      for (const { id, url } of subscribers) this.statements.syncSubscriber.run({ id, url, now });
+    });
   }
 
   async listSubscribers(): Promise<SubscriberRecord[]> {
@@ -499,45 +490,39 @@ export class SqliteStore implements VerifierStore {
   }
 
   async fanOut(limit: number, now: number): Promise<number> {
-    return this.db
-      .transaction(() => {
-        const events = this.statements.unfanned.all(limit) as Array<{ seq: number; event_id: string }>;
-        for (const { seq, event_id } of events) {
-          this.statements.fanOutEvent.run({ eventId: event_id, now });
-          this.statements.markFanned.run(seq);
-        }
-        return events.length;
-      })
-      .immediate();
+    return this.db.transaction(() => {
+      const events = this.statements.unfanned.all(limit) as Array<{ seq: number; event_id: string }>;
+      for (const { seq, event_id } of events) {
+        this.statements.fanOutEvent.run({ eventId: event_id, now });
+        this.statements.markFanned.run(seq);
+      }
+      return events.length;
+    });
   }
 
   async claimDeliveries(now: number, limit: number, leaseMs: number, skip: string[] = []): Promise<ClaimedDelivery[]> {
-    return this.db
-      .transaction(() => {
-        const claim = { now, limit, leaseUntil: now + leaseMs, skip: JSON.stringify(skip) };
-        const ids = (this.statements.claim.all(claim) as Array<{ id: number }>).map(row => row.id);
-        if (!ids.length) return [];
-        return (
-          this.statements.claimed.all(JSON.stringify(ids)) as Array<DeliveryRow & { url: string; payload: string }>
-        ).map(row => ({ ...toDelivery(row), url: row.url, body: row.payload }));
-      })
-      .immediate();
+    return this.db.transaction(() => {
+      const claim = { now, limit, leaseUntil: now + leaseMs, skip: JSON.stringify(skip) };
+      const ids = (this.statements.claim.all(claim) as Array<{ id: number }>).map(row => row.id);
+      if (!ids.length) return [];
+      return (
+        this.statements.claimed.all(JSON.stringify(ids)) as Array<DeliveryRow & { url: string; payload: string }>
+      ).map(row => ({ ...toDelivery(row), url: row.url, body: row.payload }));
+    });
   }
 
   async finishDeliveries(outcomes: Array<{ id: number; outcome: DeliveryOutcome }>, now: number): Promise<void> {
-    this.db
-      .transaction(() => {
-        for (const { id, outcome } of outcomes)
-          this.statements.finish.run({
-            id,
-            status: outcome.status,
-            nextAttemptAt: outcome.nextAttemptAt ?? now,
-            error: outcome.error ?? null,
-            httpStatus: outcome.httpStatus ?? null,
-            deliveredAt: outcome.status === 'delivered' ? now : null,
-          });
-      })
-      .immediate();
+    this.db.transaction(() => {
+      for (const { id, outcome } of outcomes)
+        this.statements.finish.run({
+          id,
+          status: outcome.status,
+          nextAttemptAt: outcome.nextAttemptAt ?? now,
+          error: outcome.error ?? null,
+          httpStatus: outcome.httpStatus ?? null,
+          deliveredAt: outcome.status === 'delivered' ? now : null,
+        });
+    });
   }
 
   async nextDeliveryAt(now: number, skip: string[] = []): Promise<number | undefined> {
@@ -559,12 +544,12 @@ export class SqliteStore implements VerifierStore {
   }
 
   async ping(): Promise<void> {
-    const version = this.db.pragma('user_version', { simple: true }) as number;
+    const version = this.db.pragma('user_version') as number;
     if (version !== SCHEMA_VERSION) throw schemaMismatch(version, SCHEMA_VERSION);
   }
 
   async close(): Promise<void> {
-    if (this.pending.length && this.db.open) this.commitPending();
-    if (this.db.open) this.db.close();
+    if (this.pending.length && this.db.isOpen) this.commitPending();
+    this.db.close();
   }
 }

@@ -53,6 +53,13 @@ export interface PurgeCounts {
   deliveries: number;
 }
 
+/** A device's standing for token checks: tokens of an older generation, or any while revoked, are dead. */
+export interface RevocationRecord {
+  deviceId: string;
+  status: DeviceStatus;
+  generation: number;
+}
+
 /** Who changed a device's status, and why: kept with the device and sent with the event. */
 export interface AuditEntry {
   /** The Node-RED user, or `admin-api` for a call with the admin key. */
@@ -152,6 +159,9 @@ export interface VerifierStore {
     now: number,
     audit?: AuditEntry,
   ): Promise<boolean>;
+
+  /** Devices that are revoked or ever were (generation above 0): what tokens' revocation depends on. */
+  listRevocations(): Promise<RevocationRecord[]>;
 
   insertNonce(nonce: NonceRecord): Promise<void>;
   /**
