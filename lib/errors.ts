@@ -39,7 +39,8 @@ export class KeystoreError extends M2MError {
       | 'keystore_unreadable'
       | 'keystore_wrong_secret'
       | 'keystore_no_secret'
-      | 'keystore_exists',
+      | 'keystore_exists'
+      | 'keystore_missing',
     message: string,
   ) {
     super(code, message, 500);

@@ -209,6 +209,22 @@ export function jsonDepthExceeds(text: string, limit: number): boolean {
   return false;
 }
 
+/**
+ * Whether a value (an object graph, not text) nests deeper than `limit`, found without recursion:
+ * JSON.stringify and Node-RED's message copy recurse, and a few thousand levels overflow them.
+ * A cycle counts as too deep.
+ */
+export function valueDepthExceeds(value: unknown, limit: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length) {
+    const [current, depth] = stack.pop()!;
+    if (typeof current !== 'object' || current === null || ArrayBuffer.isView(current)) continue;
+    if (depth >= limit) return true;
+    for (const child of Object.values(current)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 /** Parse JSON text, turning syntax errors and nesting past `maxDepth` into a ValidationError. */
 export function parseJson(text: string, what = 'body', maxDepth = MAX_JSON_DEPTH): unknown {
   if (jsonDepthExceeds(text, maxDepth))

@@ -74,7 +74,7 @@ const deviceHistory = s.object({
   audit: s.array(
     s.object({
       at: s.string({ maxLength: 64 }),
-      action: s.literal('active', 'pending', 'revoked'),
+      action: s.literal('active', 'pending', 'revoked', 'rekey_allowed', 'rekeyed'),
       actor: s.string({ maxLength: 128 }),
       reason: s.optional(s.string({ maxLength: 500 })),
     }),
@@ -168,6 +168,13 @@ export class IdentityApiClient {
     const path = `/v1/devices/${encodeURIComponent(deviceId)}/${action}`;
     const data = (await this.call('post', path, audit, this.adminHeaders())).data;
     return answer(statusAnswer, data, 'status change');
+  }
+
+  /** Lets the device register a new key for 24 h (admin key), recording who and why. */
+  async allowRekey(deviceId: string, audit: { actor: string; reason?: string }): Promise<{ deviceId: string }> {
+    const path = `/v1/devices/${encodeURIComponent(deviceId)}/rekey`;
+    const data = (await this.call('post', path, audit, this.adminHeaders())).data;
+    return answer(s.object({ deviceId: s.string({ maxLength: 128 }) }), data, 're-key');
   }
 
   private adminHeaders(): Record<string, string> {

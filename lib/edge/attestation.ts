@@ -87,9 +87,12 @@ export async function attestDevice(
 export function evidenceFrom(tinyml: unknown): TinymlEvidence | undefined {
   if (typeof tinyml !== 'object' || tinyml === null) return undefined;
   const { score, model, trusted, reason } = tinyml as Record<string, unknown>;
+  // A behaviour check always names its model: anything else (`{}`, a flow's own object) is not
+  // a check that ran, and must not make the device look unscored.
+  if (typeof model !== 'string' || !model) return undefined;
   return {
     score: typeof score === 'number' && Number.isFinite(score) ? Math.min(1, Math.max(0, score)) : null,
-    model: String(model ?? 'unknown').slice(0, 128),
+    model: model.slice(0, 128),
     ...(typeof trusted === 'boolean' ? { trusted } : {}),
     ...(typeof reason === 'string' ? { reason: reason.slice(0, 64) } : {}),
   };

@@ -188,3 +188,59 @@ export class Keystore {
     }
   }
 }
+
+/** How often a held identity checks that its keystore file is still the one it was read from. */
+const KEYSTORE_CHECK_MS = 2000;
+
+/**
+ * A device identity as a running flow holds it: read once, then, every couple of seconds,
+ * checked against its file. A keystore deleted while running is reported (keystore_missing) and
+ * nothing is signed with the key it held, rather than a new key being made behind the operator's
+ * back (the verifier would refuse it anyway: key_conflict); one replaced by another file (a
+ * restored backup) is read again.
+ */
+export class HeldIdentity {
+  private held?: { identity: DeviceIdentity; file: fs.Stats; checkedAt: number };
+  private lost = false;
+
+  constructor(
+    private readonly keystore: Keystore,
+    private readonly deviceId: string,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The identity, created on first use; `created` tells whether this call made it. */
+  get(): { identity: DeviceIdentity; created: boolean } {
+    const now = this.now();
+    if (this.held && now - this.held.checkedAt < KEYSTORE_CHECK_MS)
+      return { identity: this.held.identity, created: false };
+    if (!this.held && !this.lost) {
+      const loaded = this.keystore.loadOrCreate(this.deviceId);
+      this.held = { identity: loaded.identity, file: this.stat()!, checkedAt: now };
+      return loaded;
+    }
+    const file = this.stat();
+    const unchanged = file && this.held && file.ino === this.held.file.ino && file.mtimeMs === this.held.file.mtimeMs;
+    const identity = unchanged ? this.held!.identity : file && this.keystore.load(this.deviceId);
+    if (!file || !identity) {
+      this.held = undefined;
+      this.lost = true;
+      throw new KeystoreError(
+        'keystore_missing',
+        `the keystore of ${this.deviceId} (${this.keystore.fileFor(this.deviceId)}) disappeared while running: ` +
+          'restore it, or redeploy to make a new key and have an admin allow a re-key',
+      );
+    }
+    this.held = { identity, file, checkedAt: now };
+    this.lost = false;
+    return { identity, created: false };
+  }
+
+  private stat(): fs.Stats | undefined {
+    try {
+      return fs.statSync(this.keystore.fileFor(this.deviceId));
+    } catch {
+      return undefined;
+    }
+  }
+}

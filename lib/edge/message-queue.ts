@@ -20,8 +20,6 @@ interface Entry<T> {
 export class MessageQueue<T> {
   private entries: Array<Entry<T>> = [];
   private bytes = 0;
-  /** Messages pushed out past a bound since start. */
-  overflowed = 0;
   /** Lines of the file that did not parse when it was read back (a torn last write). */
   readonly unreadable: number = 0;
 
@@ -68,7 +66,6 @@ export class MessageQueue<T> {
       this.bytes -= oldest.bytes;
       out.push(oldest.item);
     }
-    this.overflowed += out.length;
     if (out.length) this.rewrite();
     else fs.appendFileSync(this.file, `${line}\n`, { mode: 0o600 });
     return out;

@@ -16,7 +16,19 @@ import { ApiError, type AttestAnswer } from './api-client';
  */
 const DECISIVE_CODES = new Set(['device_unknown', 'device_revoked']);
 
-export type Trigger = 'start' | 'schedule' | 'retry' | 'network' | 'task' | 'risk' | 'request' | 'unauthorized';
+export type Trigger =
+  | 'start'
+  | 'schedule'
+  | 'retry'
+  | 'network'
+  | 'task'
+  | 'risk'
+  | 'request'
+  | 'unauthorized'
+  /** The verifier's revocation list shows the device active again after a revocation. */
+  | 'reinstated'
+  /** The device's key is not the one the token is bound to (a keystore replaced while running). */
+  | 'key_changed';
 
 export interface ReauthOptions {
   /** Re-attest when this share of the token's lifetime has passed. */
@@ -27,6 +39,11 @@ export interface ReauthOptions {
   floorMs: number;
   backoffBaseMs: number;
   backoffCapMs: number;
+  /**
+   * After a decision against the device (declined, revoked) the next attempt waits at least half
+   * this, and its backoff starts here: asking again within seconds only repeats the answer.
+   */
+  declineBackoffBaseMs: number;
   /** The first attestation waits a random moment up to this (ms): a plant restarted at once does not attest at once. */
   startSpreadMs: number;
 }
@@ -37,6 +54,7 @@ export const DEFAULT_REAUTH: ReauthOptions = {
   floorMs: 30_000,
   backoffBaseMs: 1000,
   backoffCapMs: 300_000,
+  declineBackoffBaseMs: 30_000,
   startSpreadMs: 5000,
 };
 
@@ -84,10 +102,19 @@ export function renewalDelay(now: number, expiresAt: number, options: ReauthOpti
   return Math.min(Math.max(planned, options.floorMs), Math.max(0, lifetime - 1000));
 }
 
-/** Full-jitter backoff before attempt `failures` (1 for the first retry). */
-export function backoffDelay(failures: number, options: ReauthOptions, random: () => number): number {
-  const ceiling = Math.min(options.backoffCapMs, options.backoffBaseMs * 2 ** Math.max(0, failures - 1));
-  return Math.max(1, random() * ceiling);
+/**
+ * Full-jitter backoff before attempt `failures` (1 for the first retry); after a decline, from
+ * `declineBackoffBaseMs` and never below half of it.
+ */
+export function backoffDelay(
+  failures: number,
+  options: ReauthOptions,
+  random: () => number,
+  afterDecline = false,
+): number {
+  const base = afterDecline ? options.declineBackoffBaseMs : options.backoffBaseMs;
+  const ceiling = Math.min(options.backoffCapMs, base * 2 ** Math.max(0, failures - 1));
+  return Math.max(afterDecline ? base / 2 : 1, random() * ceiling);
 }
 
 /**
@@ -212,13 +239,22 @@ export class TokenKeeper {
   /** A decision against the device stops stamping at once. */
   private decline(trigger: Trigger, decision: string, reasons: string[]): void {
     this.token = undefined;
-    const retryAt = this.retry();
+    const retryAt = this.retry(true);
     this.onEvent({ type: 'declined', trigger, decision, reasons, retryAt });
   }
 
-  private retry(): number {
+  /**
+   * The token is no good though it has not expired (the revocation list names it, or the device
+   * no longer holds its key): dropped at once, as a decline is.
+   */
+  invalidate(reason: string): void {
+    if (this.stopped || !this.token) return;
+    this.decline('schedule', 'declined', [reason]);
+  }
+
+  private retry(afterDecline = false): number {
     this.failures++;
-    const delay = backoffDelay(this.failures, this.options, () => this.clock.random());
+    const delay = backoffDelay(this.failures, this.options, () => this.clock.random(), afterDecline);
     this.plan(delay, 'retry');
     return this.clock.now() + delay;
   }

@@ -55,7 +55,7 @@ export interface TokenCheckOptions {
   /** Resolves whether the verifier still considers the token active (RFC 7662). */
   introspect?: (token: string) => Promise<boolean>;
   /**
-   * The verifier's revocation list as this receiver knows it (./revocation-watch): whether a
+   * The verifier's revocation list as this receiver knows it (lib/revocation-watch): whether a
    * token of a device and generation is revoked, undefined while the list is not current.
    */
   revocations?: { ready: Promise<void>; isRevoked(deviceId: string, generation: number): boolean | undefined };

@@ -6,7 +6,13 @@
 import { uuidv7 } from './ids';
 import type { DeviceRecord, OutboxEvent, SessionRecord } from './types';
 
-export type DeviceEventType = 'device.registered' | 'device.revoked' | 'device.approved' | 'device.reinstated';
+export type DeviceEventType =
+  | 'device.registered'
+  | 'device.revoked'
+  | 'device.approved'
+  | 'device.reinstated'
+  | 'device.rekey_allowed'
+  | 'device.rekeyed';
 export type EventType = DeviceEventType | 'attestation.decided';
 
 function event(type: EventType, nowMs: number, data: Record<string, unknown>): OutboxEvent {

@@ -99,6 +99,15 @@ const routes: Route[] = [
   },
   {
     method: 'POST',
+    path: /^\/v1\/devices\/([^/]+)\/rekey$/,
+    admin: true,
+    async handle(verifier, call) {
+      const { reason, actor } = schemas.statusChangeBody.parse(call.body() ?? {}, 'body');
+      return { body: await verifier.allowRekey(call.params[0], { actor: actor ?? 'admin-api', reason }) };
+    },
+  },
+  {
+    method: 'POST',
     path: /^\/v1\/tokens\/introspect$/,
     admin: true,
     handle: async (verifier, call) => ({ body: await verifier.introspect(call.json({ form: true })) }),

@@ -25,9 +25,14 @@ export interface DeviceRecord {
    * issued before a revocation stays dead after the device is reinstated.
    */
   generation: number;
+  /** Until when (epoch ms) a registration with another key replaces the key: an admin allowed a re-key. */
+  rekeyUntil?: number;
   createdAt: number;
   updatedAt: number;
 }
+
+/** A device's new key, with what is registered beside it. */
+export type DeviceKey = Pick<DeviceRecord, 'jwk' | 'thumbprint' | 'fingerprint' | 'metadata'>;
 
 export interface NonceRecord {
   nonce: string;

@@ -16,7 +16,14 @@ import { Metrics, type MetricsSnapshot, mergeSnapshots, renderPrometheus } from 
 import { RateLimitedError, RateLimiter, type RateRule } from './rate-limit';
 import * as schemas from './schemas';
 import { DEFAULT_STORE_DEADLINE_MS, StoreUnavailableError, guardedStore } from './store/guarded';
-import type { AuditEntry, DeliveryRecord, DeviceSummary, SubscriberRecord, VerifierStore } from './store/types';
+import type {
+  AuditAction,
+  AuditEntry,
+  DeliveryRecord,
+  DeviceSummary,
+  SubscriberRecord,
+  VerifierStore,
+} from './store/types';
 import { type SubscriberConfig, toSubscriber } from './subscribers';
 import { type KeyRotationOptions, MAX_CLOCK_SKEW_S, TokenService, keyRotationOptions } from './tokens';
 import type { Decision, DeviceRecord, DeviceStatus, OutboxEvent, SessionRecord, WorkflowStep } from './types';
@@ -27,6 +34,8 @@ export { MAX_CLOCK_SKEW_S };
 export const NONCE_TTL_MS = 60_000;
 /** The revocation list is rebuilt from the store at most this often (other processes' changes show within it). */
 const REVOCATIONS_MAX_AGE_MS = 1000;
+/** How long an admin's re-key lets the device's next registration bring another key. */
+export const REKEY_WINDOW_MS = 24 * 3_600_000;
 /** How often one attestation is decided again when its device changed while it was decided. */
 const MAX_DECISION_ATTEMPTS = 4;
 const PUBLIC_KEY_CACHE = 10_000;
@@ -174,7 +183,7 @@ export interface PublicSession {
 
 export interface PublicAudit {
   at: string;
-  action: DeviceStatus;
+  action: AuditAction;
   actor: string;
   reason?: string;
 }
@@ -394,9 +403,53 @@ export class Verifier {
     if (!known) throw new M2MError('internal', 'device vanished during registration', 500);
     if (known.status === 'revoked')
       throw new M2MError('device_revoked', `device ${known.deviceId} is revoked; an admin must reinstate it`, 403);
-    if (known.thumbprint !== device.thumbprint)
-      throw new M2MError('key_conflict', `another key is registered for ${known.deviceId}`, 409);
-    return { created: false, deviceId: known.deviceId, status: known.status };
+    if (known.thumbprint === device.thumbprint)
+      return { created: false, deviceId: known.deviceId, status: known.status };
+    // Another key: the device lost its keystore (a re-imaged gateway). Only an admin's re-key
+    // window lets it in; the device's word alone never does.
+    if ((known.rekeyUntil ?? 0) >= now) {
+      const rekeyed = deviceEvent('device.rekeyed', { ...known, metadata: device.metadata }, now, {
+        actor: 'device',
+        reason: 're-registered in a re-key window an admin opened',
+      });
+      const replaced = await this.store.replaceDeviceKey(
+        known.deviceId,
+        known.thumbprint,
+        device,
+        { inWindow: true },
+        rekeyed,
+        now,
+        { action: 'rekeyed', actor: 'device', reason: `new key ${device.thumbprint}` },
+      );
+      if (replaced) {
+        this.revocationList = undefined;
+        this.published(rekeyed);
+        return { created: true, deviceId: known.deviceId, status: known.status };
+      }
+    }
+    throw new M2MError(
+      'key_conflict',
+      `another key is registered for ${known.deviceId}; if its keystore was lost, an admin can allow a re-key ` +
+        '(fleet sidebar, or POST /v1/devices/{id}/rekey) and the device registers again',
+      409,
+    );
+  }
+
+  /**
+   * Lets a device that lost its key register a new one: its next registration with another key
+   * replaces the key (its tokens die with the old one) within `REKEY_WINDOW_MS`. Audited.
+   */
+  async allowRekey(deviceId: string, audit: AuditEntry): Promise<{ deviceId: string; rekeyUntil: string }> {
+    const id = schemas.deviceIdSchema.parse(deviceId, 'deviceId');
+    const device = await this.store.getDevice(id);
+    if (!device) throw new M2MError('device_unknown', `no device ${id}`, 404);
+    const now = this.now();
+    const until = now + REKEY_WINDOW_MS;
+    const event = deviceEvent('device.rekey_allowed', device, now, audit);
+    if (!(await this.store.allowRekey(id, until, event, now, audit)))
+      throw new M2MError('wrong_status', `cannot allow a re-key of a device that is ${device.status}`, 409);
+    this.published(event);
+    return { deviceId: id, rekeyUntil: new Date(until).toISOString() };
   }
 
   async challenge(body: unknown, remoteAddress = ''): Promise<{ nonce: string; expiresAt: string }> {

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type { NodeAPI, NodeDef } from 'node-red';
 import { M2MError } from '../../lib/errors';
 import { FINGERPRINT_SOURCES, collectComponents, type FingerprintSource } from '../../lib/edge/fingerprint';
-import { Keystore, type DeviceIdentity } from '../../lib/edge/keystore';
+import { HeldIdentity, Keystore } from '../../lib/edge/keystore';
 import { dataDir } from '../shared/node-kit';
 import type { DeviceCredentials, DeviceNode, IdentityApiNode } from '../shared/config-nodes';
 
@@ -74,14 +74,15 @@ export = (RED: NodeAPI) => {
       .split(',')
       .map(source => source.trim())
       .filter((source): source is FingerprintSource => (FINGERPRINT_SOURCES as readonly string[]).includes(source));
-    let identity: { identity: DeviceIdentity; created: boolean } | undefined;
+    let held: HeldIdentity | undefined;
     let components: Record<string, string> | undefined;
 
     this.identity = () => {
-      if (identity) return { identity: identity.identity, created: false };
-      const keystore = new Keystore(dataDir(RED, 'keys'), keystoreSecret(RED, this.credentials.keystoreSecret));
-      identity = keystore.loadOrCreate(this.deviceId);
-      return identity;
+      held ??= new HeldIdentity(
+        new Keystore(dataDir(RED, 'keys'), keystoreSecret(RED, this.credentials.keystoreSecret)),
+        this.deviceId,
+      );
+      return held.get();
     };
     this.components = () => {
       components ??= collectComponents({

@@ -78,7 +78,13 @@ export = (RED: NodeAPI) => {
             );
             retryTimer = setTimeout(() => provisionOnDeploy(attempt + 1), delay);
           } else {
-            this.error(fail(err));
+            // With a message of its own, so Catch nodes hear of it as of any failed input.
+            const msg = {
+              topic: 'm2m/provision',
+              payload: 'deploy',
+              m2m: { deviceId: device.deviceId, error: msgError(RED, 'm2m-provision', err) },
+            };
+            this.error(fail(err), msg);
           }
         },
       );

@@ -6,7 +6,7 @@
  * The logic lives in lib/edge; this file is configuration and wiring.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
+import * as jose from 'jose';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { ApiError } from '../../lib/edge/api-client';
 import { attestDevice, evidenceFrom, provisionDevice } from '../../lib/edge/attestation';
@@ -15,9 +15,19 @@ import { networkSignature } from '../../lib/edge/network';
 import { type CurrentToken, DEFAULT_REAUTH, type KeeperEvent, TokenKeeper, type Trigger } from '../../lib/edge/reauth';
 import { M2MError } from '../../lib/errors';
 import { createProof } from '../../lib/proof';
+import { RevocationWatch } from '../../lib/revocation-watch';
 import type { TinymlEvidence } from '../../lib/verifier/workflow';
 import type { DeviceNode } from '../shared/config-nodes';
-import { dataDir, disable, nodeError, providerProblem, status, m2mOf } from '../shared/node-kit';
+import {
+  disable,
+  m2mOf,
+  nodeError,
+  nodeStateFile,
+  providerProblem,
+  removeStateFiles,
+  status,
+  tooDeep,
+} from '../shared/node-kit';
 
 interface ReauthDef extends NodeDef {
   device: string;
@@ -48,6 +58,19 @@ function number(value: number | string, fallback: number, { min = 0, max = Infin
 
 /** Evidence from a low behaviour score is only worth sending while it is fresh. */
 const EVIDENCE_TTL_MS = 5 * 60_000;
+/** How often a gateway looks at the verifier's revocation list for its own device. */
+const REVOCATION_POLL_MS = 10_000;
+
+/** RFC 7638 thumbprints of the keys seen, computed once per key. */
+const thumbprints = new WeakMap<object, string>();
+function thumbprintOf(key: { publicKey: { thumbprint(): string } }): string {
+  let thumbprint = thumbprints.get(key);
+  if (!thumbprint) {
+    thumbprint = key.publicKey.thumbprint();
+    thumbprints.set(key, thumbprint);
+  }
+  return thumbprint;
+}
 
 export = (RED: NodeAPI) => {
   function ReauthTimer(this: Node, config: ReauthDef) {
@@ -66,9 +89,9 @@ export = (RED: NodeAPI) => {
     }
     const riskScore = number(config.riskScore, 0.6, { max: 1 });
     const hold = config.offline !== 'reject';
-    const folder = dataDir(RED, 'reauth');
-    const tokenFile = path.join(folder, `${this.id}.token.json`);
-    const queue = new MessageQueue<M2MMessage>(path.join(folder, `${this.id}.queue.jsonl`), {
+    const tokenFile = nodeStateFile(RED, this.id, 'reauth', '.token.json');
+    const queueFile = nodeStateFile(RED, this.id, 'reauth', '.queue.jsonl');
+    const queue = new MessageQueue<M2MMessage>(queueFile, {
       maxMessages: number(config.maxMessages, 1000, { min: 1 }),
       maxBytes: number(config.maxBytes, 1_048_576, { min: 1024 }),
     });
@@ -115,7 +138,8 @@ export = (RED: NodeAPI) => {
     const showStatus = () => {
       const current = keeper.current();
       const held = queue.length ? t('status.holding', { count: queue.length }) : '';
-      const lost = rejected + queue.overflowed ? t('status.rejected', { count: rejected + queue.overflowed }) : '';
+      // Overflowed messages are among the rejected (each is reported on output 2 once).
+      const lost = rejected ? t('status.rejected', { count: rejected }) : '';
       const extra = [held, lost].filter(Boolean).join(', ');
       const text = (key: string, values: Record<string, string | number> = {}) =>
         t(key, { ...values, extra: extra ? ` (${extra})` : '' });
@@ -158,6 +182,31 @@ export = (RED: NodeAPI) => {
       return expiresAtCache.text;
     };
 
+    /** The key and generation a token is bound to, read once per token. */
+    let tokenFacts: { token: string; jkt?: string; generation: number } | undefined;
+    const factsOf = (token: CurrentToken) => {
+      if (tokenFacts?.token !== token.token) {
+        const claims = jose.decodeJwt(token.token) as { cnf?: { jkt?: string }; m2m?: { generation?: number } };
+        tokenFacts = { token: token.token, jkt: claims.cnf?.jkt, generation: claims.m2m?.generation ?? 0 };
+      }
+      return tokenFacts;
+    };
+
+    /**
+     * The current token, if it is bound to the key the device holds now: one bound to a key that
+     * is gone (a keystore replaced while running) is dropped, and a new attestation asked for.
+     * Throws keystore_missing when the keystore is gone.
+     */
+    const usableToken = (): CurrentToken | undefined => {
+      const token = keeper.current();
+      if (!token) return undefined;
+      const key = device.identity().identity.privateKey;
+      if (factsOf(token).jkt === thumbprintOf(key)) return token;
+      keeper.invalidate('key_changed');
+      void keeper.trigger('key_changed');
+      return undefined;
+    };
+
     const stamp = (msg: M2MMessage, token: CurrentToken): M2MMessage => {
       const target = msg.url ?? (typeof msg.topic === 'string' ? msg.topic : '');
       const proof =
@@ -190,7 +239,12 @@ export = (RED: NodeAPI) => {
 
     /** Sends what waited, in order, while a token is good and no risk waits for its answer. */
     const release = () => {
-      const token = keeper.current();
+      let token: CurrentToken | undefined;
+      try {
+        token = usableToken();
+      } catch {
+        return; // the keystore is gone: what waits keeps waiting, the status says why
+      }
       if (!token || riskPending || !queue.length) return;
       for (const msg of queue.takeAll()) {
         try {
@@ -260,6 +314,11 @@ export = (RED: NodeAPI) => {
         done();
         return;
       }
+      const deep = tooDeep(RED, 'm2m-reauth-timer', msg);
+      if (deep) {
+        done(deep);
+        return;
+      }
       const tinyml = evidenceFrom(msg.m2m?.tinyml);
       if (tinyml) evidence = { value: tinyml, at: Date.now() };
       const risky = tinyml && (tinyml.score === null || tinyml.score < riskScore || tinyml.trusted === false);
@@ -267,8 +326,8 @@ export = (RED: NodeAPI) => {
         riskPending = true;
         void keeper.trigger('risk');
       }
-      const token = keeper.current();
       try {
+        const token = usableToken();
         // A message that raised the risk, and those after it, wait for the re-attestation it asked for.
         if (token && !riskPending) {
           release();
@@ -283,16 +342,42 @@ export = (RED: NodeAPI) => {
       refreshStatus();
     });
 
+    // The verifier's revocation list, for this device: a revocation drops the token at once (the
+    // receivers refuse it anyway), and a reinstatement asks for a new one at once, not at the
+    // end of a decline's backoff.
+    let watch: RevocationWatch | undefined;
+    try {
+      const client = device.api().client();
+      watch = new RevocationWatch({
+        source: { fetch: etag => client.revocations(etag) },
+        keys: jose.createRemoteJWKSet(client.jwksUrl, { cooldownDuration: 30_000, timeoutDuration: 5000 }),
+        issuer: client.audience,
+        pollMs: REVOCATION_POLL_MS,
+        onChange: () => {
+          const standing = watch?.standing(device.deviceId);
+          if (!standing) return;
+          const token = keeper.current();
+          if (token && (standing.revoked || factsOf(token).generation < standing.generation))
+            keeper.invalidate('device_revoked');
+          else if (!token && !standing.revoked && lastEvent?.type === 'declined') void keeper.trigger('reinstated');
+        },
+      });
+    } catch {
+      // No usable identity API yet: the attestations say why.
+    }
+
     keeper.start();
     showStatus();
     if (queue.unreadable) this.warn(t('log.queue-unreadable', { count: queue.unreadable }));
 
-    this.on('close', (_removed: boolean, done: () => void) => {
+    this.on('close', (removed: boolean, done: () => void) => {
       keeper.stop();
+      watch?.stop();
       if (networkTimer) clearInterval(networkTimer);
       clearInterval(clockTimer);
       clearTimeout(statusTimer);
-      // Queued messages stay in their file for the next start.
+      // Queued messages stay in their file for the next start, unless the node itself is gone.
+      if (removed) removeStateFiles(tokenFile, queueFile);
       done();
     });
   }

@@ -7,6 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { M2MError } from '../../lib/errors';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { type PeerSignatureResult, TrustStore } from '../../lib/edge/peer-signature';
 import type { BehaviourMonitor, Enrolled } from '../../lib/tinyml/behaviour-monitor';
@@ -15,7 +16,7 @@ import { WINDOW } from '../../lib/tinyml/features';
 import { BehaviourGate, type Policy, type TinymlReport } from '../../lib/tinyml/gate';
 import type { BehaviourModel } from '../../lib/tinyml/model';
 import type { ProfileStore } from '../../lib/tinyml/profile-store';
-import { dataDir, nodeError, status, m2mOf } from '../shared/node-kit';
+import { dataDir, m2mOf, nodeError, removeStateFiles, status, tooDeep } from '../shared/node-kit';
 
 interface TinymlVerifyDef extends NodeDef {
   mode: 'verify' | 'enrol';
@@ -148,6 +149,8 @@ export = (RED: NodeAPI) => {
 
     let trustStore = TrustStore.empty();
     const trustFile = config.trustStore?.trim() || path.join(dataDir(RED), 'trust-store.jwks.json');
+    // Kept under its old name (profiles-<id>.json), so enrolments made before survive an update.
+    const profilesFile = path.join(dataDir(RED, 'tinyml'), `profiles-${this.id}.json`);
     try {
       trustStore = TrustStore.load(trustFile);
     } catch (err) {
@@ -178,11 +181,7 @@ export = (RED: NodeAPI) => {
       .then(model => {
         modelId = model.id;
         const { ProfileStore, BehaviourMonitor } = runtime();
-        store = new ProfileStore(
-          path.join(dataDir(RED, 'tinyml'), `profiles-${this.id}.json`),
-          model.id,
-          model.embeddingSize,
-        );
+        store = new ProfileStore(profilesFile, model.id, model.embeddingSize);
         store.onSaveError = err => this.error(t('errors.profiles-save', { message: err.message }));
         if (store.loaded.problem) this.warn(t('errors.profiles', { message: store.loaded.problem }));
         else if (store.loaded.skipped) this.warn(t('errors.profiles-skipped', { count: store.loaded.skipped }));
@@ -217,10 +216,26 @@ export = (RED: NodeAPI) => {
     };
 
     this.on('input', (msg: M2MMessage, send, done) => {
+      const failed = (err: unknown) => done(nodeError(RED, 'm2m-tinyml-verify', err));
+      const deep = tooDeep(RED, 'm2m-tinyml-verify', msg);
+      if (deep) {
+        done(deep);
+        return;
+      }
       loaded
         .then(() => {
           const item: Routed = { msg, send, done };
           const key = RED.util.getMessageProperty(msg, config.keyProperty || 'topic');
+          if (key !== undefined && key !== null && typeof key !== 'string' && typeof key !== 'number') {
+            failed(
+              new M2MError(
+                'invalid_source',
+                `msg.${config.keyProperty || 'topic'} names the source: it must be text or a number, not ${typeof key}`,
+                400,
+              ),
+            );
+            return;
+          }
           const source = key === undefined || key === null ? '' : String(key);
           if (!monitor) {
             gate.reject(source, item, 'model_unavailable');
@@ -255,13 +270,13 @@ export = (RED: NodeAPI) => {
             gate.handle(source, item, verdict);
           };
           const verdict = monitor.observe(source, value, time);
-          if (verdict instanceof Promise) verdict.then(route, done);
+          if (verdict instanceof Promise) verdict.then(route, failed);
           else route(verdict);
         })
-        .catch(done);
+        .catch(failed);
     });
 
-    this.on('close', (done: () => void) => {
+    this.on('close', (removed: boolean, done: () => void) => {
       if (statusTimer) clearTimeout(statusTimer);
       if (replayTimer) clearInterval(replayTimer);
       monitor?.flush();
@@ -273,6 +288,7 @@ export = (RED: NodeAPI) => {
       }
       // Held messages were never verified; they leave on output 2 rather than vanish.
       gate.drain('closed');
+      if (removed) removeStateFiles(profilesFile, profilesFile.replace(/\.json$/, '.replay.json'));
       done();
     });
   }

@@ -11,7 +11,7 @@ import { M2MError } from '../../lib/errors';
 import * as jose from 'jose';
 import { InOrder } from '../../lib/in-order';
 import { FileReplayCache } from '../../lib/receiver/replay-cache';
-import { RevocationWatch } from '../../lib/receiver/revocation-watch';
+import { RevocationWatch } from '../../lib/revocation-watch';
 import { type CheckResult, TokenChecker } from '../../lib/receiver/token-check';
 import { requestPath } from '../../lib/url';
 import type { IdentityApiNode } from '../shared/config-nodes';
@@ -23,6 +23,7 @@ import {
   removeStateFiles,
   status,
   throttledStatus,
+  tooDeep,
 } from '../shared/node-kit';
 
 interface TokenCheckDef extends NodeDef {
@@ -123,6 +124,11 @@ export = (RED: NodeAPI) => {
     this.on('input', (msg: M2MMessage, send, done) => {
       if (!checker) {
         done(nodeError(RED, 'm2m-token-check', failure));
+        return;
+      }
+      const deep = tooDeep(RED, 'm2m-token-check', msg);
+      if (deep) {
+        done(deep);
         return;
       }
       const authorization = stamped(msg, 'authorization');

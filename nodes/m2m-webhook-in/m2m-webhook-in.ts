@@ -5,7 +5,6 @@
  * fully signed), output 2 everything else. Several nodes may share a path: each checks with its
  * own secrets, and the sender hears 2xx when one of them accepted. The logic is in lib/webhooks.
  */
-import * as path from 'node:path';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { M2MError } from '../../lib/errors';
 import { readRawBody } from '../../lib/http-body';
@@ -21,7 +20,7 @@ import {
   mount,
   nodeUrlPath,
 } from '../shared/express';
-import { dataDir, nodeError, status, throttledStatus } from '../shared/node-kit';
+import { nodeError, nodeStateFile, removeStateFiles, status, throttledStatus } from '../shared/node-kit';
 import { localWebhookSecret } from '../shared/webhook-secret';
 
 const MAX_WEBHOOK_BYTES = 1024 * 1024;
@@ -140,6 +139,7 @@ export = (RED: NodeAPI) => {
       return lastRefusal ? status.declined(`${text} (${lastRefusal})`) : status.working(text);
     });
 
+    const dedupeFile = nodeStateFile(RED, this.id, 'webhook-in', '.db');
     let seen: SeenEvents;
     let receiver: WebhookReceiver;
     try {
@@ -147,7 +147,7 @@ export = (RED: NodeAPI) => {
         .flatMap(value => (value ?? '').split(/\s+/))
         .filter(Boolean);
       receiver = new WebhookReceiver({ secrets: configured.length ? configured : [localWebhookSecret(RED)] });
-      seen = new SeenEvents({ file: path.join(dataDir(RED, 'webhook-in'), `${this.id.replace(/[^\w-]/g, '_')}.db`) });
+      seen = new SeenEvents({ file: dedupeFile });
     } catch (err) {
       this.status(status.failed(t('status.failed')));
       this.error(nodeError(RED, 'm2m-webhook-in', err));
@@ -181,9 +181,11 @@ export = (RED: NodeAPI) => {
     });
     this.status(status.idle(t('status.listening', { path: pathname })));
 
-    this.on('close', () => {
+    this.on('close', (removed: boolean, done: () => void) => {
       stopListening();
       seen.close();
+      if (removed) removeStateFiles(dedupeFile);
+      done();
     });
   }
 

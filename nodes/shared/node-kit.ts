@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Node, NodeAPI, NodeStatus } from 'node-red';
 import { M2MError } from '../../lib/errors';
+import { valueDepthExceeds } from '../../lib/schema';
 
 /**
  * The status vocabulary of Node-RED's core nodes, plus one shape of ours: a red *dot* is a
@@ -60,6 +61,28 @@ export function nodeError(RED: NodeAPI, type: string, err: unknown): Error & { c
   const error = Object.assign(new Error(errorText(RED, type, err)), { code: errorCode(err) });
   Reflect.deleteProperty(error, 'stack');
   return error;
+}
+
+/**
+ * How deep a message's payload may nest. Node-RED copies a message recursively (for a Catch node,
+ * for a second wire) and so does JSON: a few thousand levels overflow the stack, and such a
+ * message could not even reach Catch.
+ */
+export const MAX_PAYLOAD_DEPTH = 1000;
+
+/**
+ * For a message whose payload nests past MAX_PAYLOAD_DEPTH: the error for Catch (payload_too_deep),
+ * after the payload is replaced by a note, the one change that lets Node-RED copy the message to
+ * Catch at all. Undefined for every other message, untouched.
+ */
+export function tooDeep(RED: NodeAPI, type: string, msg: { payload?: unknown }): Error | undefined {
+  if (!valueDepthExceeds(msg.payload, MAX_PAYLOAD_DEPTH)) return undefined;
+  msg.payload = `[removed: the payload was nested deeper than ${MAX_PAYLOAD_DEPTH} levels]`;
+  return nodeError(
+    RED,
+    type,
+    new M2MError('payload_too_deep', `the payload is nested deeper than ${MAX_PAYLOAD_DEPTH} levels`, 400),
+  );
 }
 
 /** An error as it travels on a msg (`msg.m2m.error`): code and text, nothing else. */

@@ -1,6 +1,6 @@
 /**
  * The runtime half of the "m2m fleet" editor sidebar: admin routes behind Node-RED's own
- * authentication (`m2m-fleet.read` to list, `m2m-fleet.write` to change, so a read-only editor
+ * authentication (`m2m-fleet.read` to list, `m2m-fleet.write` to change (status, re-key), so a read-only editor
  * user sees the fleet but cannot revoke), over two kinds of source:
  * - the m2m-verifier nodes running here (their lib calls, no HTTP), whose events reach open
  *   editors live over Node-RED's comms;
@@ -14,7 +14,7 @@ import { sendProblem } from '../../lib/verifier/http';
 import type { IdentityApiNode } from '../../nodes/shared/config-nodes';
 import { fleetRegistry } from '../../nodes/shared/fleet-registry';
 
-type Action = 'revoke' | 'approve' | 'reinstate';
+type Action = 'revoke' | 'approve' | 'reinstate' | 'rekey';
 
 interface FleetSource {
   id: string;
@@ -66,7 +66,8 @@ export = (RED: NodeAPI) => {
         kind: 'remote',
         listDevices: query => client().listDevices(query),
         deviceHistory: deviceId => client().deviceHistory(deviceId),
-        setStatus: (deviceId, action, audit) => client().setDeviceStatus(deviceId, action, audit),
+        setStatus: (deviceId, action, audit) =>
+          action === 'rekey' ? client().allowRekey(deviceId, audit) : client().setDeviceStatus(deviceId, action, audit),
       });
     });
     return sources;
@@ -80,7 +81,8 @@ export = (RED: NodeAPI) => {
         kind: 'local',
         listDevices: query => verifier.listDevices(query),
         deviceHistory: deviceId => verifier.deviceHistory(deviceId),
-        setStatus: (deviceId, action, audit) => verifier.setStatus(deviceId, action, audit),
+        setStatus: (deviceId, action, audit) =>
+          action === 'rekey' ? verifier.allowRekey(deviceId, audit) : verifier.setStatus(deviceId, action, audit),
       }),
     );
     return [...local, ...remoteSources()];
@@ -128,7 +130,7 @@ export = (RED: NodeAPI) => {
     answer(async req => sourceOf(req).deviceHistory(req.params.device)),
   );
   admin.post(
-    '/m2m-fleet/sources/:source/devices/:device/:action(revoke|approve|reinstate)',
+    '/m2m-fleet/sources/:source/devices/:device/:action(revoke|approve|reinstate|rekey)',
     write,
     answer(async req => {
       const body = (req.body ?? {}) as { reason?: unknown };

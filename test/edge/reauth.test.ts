@@ -137,8 +137,25 @@ describe('lib/edge/reauth: one current token per device', () => {
       await k.trigger('risk');
       assert.equal(k.current(), undefined);
       assert.equal(events[1].type, 'declined');
-      assert.ok(clock.next! - clock.now() <= 1000, 'retries with backoff');
+      const wait = clock.next! - clock.now();
+      assert.ok(
+        wait >= DEFAULT_REAUTH.declineBackoffBaseMs / 2 && wait <= DEFAULT_REAUTH.declineBackoffBaseMs,
+        `${wait} ms`,
+      );
     }
+  });
+
+  it('asks again after a decision against the device in tens of seconds, not in a burst', async () => {
+    const clock = new FakeClock();
+    clock.randomValue = 0;
+    const declined = (): AttestAnswer => ({ decision: 'declined', reasons: ['device_revoked'], sessionId: 's' });
+    const { k, calls } = keeper(clock, [declined, declined, declined, declined, declined]);
+    k.start();
+    const started = clock.now();
+    for (let i = 0; i < 5; i++) await clock.fire();
+    assert.equal(calls.length, 5);
+    // Four waits of at least half the base each, even with the lowest random draw.
+    assert.ok(clock.now() - started >= 4 * (DEFAULT_REAUTH.declineBackoffBaseMs / 2), `${clock.now() - started} ms`);
   });
 
   it('re-attests at once on a trigger, once for several that arrive during an attempt', async () => {

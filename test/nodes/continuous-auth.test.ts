@@ -12,8 +12,10 @@ import { SqliteStore, startVerifierServer, type RunningVerifier } from '../../li
 import { nodeRedPath } from '../helpers/node-red';
 import { ADMIN_KEY, ENROLLMENT_TOKEN } from '../verifier/harness';
 import {
+  catchNode,
   helper,
   KEYSTORE_SECRET,
+  keystoreFile,
   m2mNodes,
   newUserDir,
   nextMessage,
@@ -33,13 +35,13 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
   let verifier: RunningVerifier;
   let port: number;
 
-  const startVerifier = async () => {
+  const startVerifier = async (tokenTtlSeconds = 3) => {
     verifier = await startVerifierServer({
       port,
       store: new SqliteStore(path.join(dir, 'verifier.db')),
       adminKey: ADMIN_KEY,
       enrollmentToken: ENROLLMENT_TOKEN,
-      tokenTtlSeconds: 3,
+      tokenTtlSeconds,
     });
     port = Number(new URL(verifier.url).port);
   };
@@ -382,6 +384,132 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
         ['token_revoked'],
       );
       assert.ok(Date.now() - at < 8000);
+    });
+  });
+
+  describe('odd messages and a gateway whose ground shifts', () => {
+    const catchAll = {
+      id: 'catch',
+      z: 'tab',
+      x: 100,
+      y: 100,
+      type: 'catch',
+      scope: null,
+      uncaught: false,
+      wires: [['caught']],
+    };
+    async function loadWithCatch(timer: Record<string, unknown> = {}) {
+      const { flow: nodes, credentials } = flow(timer);
+      await helper.load(
+        [catchNode, ...m2mNodes],
+        nodes.filter(n => n.type !== 'm2m-reauth-timer' && n.type !== 'm2m-token-check'),
+        credentials,
+      );
+      const provisioned = nextMessage('provisioned');
+      helper.getNode('provision').receive({ payload: 'go' });
+      await provisioned;
+      await helper.unload();
+      const tinyml = {
+        id: 'tinyml',
+        z: 'tab',
+        type: 'm2m-tinyml-verify',
+        mode: 'verify',
+        wires: [['trusted'], ['suspicious']],
+      };
+      await helper.load(
+        [catchNode, ...m2mNodes],
+        [
+          ...nodes,
+          catchAll,
+          tinyml,
+          ...['caught', 'trusted', 'suspicious'].map(id => ({ id, z: 'tab', type: 'helper' })),
+        ],
+        credentials,
+      );
+    }
+    const deep = () => {
+      const root: Record<string, unknown> = {};
+      let at = root;
+      for (let i = 0; i < 5000; i++) {
+        at.m = {};
+        at = at.m as Record<string, unknown>;
+      }
+      return root;
+    };
+
+    it('sends a message nested 5,000 deep to Catch with payload_too_deep, from every node that reads payloads', async () => {
+      await loadWithCatch();
+      const out = collect(['caught', 'stamped', 'valid', 'invalid', 'trusted', 'suspicious']);
+      for (const id of ['timer', 'check', 'tinyml']) helper.getNode(id).receive({ topic: 't', payload: deep(), id });
+      await until(() => out.caught.length === 3, 5000, 'three errors on Catch');
+      assert.deepEqual(out.caught.map(m => [m.id, m.error.code]).sort(), [
+        ['check', 'payload_too_deep'],
+        ['timer', 'payload_too_deep'],
+        ['tinyml', 'payload_too_deep'],
+      ]);
+    });
+
+    it('sends a message whose topic is an object to Catch with invalid_source (m2m-tinyml-verify)', async () => {
+      await loadWithCatch();
+      const out = collect(['caught']);
+      helper.getNode('tinyml').receive({ topic: Object.create(null), payload: 1 });
+      await until(() => out.caught.length === 1, 5000, 'the error on Catch');
+      assert.equal(out.caught[0].error.code, 'invalid_source');
+    });
+
+    it('stamps a message whose msg.m2m.tinyml is an empty object without asking for a re-attestation', async () => {
+      await load();
+      const out = collect(['stamped', 'events']);
+      await untilToken();
+      helper.getNode('timer').receive({ topic: 't', payload: 1, m2m: { tinyml: {} } });
+      helper.getNode('timer').receive({ topic: 't', payload: 2 });
+      await until(() => out.stamped.length === 2, 2000, 'both stamped');
+      await new Promise(resolve => setTimeout(resolve, 500));
+      assert.deepEqual(
+        out.events.map(m => m.payload.type),
+        [],
+        'no decline, no failure',
+      );
+    });
+
+    it('stops stamping with a key it no longer holds: a keystore deleted while running goes to Catch', async () => {
+      await loadWithCatch();
+      const out = collect(['stamped', 'caught']);
+      await untilToken();
+      helper.getNode('timer').receive({ topic: 't', payload: 'before' });
+      await until(() => out.stamped.length === 1, 2000, 'stamped with the key');
+      fs.rmSync(keystoreFile(userDir));
+      await new Promise(resolve => setTimeout(resolve, 2100)); // the keystore is checked every 2 s
+      helper.getNode('timer').receive({ topic: 't', payload: 'after' });
+      await until(() => out.caught.length >= 1, 5000, 'the error on Catch');
+      assert.equal(out.caught[0].error.code, 'keystore_missing');
+      assert.deepEqual(
+        out.stamped.map(m => m.payload),
+        ['before'],
+      );
+    });
+
+    it('drops its token within seconds of a revocation, and has a new one within seconds of the reinstatement', async function () {
+      this.timeout(90_000);
+      // Tokens that live two minutes: without the revocation list, the gateway would stamp with
+      // the revoked one until its renewal a minute later, and keep it after the reinstatement.
+      await verifier.close();
+      await startVerifier(120);
+      await load();
+      const out = collect(['events']);
+      await untilToken();
+      const admin = (action: string) =>
+        fetch(`${verifier.url}/v1/devices/press-7/${action}`, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY } });
+      assert.equal((await admin('revoke')).status, 200);
+      await until(() => out.events.some(m => m.payload.type === 'declined'), 15_000, 'the revocation seen');
+      const tokenFiles = () =>
+        fs.readdirSync(path.join(userDir, 'm2m-identity', 'reauth')).filter(f => f.endsWith('.token.json'));
+      await until(() => tokenFiles().length === 0, 5000, 'the token dropped');
+      assert.equal((await admin('reinstate')).status, 200);
+      const reinstatedAt = Date.now();
+      // The decline's backoff would wait 15 s to 5 min; the revocation list is looked at every 10 s.
+      await until(() => tokenFiles().length === 1, 20_000, 'a token after the reinstatement');
+      assert.ok(Date.now() - reinstatedAt < 13_000, `${Date.now() - reinstatedAt} ms`);
     });
   });
 

@@ -1,5 +1,6 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Keystore } from '../../lib/edge/keystore';
 import {
   ADMIN_KEY,
@@ -201,6 +202,53 @@ describe('nodes: provision and attest against the m2m-verifier node', () => {
     const { output, msg } = await attest();
     assert.deepEqual([output, msg.m2m.reasons, msg.m2m.error.code], [2, ['keystore_corrupt'], 'keystore_corrupt']);
     assert.equal(typeof msg.m2m.error.message, 'string');
+  });
+
+  it('reports a failed provisioning on deploy to Catch nodes, with its code', async () => {
+    const { flow, credentials } = identityFlow(http.url);
+    (flow.find(node => node.id === 'provision') as Record<string, unknown>).onDeploy = true;
+    credentials.api = { ...credentials.api, enrollmentToken: 'not-the-enrollment-token' };
+    await helper.load([http.capture, catchNode, ...m2mNodes], flow, credentials);
+    // Provisioning on deploy starts half a second after it.
+    const { error, m2m } = await nextMessage('caught', 10_000);
+    assert.deepEqual([error.code, m2m.error.code, m2m.deviceId], ['forbidden', 'forbidden', 'press-7']);
+  });
+
+  it('deletes the state files of nodes that are deleted, and keeps those of nodes redeployed', async () => {
+    const { flow, credentials } = identityFlow(http.url);
+    const extra = [
+      { id: 'hook', z: 'tab', x: 100, y: 100, type: 'm2m-webhook-in', path: '/hooked', wires: [[], []] },
+      {
+        id: 'check',
+        z: 'tab',
+        x: 100,
+        y: 100,
+        type: 'm2m-token-check',
+        api: 'api',
+        proofMaxAge: 300,
+        requireProof: true,
+        wires: [[], []],
+      },
+    ];
+    await helper.load([http.capture, catchNode, ...m2mNodes], [...flow, ...extra], credentials);
+    const files = () =>
+      ['webhook-in', 'token-check'].flatMap(kind => {
+        const dir = path.join(userDir, 'm2m-identity', kind);
+        return fs.existsSync(dir) ? fs.readdirSync(dir).map(file => `${kind}/${file}`) : [];
+      });
+    await new Promise(resolve => setTimeout(resolve, 200));
+    assert.ok(
+      files().some(file => file.startsWith('webhook-in/hook')),
+      files().join(),
+    );
+    assert.ok(
+      files().some(file => file.startsWith('token-check/check')),
+      files().join(),
+    );
+    const mode = fs.statSync(path.join(userDir, 'm2m-identity', 'webhook-in', 'hook.db')).mode & 0o777;
+    assert.equal(mode, 0o600, 'owner-only, like every other file of this package');
+    await helper.setFlows(flow, 'full', credentials);
+    assert.deepEqual(files(), [], 'gone with their nodes');
   });
 
   it('shows a red status, without crashing, when its database cannot be opened', async () => {

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import * as jose from 'jose';
 import { IdentityApiClient } from '../../lib/edge/api-client';
 import { FileReplayCache, MemoryReplayCache } from '../../lib/receiver/replay-cache';
-import { RevocationWatch } from '../../lib/receiver/revocation-watch';
+import { RevocationWatch } from '../../lib/revocation-watch';
 import { type CheckInput, TokenChecker } from '../../lib/receiver/token-check';
 import { attestation, makeDevice, registration, respelled } from '../fixtures/device';
 import { admin, enrol, startHarness, type Harness } from '../verifier/harness';

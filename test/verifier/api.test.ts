@@ -51,6 +51,61 @@ describe('verifier: identity API v1 over HTTP', () => {
       assert.deepEqual([answer.status, answer.body.code], [409, 'key_conflict']);
     });
 
+    it('lets a device that lost its key register a new one only after an admin allows a re-key', async () => {
+      const device = await registered();
+      const { token } = (await attest(device, await nonceFor(device))).body;
+      const reimaged = makeDevice(device.deviceId);
+      const refused = await v.post('/v1/devices', { registration: registration(reimaged, v.clock.now) }, enrol);
+      assert.deepEqual([refused.status, refused.body.code], [409, 'key_conflict'], 'the device alone cannot');
+      const allowed = await v.post(
+        `/v1/devices/${device.deviceId}/rekey`,
+        { reason: 'gateway re-imaged', actor: 'anna' },
+        admin,
+      );
+      assert.equal(allowed.status, 200, JSON.stringify(allowed.body));
+      assert.equal(new Date(allowed.body.rekeyUntil).getTime(), v.clock.now + 24 * 3_600_000);
+      const rekeyed = await v.post('/v1/devices', { registration: registration(reimaged, v.clock.now) }, enrol);
+      assert.deepEqual([rekeyed.status, rekeyed.body.status], [201, 'active']);
+      assert.equal((await attest(reimaged, await nonceFor(reimaged))).body.decision, 'approved', 'the new key attests');
+      assert.deepEqual(
+        (await attest(device, await nonceFor(device))).body.reasons,
+        ['bad_signature'],
+        'the old one no more',
+      );
+      assert.deepEqual((await v.post('/v1/tokens/introspect', { token }, admin)).body, { active: false });
+      const again = await v.post(
+        '/v1/devices',
+        { registration: registration(makeDevice(device.deviceId), v.clock.now) },
+        enrol,
+      );
+      assert.equal(again.status, 409, 'the window closes with the re-key');
+      const history = (await v.get(`/v1/devices/${device.deviceId}/history`, admin)).body.audit;
+      assert.deepEqual(
+        history.map((entry: { action: string; actor: string }) => [entry.action, entry.actor]),
+        [
+          ['rekeyed', 'device'],
+          ['rekey_allowed', 'anna'],
+        ],
+      );
+    });
+
+    it('lets no re-key window open for a revoked device, and none outlive its day', async () => {
+      const device = await registered();
+      await v.post(`/v1/devices/${device.deviceId}/revoke`, {}, admin);
+      assert.equal((await v.post(`/v1/devices/${device.deviceId}/rekey`, {}, admin)).status, 409);
+      const other = await registered();
+      assert.equal((await v.post(`/v1/devices/${other.deviceId}/rekey`, {}, admin)).status, 200);
+      v.clock.now += 24 * 3_600_000 + 1000;
+      const late = await v.post(
+        '/v1/devices',
+        { registration: registration(makeDevice(other.deviceId), v.clock.now) },
+        enrol,
+      );
+      assert.equal(late.status, 409);
+      assert.equal((await v.post('/v1/devices/nobody/rekey', {}, admin)).status, 404);
+      assert.equal((await v.post(`/v1/devices/${other.deviceId}/rekey`, {})).status, 401);
+    });
+
     it('answers 401 without an enrollment token and 403 with a wrong one', async () => {
       const device = makeDevice();
       const missing = await v.post('/v1/devices', { registration: registration(device, v.clock.now) });

@@ -153,6 +153,31 @@ forEachBackend('verifier store', backend => {
     );
   });
 
+  it('replaces a key only within an open re-key window, once, and never for a revoked device', async () => {
+    const record = device();
+    await store.insertDevice(record, deviceEvent('device.registered', record, T0));
+    const fresh = device(record.deviceId);
+    const event = () => deviceEvent('device.rekeyed', record, T0);
+    const audit = { action: 'rekeyed' as const, actor: 'device' };
+    const replace = (old = record.thumbprint, now = T0 + 10) =>
+      store.replaceDeviceKey(record.deviceId, old, fresh, { inWindow: true }, event(), now, audit);
+    assert.equal(await replace(), false, 'no window');
+    assert.equal(await store.allowRekey(record.deviceId, T0 + 100, event(), T0, { actor: 'anna' }), true);
+    assert.equal(await replace(record.thumbprint, T0 + 101), false, 'the window has closed');
+    assert.equal(await store.allowRekey(record.deviceId, T0 + 100, event(), T0, { actor: 'anna' }), true);
+    assert.equal(await replace('someone-else'), false, 'the old key must be the one read');
+    assert.equal(await replace(), true);
+    assert.equal(await replace(), false, 'once');
+    const after = (await store.getDevice(record.deviceId))!;
+    assert.deepEqual([after.thumbprint, after.generation, after.rekeyUntil], [fresh.thumbprint, 1, undefined]);
+    await store.setDeviceStatus(record.deviceId, 'revoked', ['active'], event(), T0);
+    assert.equal(await store.allowRekey(record.deviceId, T0 + 100, event(), T0, { actor: 'anna' }), false);
+    assert.deepEqual(
+      (await store.deviceHistory(record.deviceId, 10)).audit.map(entry => entry.action),
+      ['rekeyed', 'rekey_allowed', 'rekey_allowed'],
+    );
+  });
+
   it('lets exactly one of 50 concurrent attempts consume a nonce', async () => {
     const record = device();
     await store.insertDevice(record, deviceEvent('device.registered', record, T0));

@@ -12,6 +12,7 @@ import type * as pg from 'pg';
 import { M2MError } from '../../errors';
 import { stampDeviceSeq } from '../events';
 import type {
+  DeviceKey,
   DeviceRecord,
   DeviceState,
   DeviceStatus,
@@ -37,6 +38,7 @@ import {
 } from './rows';
 import { schemaMismatch } from './schema-version';
 import type {
+  AuditAction,
   AuditEntry,
   AuditRecord,
   ClaimedDelivery,
@@ -139,7 +141,8 @@ UPDATE signing_keys SET signs_from = created_at;`,
 );
 CREATE INDEX device_audit_device ON device_audit (device_id, at);
 CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
-  `ALTER TABLE devices ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;`,
+  `ALTER TABLE devices ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN rekey_until BIGINT;`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -254,6 +257,7 @@ interface KeyRow {
 }
 
 const INSERT_EVENT = 'INSERT INTO outbox (event_id, webhook_type, payload, created_at) VALUES ($1, $2, $3, $4)';
+const INSERT_AUDIT = 'INSERT INTO device_audit (device_id, at, action, actor, reason) VALUES ($1, $2, $3, $4, $5)';
 const INSERT_SESSION =
   'INSERT INTO sessions (session_id, device_id, decision, reasons, score, created_at) VALUES ($1, $2, $3, $4, $5, $6)';
 
@@ -422,11 +426,60 @@ export class PostgresStore implements VerifierStore {
       );
       if (!rows.length) return false;
       await client.query(INSERT_EVENT, eventValues(stampDeviceSeq(event, rows[0].event_seq)));
-      if (audit)
-        await client.query(
-          'INSERT INTO device_audit (device_id, at, action, actor, reason) VALUES ($1, $2, $3, $4, $5)',
-          [deviceId, now, status, audit.actor, audit.reason ?? null],
-        );
+      if (audit) await client.query(INSERT_AUDIT, [deviceId, now, status, audit.actor, audit.reason ?? null]);
+      return true;
+    });
+  }
+
+  async allowRekey(
+    deviceId: string,
+    until: number,
+    event: OutboxEvent,
+    now: number,
+    audit: AuditEntry,
+  ): Promise<boolean> {
+    return this.transaction(async client => {
+      const { rows } = await client.query<{ event_seq: number }>(
+        `UPDATE devices SET rekey_until = $1, updated_at = $2, event_seq = event_seq + 1
+        WHERE device_id = $3 AND status != 'revoked' RETURNING event_seq`,
+        [until, now, deviceId],
+      );
+      if (!rows.length) return false;
+      await client.query(INSERT_EVENT, eventValues(stampDeviceSeq(event, rows[0].event_seq)));
+      await client.query(INSERT_AUDIT, [deviceId, now, 'rekey_allowed', audit.actor, audit.reason ?? null]);
+      return true;
+    });
+  }
+
+  async replaceDeviceKey(
+    deviceId: string,
+    oldThumbprint: string,
+    key: DeviceKey,
+    options: { inWindow: boolean },
+    event: OutboxEvent,
+    now: number,
+    audit: AuditEntry & { action: AuditAction },
+  ): Promise<boolean> {
+    return this.transaction(async client => {
+      const { rows } = await client.query<{ event_seq: number }>(
+        `UPDATE devices SET jwk = $1, thumbprint = $2, fingerprint = $3, metadata = $4, generation = generation + 1,
+          rekey_until = NULL, updated_at = $5, event_seq = event_seq + 1
+        WHERE device_id = $6 AND thumbprint = $7 AND status != 'revoked' AND (NOT $8 OR rekey_until >= $5)
+        RETURNING event_seq`,
+        [
+          JSON.stringify(key.jwk),
+          key.thumbprint,
+          JSON.stringify(key.fingerprint),
+          JSON.stringify(key.metadata ?? {}),
+          now,
+          deviceId,
+          oldThumbprint,
+          options.inWindow,
+        ],
+      );
+      if (!rows.length) return false;
+      await client.query(INSERT_EVENT, eventValues(stampDeviceSeq(event, rows[0].event_seq)));
+      await client.query(INSERT_AUDIT, [deviceId, now, audit.action, audit.actor, audit.reason ?? null]);
       return true;
     });
   }

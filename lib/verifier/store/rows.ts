@@ -13,6 +13,7 @@ export interface DeviceRow {
   created_at: number;
   updated_at: number;
   generation: number;
+  rekey_until: number | null;
 }
 
 export interface SubscriberRow {
@@ -83,6 +84,7 @@ export function toDevice(row: DeviceRow): DeviceRecord {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     generation: row.generation,
+    ...(row.rekey_until ? { rekeyUntil: row.rekey_until } : {}),
   };
 }
 
@@ -92,7 +94,6 @@ export interface NonceRow {
   consumed_at: number | null;
 }
 
-/** Why a nonce could not be consumed, from its row (absent: never issued, or purged). */
 /**
  * Why a consuming update changed nothing: the device moved on since the decision read it, or the
  * nonce is not this device's, used, expired or unknown.

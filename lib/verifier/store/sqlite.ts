@@ -7,6 +7,7 @@
 import { type SqliteDatabase, openSqlite } from '../../sqlite';
 import { stampDeviceSeq } from '../events';
 import type {
+  DeviceKey,
   DeviceRecord,
   DeviceState,
   DeviceStatus,
@@ -32,6 +33,7 @@ import {
 } from './rows';
 import { schemaMismatch } from './schema-version';
 import type {
+  AuditAction,
   AuditEntry,
   AuditRecord,
   ClaimedDelivery,
@@ -142,7 +144,8 @@ UPDATE signing_keys SET signs_from = created_at;`,
 );
 CREATE INDEX device_audit_device ON device_audit (device_id, at);
 CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
-  `ALTER TABLE devices ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;`,
+  `ALTER TABLE devices ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN rekey_until INTEGER;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -205,6 +208,14 @@ export class SqliteStore implements VerifierStore {
         WHERE nonce = @nonce AND device_id = @deviceId AND consumed_at IS NULL AND expires_at > @now
         AND EXISTS (SELECT 1 FROM devices WHERE device_id = @deviceId AND status = @status AND generation = @generation)`),
       deviceState: db.prepare('SELECT status, generation FROM devices WHERE device_id = ?'),
+      allowRekey: db.prepare(`UPDATE devices SET rekey_until = @until, updated_at = @now, event_seq = event_seq + 1
+        WHERE device_id = @deviceId AND status != 'revoked' RETURNING event_seq`),
+      replaceKey: db.prepare(`UPDATE devices SET jwk = @jwk, thumbprint = @thumbprint, fingerprint = @fingerprint,
+          metadata = @metadata, generation = generation + 1, rekey_until = NULL, updated_at = @now,
+          event_seq = event_seq + 1
+        WHERE device_id = @deviceId AND thumbprint = @oldThumbprint AND status != 'revoked'
+          AND (@inWindow = 0 OR rekey_until >= @now)
+        RETURNING event_seq`),
       revocations: db.prepare(
         "SELECT device_id, status, generation FROM devices WHERE generation > 0 OR status = 'revoked'",
       ),
@@ -351,16 +362,56 @@ export class SqliteStore implements VerifierStore {
         | undefined;
       if (!changed) return false;
       this.writeEvent(stampDeviceSeq(event, changed.event_seq));
-      if (audit)
-        this.statements.insertAudit.run({
-          deviceId,
-          at: now,
-          action: status,
-          actor: audit.actor,
-          reason: audit.reason ?? null,
-        });
+      if (audit) this.writeAudit(deviceId, now, status, audit);
       return true;
     });
+  }
+
+  async allowRekey(
+    deviceId: string,
+    until: number,
+    event: OutboxEvent,
+    now: number,
+    audit: AuditEntry,
+  ): Promise<boolean> {
+    return this.db.transaction(() => {
+      const changed = this.statements.allowRekey.get({ deviceId, until, now }) as { event_seq: number } | undefined;
+      if (!changed) return false;
+      this.writeEvent(stampDeviceSeq(event, changed.event_seq));
+      this.writeAudit(deviceId, now, 'rekey_allowed', audit);
+      return true;
+    });
+  }
+
+  async replaceDeviceKey(
+    deviceId: string,
+    oldThumbprint: string,
+    key: DeviceKey,
+    options: { inWindow: boolean },
+    event: OutboxEvent,
+    now: number,
+    audit: AuditEntry & { action: AuditAction },
+  ): Promise<boolean> {
+    return this.db.transaction(() => {
+      const changed = this.statements.replaceKey.get({
+        deviceId,
+        oldThumbprint,
+        jwk: JSON.stringify(key.jwk),
+        thumbprint: key.thumbprint,
+        fingerprint: JSON.stringify(key.fingerprint),
+        metadata: JSON.stringify(key.metadata ?? {}),
+        inWindow: options.inWindow ? 1 : 0,
+        now,
+      }) as { event_seq: number } | undefined;
+      if (!changed) return false;
+      this.writeEvent(stampDeviceSeq(event, changed.event_seq));
+      this.writeAudit(deviceId, now, audit.action, audit);
+      return true;
+    });
+  }
+
+  private writeAudit(deviceId: string, at: number, action: AuditAction, audit: AuditEntry): void {
+    this.statements.insertAudit.run({ deviceId, at, action, actor: audit.actor, reason: audit.reason ?? null });
   }
 
   async listRevocations(): Promise<RevocationRecord[]> {

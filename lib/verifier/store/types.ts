@@ -3,6 +3,7 @@
  * can implement the same interface; the SQLite store answers synchronously underneath.
  */
 import type {
+  DeviceKey,
   DeviceRecord,
   DeviceState,
   DeviceStatus,
@@ -67,9 +68,12 @@ export interface AuditEntry {
   reason?: string;
 }
 
+/** What the audit trail records: a status a device was set to, or a change of its key. */
+export type AuditAction = DeviceStatus | 'rekey_allowed' | 'rekeyed';
+
 export interface AuditRecord extends AuditEntry {
   deviceId: string;
-  action: DeviceStatus;
+  action: AuditAction;
   at: number;
 }
 
@@ -160,6 +164,25 @@ export interface VerifierStore {
     audit?: AuditEntry,
   ): Promise<boolean>;
 
+  /**
+   * Opens a re-key window until `until` for a device that is not revoked: its next registration
+   * with another key replaces the key. False when there is no such device, or it is revoked.
+   */
+  allowRekey(deviceId: string, until: number, event: OutboxEvent, now: number, audit: AuditEntry): Promise<boolean>;
+  /**
+   * Replaces the key of a device that still has `oldThumbprint`, is not revoked and (with
+   * `inWindow`) has an open re-key window, and closes the window; bumps the generation, so every
+   * token of the old key is dead. False when any of that does not hold.
+   */
+  replaceDeviceKey(
+    deviceId: string,
+    oldThumbprint: string,
+    key: DeviceKey,
+    options: { inWindow: boolean },
+    event: OutboxEvent,
+    now: number,
+    audit: AuditEntry & { action: AuditAction },
+  ): Promise<boolean>;
   /** Devices that are revoked or ever were (generation above 0): what tokens' revocation depends on. */
   listRevocations(): Promise<RevocationRecord[]>;
 

@@ -1,12 +1,13 @@
 /**
- * Keeps a receiver's copy of the verifier's revocation list (lib/revocations) current: polled
- * every couple of seconds with its ETag (the verifier mostly answers 304), checked against the
- * verifier's JWKS, so a revocation reaches every token check within seconds without an admin key
- * in the receiving flow. When the list cannot be fetched for `maxStaleMs`, it says it does not
- * know, and the caller decides (refuse, by default).
+ * Keeps a copy of the verifier's revocation list (lib/revocations) current, for a receiver (so a
+ * revocation reaches every token check within seconds without an admin key in the receiving
+ * flow) and for a gateway (so it stops stamping when revoked and asks again at once when
+ * reinstated): polled with its ETag (the verifier mostly answers 304) and checked against the
+ * verifier's JWKS. When the list cannot be fetched for `maxStaleMs`, it says it does not know,
+ * and the caller decides (refuse, by default).
  */
 import * as jose from 'jose';
-import { REVOCATIONS_TYP, type RevocationEntries, revocationListSchema, revokedBy } from '../revocations';
+import { REVOCATIONS_TYP, type RevocationEntries, deviceHash, revocationListSchema, revokedBy } from './revocations';
 
 export interface RevocationSource {
   /** The list as a JWS with its ETag, or `unchanged` for the ETag given. */
@@ -24,6 +25,8 @@ export interface RevocationWatchOptions {
   now?: () => number;
   /** Each fetch's outcome, for a status. */
   onUpdate?: (state: { current: boolean; error?: unknown }) => void;
+  /** The list's content changed. */
+  onChange?: () => void;
 }
 
 export const DEFAULT_REVOCATION_POLL_MS = 2000;
@@ -50,6 +53,12 @@ export class RevocationWatch {
     return revokedBy(this.entries, deviceId, generation);
   }
 
+  /** What the list says of a device: its generation and whether it is revoked now; undefined when it was never revoked. */
+  standing(deviceId: string): { generation: number; revoked: boolean } | undefined {
+    const entry = this.entries[deviceHash(deviceId)];
+    return entry && { generation: entry[0], revoked: entry[1] === 1 };
+  }
+
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
@@ -72,6 +81,7 @@ export class RevocationWatch {
       }
       this.fetchedAt = this.now();
       this.options.onUpdate?.({ current: true });
+      if (answer !== 'unchanged') this.options.onChange?.();
     } catch (error) {
       this.options.onUpdate?.({ current: false, error });
     }
