@@ -14,9 +14,16 @@ const chromium = process.env.M2M_CHROMIUM || '/usr/bin/chromium';
 const compatDir = path.join(root, 'node_modules', '.cache', 'm2m-node-red-3.1');
 
 const totals = { passed: 0, failed: 0, skipped: 0 };
+// Suites that cannot run here append why (test/helpers/services.ts skipWith); listed at the end.
+const skipsFile = path.join(os.tmpdir(), `m2m-test-skips-${process.pid}-${Date.now()}.txt`);
+const skipped = new Set();
 
 function run(command, args, env = {}) {
-  return spawnSync(command, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } }).status;
+  return spawnSync(command, args, {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, M2M_TEST_SKIPS: skipsFile, ...env },
+  }).status;
 }
 
 function suite(name, specs, env = {}) {
@@ -42,6 +49,7 @@ function suite(name, specs, env = {}) {
 function skip(name, why) {
   console.log(`\n=== ${name}\nskipped: ${why}`);
   totals.skipped += 1;
+  skipped.add(`${name}: ${why}`);
 }
 
 if (run('npm', ['run', '--silent', 'build']) !== 0) {
@@ -108,5 +116,12 @@ if (fs.existsSync(chromium)) {
   skip('editor in headless Chromium', `${chromium} not found (apt-get install chromium, or set M2M_CHROMIUM)`);
 }
 
+try {
+  for (const reason of fs.readFileSync(skipsFile, 'utf8').split('\n').filter(Boolean)) skipped.add(reason);
+  fs.rmSync(skipsFile);
+} catch {
+  // nothing was skipped
+}
+if (skipped.size) console.log(`\nskipped, and why:\n${[...skipped].map(reason => `  ${reason}`).join('\n')}`);
 console.log(`\n${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
 process.exit(totals.failed > 0 ? 1 : 0);

@@ -7,6 +7,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { attestation, makeDevice, registration } from '../fixtures/device';
 import { freePort } from '../helpers/ports';
+import { skipWith } from '../helpers/services';
 import { POSTGRES, type StoreSpec, describeBackend } from '../helpers/stores';
 
 const SCRIPT = path.join(__dirname, '..', '..', '..', 'docs', 'deploy', 'three-verifiers.sh');
@@ -28,10 +29,8 @@ describeBackend(POSTGRES, 'docs/deploy.md: three verifiers behind HAProxy', () =
   let output = '';
 
   before(function () {
-    if (haproxyMissing()) {
-      console.log('      (skipped: haproxy is not installed; .ci/run installs it with apt-get)');
-      this.skip();
-    }
+    if (haproxyMissing())
+      skipWith(this, 'deploy.md example: haproxy is not installed (.ci/run installs it with apt-get)');
   });
 
   afterEach(async () => {

@@ -1,6 +1,7 @@
 /**
  * The two store back-ends, for tests that must hold on both: a fresh SQLite file, or a fresh
- * schema in the PostgreSQL at M2M_PG_URL (skipped, saying so, when it is not set).
+ * schema in the local PostgreSQL (M2M_PG_URL, else 127.0.0.1:5432 when it answers; skipped,
+ * saying why, when there is none).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -10,8 +11,10 @@ import * as crypto from 'node:crypto';
 import { PG_SCHEMA_VERSION, migratePostgres, parsePostgresUrl } from '../../lib/verifier/store/postgres';
 import { type SqliteDatabase, openSqlite } from '../../lib/sqlite';
 import { SCHEMA_VERSION, migrateSqlite } from '../../lib/verifier/store/sqlite';
+import { POSTGRES_SERVICE, skipWith } from './services';
 
-export const PG_URL = process.env.M2M_PG_URL;
+const pgService = POSTGRES_SERVICE();
+export const PG_URL = pgService.url;
 
 export interface Backend {
   name: 'SQLite' | 'PostgreSQL';
@@ -75,7 +78,7 @@ export function pgSpec(schema: string, base = PG_URL!): string {
 
 const postgres: Backend = {
   name: 'PostgreSQL',
-  skipReason: PG_URL ? undefined : 'set M2M_PG_URL, e.g. postgres://127.0.0.1:5432/test, to run against PostgreSQL',
+  skipReason: pgService.skipReason,
   schemaVersion: PG_SCHEMA_VERSION,
   keysWithoutSignsFrom: 1,
   async fresh() {
@@ -112,8 +115,7 @@ export function describeBackend(backend: Backend, title: string, suite: (backend
   describe(`${title} (${backend.name})`, function () {
     if (backend.skipReason) {
       before(function () {
-        console.log(`      (skipped: ${backend.skipReason})`);
-        this.skip();
+        skipWith(this, backend.skipReason!);
       });
     }
     suite.call(this, backend);

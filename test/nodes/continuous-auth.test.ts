@@ -1,7 +1,7 @@
 /**
  * m2m-reauth-timer and m2m-token-check in Node-RED, against a standalone verifier whose tokens
  * live 3 s: stamping, the offline policy across an outage, revocation mid-stream, and a real MQTT
- * v5 round trip through the broker at M2M_MQTT_URL.
+ * v5 round trip through the local broker (M2M_MQTT_URL, else 127.0.0.1:1883 when it answers).
  */
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { SqliteStore, startVerifierServer, type RunningVerifier } from '../../lib/verifier';
 import { nodeRedPath } from '../helpers/node-red';
+import { MQTT_SERVICE, skipWith } from '../helpers/services';
 import { ADMIN_KEY, ENROLLMENT_TOKEN } from '../verifier/harness';
 import {
   catchNode,
@@ -26,7 +27,7 @@ import {
 
 const core = path.dirname(require.resolve('@node-red/nodes/package.json', { paths: [path.dirname(nodeRedPath())] }));
 const mqttNodes = require(path.join(core, 'core', 'network', '10-mqtt.js'));
-const MQTT_URL = process.env.M2M_MQTT_URL;
+const MQTT_URL = MQTT_SERVICE().url;
 
 describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)', function () {
   this.timeout(60_000);
@@ -515,10 +516,7 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
 
   describe('over MQTT v5 through a real broker', () => {
     before(function () {
-      if (!MQTT_URL) {
-        console.log('      (skipped: set M2M_MQTT_URL, e.g. mqtt://127.0.0.1:1883, to run against a broker)');
-        this.skip();
-      }
+      if (!MQTT_URL) skipWith(this, MQTT_SERVICE().skipReason!);
     });
 
     it('carries the token and proof in user properties; the subscriber checks them', async () => {

@@ -3,6 +3,7 @@
  * become test helpers), checked for what their info text promises.
  */
 import * as assert from 'node:assert/strict';
+import { MQTT_SERVICE, skipWith } from '../helpers/services';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -219,14 +220,11 @@ describe('examples', function () {
 
   describe('edge and central over MQTT', () => {
     before(function () {
-      if (!process.env.M2M_MQTT_URL) {
-        console.log('      (skipped: set M2M_MQTT_URL to run the MQTT examples against a broker)');
-        this.skip();
-      }
+      if (!MQTT_SERVICE().url) skipWith(this, MQTT_SERVICE().skipReason!);
     });
 
     it('edge telemetry reaches the central flow stamped, and every reading checks out', async () => {
-      const { hostname, port } = new URL(process.env.M2M_MQTT_URL!);
+      const { hostname, port } = new URL(MQTT_SERVICE().url!);
       const broker = (n: FlowNode) => (n.type === 'mqtt-broker' ? { ...n, broker: hostname, port: port || '1883' } : n);
       const verifier = example('quick-start.json').filter(n => n.type === 'm2m-verifier' || n.type === 'tab');
       const edge = example('m2m-reauth-timer/edge-telemetry-mqtt.json').map(broker);

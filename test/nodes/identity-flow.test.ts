@@ -20,6 +20,7 @@ import {
   type NodeHttp,
 } from './harness';
 import { rawRequest } from '../helpers/raw-http';
+import { skipWith } from '../helpers/services';
 import { PG_URL, POSTGRES } from '../helpers/stores';
 
 describe('nodes: provision and attest against the m2m-verifier node', () => {
@@ -284,10 +285,7 @@ describe('nodes: provision and attest against the m2m-verifier node', () => {
   });
 
   it('keeps its store in PostgreSQL with the password as a credential', async function () {
-    if (!PG_URL) {
-      console.log(`      (skipped: ${POSTGRES.skipReason})`);
-      this.skip();
-    }
+    if (!PG_URL) skipWith(this, POSTGRES.skipReason!);
     const db = await POSTGRES.fresh();
     try {
       const { flow, credentials } = identityFlow(http.url);
