@@ -9,7 +9,7 @@ import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { DiditError, MAX_IMAGE_BYTES } from '../../lib/didit/client';
 import { M2MError } from '../../lib/errors';
 import type { IdentityApiNode } from '../shared/config-nodes';
-import { disable, msgError, providerProblem, status, typedValue, m2mOf } from '../shared/node-kit';
+import { disable, msgError, providerProblem, providerStatusKey, status, typedValue, m2mOf } from '../shared/node-kit';
 
 interface FaceMatchDef extends NodeDef {
   api: string;
@@ -32,8 +32,7 @@ export = (RED: NodeAPI) => {
     const api = RED.nodes.getNode(config.api) as IdentityApiNode | null;
     const problem = providerProblem(api ? () => api : undefined, 'didit');
     if (problem) {
-      const key = problem.code === 'wrong_provider' ? 'wrong-provider' : 'no-api';
-      disable(this, RED, 'm2m-didit-face-match', t(`status.${key}`), problem);
+      disable(this, RED, 'm2m-didit-face-match', t(`status.${providerStatusKey(problem)}`), problem);
       return;
     }
     const threshold = config.threshold === '' || config.threshold === undefined ? 30 : Number(config.threshold);

@@ -8,7 +8,16 @@ import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { type DiditClient, DiditError, isFinalStatus, statusReason } from '../../lib/didit/client';
 import { M2MError } from '../../lib/errors';
 import type { IdentityApiNode } from '../shared/config-nodes';
-import { disable, errorCode, msgError, providerProblem, status, typedValue, m2mOf } from '../shared/node-kit';
+import {
+  disable,
+  errorCode,
+  msgError,
+  providerProblem,
+  providerStatusKey,
+  status,
+  typedValue,
+  m2mOf,
+} from '../shared/node-kit';
 
 interface DiditSessionDef extends NodeDef {
   api: string;
@@ -35,13 +44,7 @@ export = (RED: NodeAPI) => {
     const api = RED.nodes.getNode(config.api) as IdentityApiNode | null;
     const problem = providerProblem(api ? () => api : undefined, 'didit');
     if (problem) {
-      disable(
-        this,
-        RED,
-        'm2m-didit-session',
-        t(`status.${problem.code === 'wrong_provider' ? 'wrong-provider' : 'no-api'}`),
-        problem,
-      );
+      disable(this, RED, 'm2m-didit-session', t(`status.${providerStatusKey(problem)}`), problem);
       return;
     }
     const action = config.action === 'decision' ? 'decision' : 'create';

@@ -20,7 +20,7 @@ import {
   mount,
   nodeUrlPath,
 } from '../shared/express';
-import { nodeError, nodeStateFile, removeStateFiles, status, throttledStatus } from '../shared/node-kit';
+import { errorCode, nodeError, nodeStateFile, removeStateFiles, status, throttledStatus } from '../shared/node-kit';
 import { localWebhookSecret } from '../shared/webhook-secret';
 
 const MAX_WEBHOOK_BYTES = 1024 * 1024;
@@ -146,9 +146,17 @@ export = (RED: NodeAPI) => {
       const configured = [this.credentials.secrets, api?.credentials.webhookSecret]
         .flatMap(value => (value ?? '').split(/\s+/))
         .filter(Boolean);
+      // Didit signs with the secret of its console: this Node-RED's own secret would refuse all.
+      if (api?.provider === 'didit' && !configured.length)
+        throw new M2MError('no_secret', 'set the webhook secret of the Didit configuration (or this node)', 400);
       receiver = new WebhookReceiver({ secrets: configured.length ? configured : [localWebhookSecret(RED)] });
       seen = new SeenEvents({ file: dedupeFile });
     } catch (err) {
+      // A missing secret is configuration to finish, said by the status; anything else is a fault.
+      if (errorCode(err) === 'no_secret') {
+        this.status(status.failed(t('status.no-secret')));
+        return;
+      }
       this.status(status.failed(t('status.failed')));
       this.error(nodeError(RED, 'm2m-webhook-in', err));
       return;

@@ -139,13 +139,15 @@ export function disable(node: Node, RED: NodeAPI, type: string, statusText: stri
  * or one of the other provider. Checked at deploy so the editor shows it at once.
  */
 export function providerProblem(
-  api: (() => { provider: 'm2m' | 'didit' }) | undefined,
+  api: (() => { provider: 'm2m' | 'didit'; didit?: () => unknown }) | undefined,
   needed: 'm2m' | 'didit',
 ): M2MError | undefined {
   let provider: string;
   try {
     if (!api) throw new M2MError('no_api', 'no identity API configured', 400);
     provider = api().provider;
+    // A Didit configuration without its API key cannot do anything: say so at deploy.
+    if (provider === 'didit' && needed === 'didit') api().didit?.();
   } catch (err) {
     return err instanceof M2MError ? err : new M2MError('no_api', String(err), 400);
   }
@@ -157,6 +159,12 @@ export function providerProblem(
       : 'its identity API is an m2m configuration: this node needs a Didit one',
     400,
   );
+}
+
+/** The status key (`status.<key>` of the node's catalog) for a providerProblem. */
+export function providerStatusKey(problem: M2MError): 'wrong-provider' | 'no-key' | 'no-api' {
+  if (problem.code === 'wrong_provider') return 'wrong-provider';
+  return problem.code === 'didit_no_api_key' ? 'no-key' : 'no-api';
 }
 
 /**

@@ -174,6 +174,35 @@ describe('nodes: Didit sessions and face match', function () {
     assert.equal(didit.requests.length, 0);
   });
 
+  it('says at deploy that a Didit configuration without its API key or webhook secret cannot work', async () => {
+    await helper.load(
+      [nodeRed.http.capture, ...m2mNodes],
+      flow([
+        sessionNode(),
+        { id: 'face', type: 'm2m-didit-face-match', userImage: 'payload', refImage: 'refImage' },
+        { id: 'hook', type: 'm2m-webhook-in', path: '/didit-hook', wires: [[], []] },
+      ]),
+      { diditApi: {} },
+    );
+    assert.deepEqual(
+      ['session', 'face', 'hook'].map(id => [lastStatus(id).fill, lastStatus(id).text]),
+      [
+        ['red', 'm2m-didit-session.status.no-key'],
+        ['red', 'm2m-didit-face-match.status.no-key'],
+        ['red', 'm2m-webhook-in.status.no-secret'],
+      ],
+    );
+    helper.getNode('session').receive({ payload: 1 });
+    await new Promise(resolve => setTimeout(resolve, 50));
+    const errors = (
+      helper.getNode('session').error as unknown as { getCalls(): Array<{ thisValue: any; args: any[] }> }
+    )
+      .getCalls()
+      .filter(call => call.thisValue.id === 'session');
+    assert.equal(errors.at(-1)?.args[0].code, 'didit_no_api_key');
+    assert.equal(didit.requests.length, 0);
+  });
+
   describe('face match', () => {
     const faceNode = (extra: Record<string, unknown> = {}) => ({
       id: 'face',
