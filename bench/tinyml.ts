@@ -1,16 +1,17 @@
 /**
  * The behaviour model per window: single (one window per call, a quiet source) and batched (64
- * windows per call, what the node's micro-batching does under load) on the WASM backend, the
- * pure-JS cpu backend, and the same network as plain typed-array loops (no framework at all:
- * the floor of per-call overhead, though not of arithmetic, where WASM SIMD wins). Feature extraction is listed on its own: it runs on every window whatever the
- * backend. Then the resident memory a deployed m2m-tinyml-verify adds to an idle Node-RED.
- * Targets: single ≤ 100 µs p50, batched ≤ 5 µs per window, ≤ 60 MB RSS over idle.
+ * windows per call, what the node's micro-batching does under load), as the gateway runs it
+ * (lib/tinyml/model: plain typed-array loops, no framework) beside the same network in
+ * TensorFlow.js (its cpu backend, a development dependency here: what the runtime used to load).
+ * Feature extraction is listed on its own: it runs on every window. Then the resident memory a
+ * deployed m2m-tinyml-verify adds to an idle Node-RED.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { prepareUserDir, startNodeRed } from '../bin/node-red-home';
-import { switchBackend, type BackendName } from '../lib/tinyml/backend';
+import { prepareUserDir, startNodeRed } from '../tools/node-red-home';
+import * as tf from '@tensorflow/tfjs';
+import { useBackend } from '../tools/tinyml/backend';
 import { shippedModelDir } from '../lib/tinyml/catalog';
 import { FEATURE_COUNT, FeatureExtractor, WINDOW } from '../lib/tinyml/features';
 import { BehaviourModel } from '../lib/tinyml/model';
@@ -33,58 +34,49 @@ function p50(op: () => void, calls: number): number {
   );
 }
 
-/** The network in plain loops over the model's own (standardisation-folded) weights. */
-function typedArrayForward(model: BehaviourModel): (x: Float32Array, rows: number) => Float32Array {
-  const layers = model.weights();
-  const widest = Math.max(...layers.map(l => l.outputs));
-  const buffers = [new Float32Array(BATCH * widest), new Float32Array(BATCH * widest)];
+/** The same network as TF.js tensors (weights with the standardisation folded in, as the runtime has them). */
+function tfjsForward(model: BehaviourModel): (x: Float32Array, rows: number) => void {
+  const layers = model.weights().map(layer => ({
+    kernel: tf.tensor2d(layer.kernel, [layer.inputs, layer.outputs]),
+    bias: tf.tensor1d(layer.bias),
+    relu: layer.relu,
+  }));
+  const inputs = layers[0].kernel.shape[0];
   return (x, rows) => {
-    let input = x;
-    layers.forEach((layer, index) => {
-      const output = buffers[index % 2];
-      for (let r = 0; r < rows; r++) {
-        for (let o = 0; o < layer.outputs; o++) {
-          let sum = layer.bias[o];
-          for (let i = 0; i < layer.inputs; i++)
-            sum += input[r * layer.inputs + i] * layer.kernel[i * layer.outputs + o];
-          output[r * layer.outputs + o] = layer.relu && sum < 0 ? 0 : sum;
-        }
-      }
-      input = output;
+    const out = tf.tidy(() => {
+      let y: tf.Tensor2D = tf.tensor2d(x.subarray(0, rows * inputs), [rows, inputs]);
+      for (const layer of layers)
+        y = tf.fused.matMul({
+          a: y,
+          b: layer.kernel,
+          bias: layer.bias,
+          activation: layer.relu ? 'relu' : 'linear',
+        }) as tf.Tensor2D;
+      return y;
     });
-    return input;
+    out.dataSync();
+    out.dispose();
   };
 }
 
 async function latency(): Promise<void> {
   const features = Float32Array.from({ length: BATCH * FEATURE_COUNT }, (_, i) => Math.sin(i));
-  const rows: Array<Record<string, string | number>> = [];
-  let wasmSingle = NaN;
-  for (const backend of ['wasm', 'cpu'] as BackendName[]) {
-    const got = await switchBackend(backend);
-    const model = await BehaviourModel.load(shippedModelDir('source'));
-    const single = p50(() => model.embed(features, 1), 3000);
-    const batched = p50(() => model.embed(features, BATCH), 1000) / BATCH;
-    if (got === 'wasm') wasmSingle = single;
-    rows.push({
-      engine: `tfjs ${got}`,
+  const model = await BehaviourModel.load(shippedModelDir('source'));
+  const single = p50(() => model.embed(features, 1), 5000);
+  const batched = p50(() => model.embed(features, BATCH), 2000) / BATCH;
+  const backend = await useBackend();
+  const reference = tfjsForward(model);
+  const tfSingle = p50(() => reference(features, 1), 3000);
+  const tfBatched = p50(() => reference(features, BATCH), 1000) / BATCH;
+  const rows: Array<Record<string, string | number>> = [
+    {
+      engine: 'runtime (plain typed-array loops)',
       'single µs (p50)': single,
       'batched µs/window': batched,
-      'single vs wasm': single / wasmSingle,
-    });
-    if (backend === 'wasm') {
-      const forward = typedArrayForward(model);
-      const floorSingle = p50(() => forward(features, 1), 5000);
-      const floorBatched = p50(() => forward(features, BATCH), 2000) / BATCH;
-      rows.push({
-        engine: 'plain typed-array loops',
-        'single µs (p50)': floorSingle,
-        'batched µs/window': floorBatched,
-        'single vs wasm': floorSingle / wasmSingle,
-      });
-    }
-    model.dispose();
-  }
+      'single vs TF.js': single / tfSingle,
+    },
+    { engine: `TF.js ${backend}`, 'single µs (p50)': tfSingle, 'batched µs/window': tfBatched, 'single vs TF.js': 1 },
+  ];
   const extractor = new FeatureExtractor();
   const values = Float64Array.from({ length: WINDOW }, (_, i) => 40 + 0.0244 * Math.round(2 * Math.sin(i * 78.233)));
   const times = Float64Array.from({ length: WINDOW }, (_, i) => 1.7e12 + i * 10.0003);
@@ -93,7 +85,7 @@ async function latency(): Promise<void> {
     engine: 'feature extraction',
     'single µs (p50)': p50(() => extractor.extract(values, times, out), 5000),
     'batched µs/window': '-',
-    'single vs wasm': '-',
+    'single vs TF.js': '-',
   });
   table(rows);
 }

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { useBackend } from '../lib/tinyml/backend';
+import { useBackend } from './tinyml/backend';
 import { MODELS_DIR, shippedModelDir } from '../lib/tinyml/catalog';
 import {
   EVALUATION_PROTOCOL,
@@ -17,7 +17,7 @@ import {
   evaluateSimulated,
   type ModeReport,
   type ProtocolOptions,
-} from '../lib/tinyml/evaluate';
+} from './tinyml/evaluate';
 import { BehaviourModel } from '../lib/tinyml/model';
 
 const TOLERANCE = 0.005;
@@ -219,7 +219,6 @@ async function check(dir: string): Promise<string[]> {
     console.log(metricsTable({ [path.basename(dir)]: measured }));
     found.push(...differences(expected.reports[data], measured).map(d => `${path.basename(dir)} ${data}: ${d}`));
   }
-  model.dispose();
   return found;
 }
 

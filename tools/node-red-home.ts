@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 export const packageRoot = path.resolve(__dirname, '..', '..');
+export const PACKAGE_NAME: string = JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).name;
 
 function writeOnce(file: string, content: () => string, mode = 0o644): void {
   if (!fs.existsSync(file)) fs.writeFileSync(file, content(), { mode });
@@ -15,8 +16,11 @@ function writeOnce(file: string, content: () => string, mode = 0o644): void {
 
 /** Creates what is missing in `userDir`; an existing flow or secret is kept. */
 export function prepareUserDir(userDir: string, flows?: () => string): string {
-  fs.mkdirSync(path.join(userDir, 'node_modules'), { recursive: true });
-  const link = path.join(userDir, 'node_modules', 'node-red-contrib-m2m-identity');
+  const link = path.join(userDir, 'node_modules', ...PACKAGE_NAME.split('/'));
+  fs.mkdirSync(path.dirname(link), { recursive: true });
+  // The link of the package's unscoped name, from before: two links would load every node twice.
+  const unscoped = path.join(userDir, 'node_modules', 'node-red-contrib-m2m-identity');
+  if (fs.lstatSync(unscoped, { throwIfNoEntry: false })?.isSymbolicLink()) fs.rmSync(unscoped);
   if (!fs.existsSync(link)) fs.symlinkSync(packageRoot, link, 'dir');
   writeOnce(path.join(userDir, 'package.json'), () =>
     JSON.stringify({ name: 'm2m-node-red-home', private: true }, null, 2),
@@ -25,7 +29,7 @@ export function prepareUserDir(userDir: string, flows?: () => string): string {
   writeOnce(path.join(userDir, '.credential-secret'), () => crypto.randomBytes(32).toString('base64url'), 0o600);
   writeOnce(
     path.join(userDir, 'settings.js'),
-    () => `// Written by node-red-contrib-m2m-identity (bin/node-red-home.ts); delete this folder to start over.
+    () => `// Written by ${PACKAGE_NAME} (tools/node-red-home.ts); delete this folder to start over.
 const fs = require('fs');
 const path = require('path');
 module.exports = {
@@ -45,12 +49,23 @@ module.exports = {
   return path.join(userDir, 'settings.js');
 }
 
+/**
+ * The red.js to start: that of the Node-RED M2M_NODE_RED_PATH names (its lib/red.js, as the test
+ * runs of other Node-RED versions set it), else this package's own.
+ */
+export function defaultRedJs(): string {
+  const other = process.env.M2M_NODE_RED_PATH;
+  return other
+    ? path.join(path.dirname(other), '..', 'red.js')
+    : require.resolve('node-red/red.js', { paths: [packageRoot] });
+}
+
 /** Node-RED from `userDir`, on `port`; `redJs` picks another Node-RED than the one this package has. */
 export function startNodeRed(
   userDir: string,
   port: number,
   stdio: 'inherit' | 'pipe' = 'inherit',
-  redJs = require.resolve('node-red/red.js', { paths: [packageRoot] }),
+  redJs = defaultRedJs(),
 ): ChildProcess {
   return spawn(process.execPath, [redJs, '--userDir', userDir, '--settings', path.join(userDir, 'settings.js')], {
     stdio: stdio === 'inherit' ? 'inherit' : ['ignore', 'pipe', 'pipe'],

@@ -5,14 +5,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { packageRoot, prepareUserDir, startNodeRed } from './node-red-home';
+import { PACKAGE_NAME, packageRoot, prepareUserDir, startNodeRed } from './node-red-home';
 
 const userDir = path.join(packageRoot, '.m2m-quickstart');
 const port = Number(process.env.PORT) || 1880;
 
 prepareUserDir(userDir, () => fs.readFileSync(path.join(packageRoot, 'examples', 'quick-start.json'), 'utf8'));
 console.log(
-  `m2m quick start: Node-RED with node-red-contrib-m2m-identity, user dir ${path.relative(process.cwd(), userDir) || userDir}`,
+  `m2m quick start: Node-RED with ${PACKAGE_NAME}, user dir ${path.relative(process.cwd(), userDir) || userDir}`,
 );
 console.log(`m2m quick start: open http://127.0.0.1:${port}/ and watch the debug sidebar (Ctrl-C stops)`);
 const child = startNodeRed(userDir, port);

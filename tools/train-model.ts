@@ -22,7 +22,7 @@ import {
   type LabelledWindows,
   WindowCollector,
   windowFeatures,
-} from '../lib/tinyml/dataset';
+} from './tinyml/dataset';
 import {
   EVALUATION_PROTOCOL,
   evaluateRecordings,
@@ -32,11 +32,11 @@ import {
   type PartStatistics,
   partStatistics,
   recordedPartStatistics,
-} from '../lib/tinyml/evaluate';
+} from './tinyml/evaluate';
 import { EMBEDDING_FEATURES, FEATURE_VERSION, WINDOW } from '../lib/tinyml/features';
-import { errorRates } from '../lib/tinyml/metrics';
+import { errorRates } from './tinyml/metrics';
 import type { BehaviourModel, ModelMetadata } from '../lib/tinyml/model';
-import { SeededRandom } from '../lib/tinyml/random';
+import { SeededRandom } from './tinyml/random';
 import { updateCard, writeMetrics } from './eval-model';
 
 /** The score a source's own decision must reach: the verifier approves from here (DESIGN §3). */
@@ -55,8 +55,8 @@ try {
 } catch {
   fail('training needs the full TensorFlow.js: npm install @tensorflow/tfjs (the node itself does not)');
 }
-const training = require('../lib/tinyml/train') as typeof import('../lib/tinyml/train');
-const { useBackend } = require('../lib/tinyml/backend') as typeof import('../lib/tinyml/backend');
+const training = require('./tinyml/train') as typeof import('./tinyml/train');
+const { useBackend } = require('./tinyml/backend') as typeof import('./tinyml/backend');
 const { BehaviourModel: Model } = require('../lib/tinyml/model') as typeof import('../lib/tinyml/model');
 
 const { values: args } = parseArgs({
@@ -198,7 +198,6 @@ async function run(job: Job): Promise<void> {
   const draft = await Model.load(job.dir);
   log('calibrating on validation units');
   Object.assign(metadata, calibrate(job.validation(draft)));
-  draft.dispose();
   const { weightBytes } = await training.saveModel(network, metadata, job.dir);
   network.dispose();
   log(
@@ -211,7 +210,6 @@ async function run(job: Job): Promise<void> {
     classes: data.classes,
     windows: data.count,
   });
-  model.dispose();
 }
 
 async function main(): Promise<void> {

@@ -1,13 +1,15 @@
 /**
- * The shipped models, free of TensorFlow.js so that naming a model does not load it. The family
+ * The shipped models, named without loading them. The family
  * has one network per time source: a sensor's own timestamps carry its crystal's signature,
  * arrival times bury it under network jitter, and one network serving both resolves neither well.
  */
 import * as path from 'node:path';
-import type { TimeSource } from './simulator';
 
 export const MODELS_DIR = path.resolve(__dirname, '..', '..', '..', 'models');
 export const MODEL_FAMILY = 'sensor-behaviour-v2';
+
+/** Where a source's times come from: its own stamps, or when its readings arrived. */
+export type TimeSource = 'source' | 'arrival';
 
 export const MODEL_VARIANTS: Record<TimeSource, string> = { source: 'stamped', arrival: 'arrival' };
 

@@ -4,18 +4,17 @@
  * the features it reads, their standardisation, the training range of every feature (to tell a
  * source the model never saw), and the calibration of its scores.
  *
- * Loading needs only @tensorflow/tfjs-core: a sequential stack of dense layers is read from the
- * topology and its weights decoded with tf.io.decodeWeights, so the layers library (and its
- * ~250 MB umbrella package) stays a training-time dependency. Inference takes two paths with the
- * same weights: single windows through plain typed-array loops (a TF.js call costs more than the
- * arithmetic at this size), batches through fused matMul+bias+relu kernels on the WASM backend.
- * The standardisation is folded into the first layer. Embeddings are L2-normalised, so cosine =
- * dot product.
+ * Running it needs no TensorFlow.js at all: the network is a short stack of dense layers
+ * (19 → 19 → 64 → 64 → 32, about 8,000 multiply-adds a window), read from the layers format's
+ * topology, its float32 weights decoded from the manifest, and run as typed-array loops; a call
+ * into TF.js would cost more than the arithmetic, and its packages would be most of what a
+ * gateway installs. TF.js stays what trains and checks the model (tools/, a development
+ * dependency). The standardisation is folded into the first layer. Embeddings are
+ * L2-normalised, so cosine = dot product.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
 import { M2MError } from '../errors';
 import { array, literal, number, object, string, type Infer } from '../schema';
 import { EMBEDDING_FEATURES, FEATURE_COUNT, FEATURE_INDEX, FEATURE_VERSION, WINDOW } from './features';
@@ -61,21 +60,13 @@ interface DenseLayer {
   relu: boolean;
 }
 
-interface LayerTensors {
-  kernel: tf.Tensor2D;
-  bias: tf.Tensor1D;
-}
-
 /** Where each input of the network sits in a full feature row. */
 const INPUT_INDEX = Int32Array.from(EMBEDDING_FEATURES, name => FEATURE_INDEX[name]);
-/** Rows up to this many go through the typed-array path, larger batches through TF.js. */
-const LOOP_ROWS = 2;
 
 export class BehaviourModel {
   /** name@hash-of-weights: profiles record it, so a retrained model never meets stale centroids. */
   readonly id: string;
   readonly embeddingSize: number;
-  private tensors: LayerTensors[] | undefined;
   private readonly scratch: Float32Array[];
 
   private constructor(
@@ -109,15 +100,10 @@ export class BehaviourModel {
         `${dir}: model was trained on feature set v${metadata.featureVersion} (window ${metadata.window}); this package extracts v${FEATURE_VERSION} (window ${WINDOW})`,
       );
     }
-    const named = tf.tidy(() => tf.io.decodeWeights(weightData, specs));
-    try {
-      const layers = denseLayers(manifest.modelTopology, named, dir);
-      foldStandardisation(layers[0], metadata);
-      const hash = crypto.createHash('sha256').update(new Uint8Array(weightData)).digest('hex').slice(0, 12);
-      return new BehaviourModel(metadata, layers, hash);
-    } finally {
-      tf.dispose(Object.values(named));
-    }
+    const layers = denseLayers(manifest.modelTopology, decodeWeights(weightData, specs), dir);
+    foldStandardisation(layers[0], metadata);
+    const hash = crypto.createHash('sha256').update(weightData).digest('hex').slice(0, 12);
+    return new BehaviourModel(metadata, layers, hash);
   }
 
   /**
@@ -125,59 +111,28 @@ export class BehaviourModel {
    * its inputs), row-major in one array.
    */
   embed(features: Float32Array, rows: number): Float32Array {
-    const out = rows <= LOOP_ROWS ? this.embedByLoops(features, rows) : this.embedByKernels(features, rows);
-    normaliseRows(out, rows, this.embeddingSize);
-    return out;
-  }
-
-  private embedByLoops(features: Float32Array, rows: number): Float32Array {
     const out = new Float32Array(rows * this.embeddingSize);
     const [input] = this.scratch;
     for (let r = 0; r < rows; r++) {
       for (let i = 0; i < INPUT_INDEX.length; i++) input[i] = features[r * FEATURE_COUNT + INPUT_INDEX[i]];
       let x = input;
-      this.layers.forEach((layer, l) => {
+      for (let l = 0; l < this.layers.length; l++) {
+        const layer = this.layers[l];
         const y = this.scratch[l + 1];
         y.set(layer.bias);
         for (let i = 0; i < layer.inputs; i++) {
           const xi = x[i];
-          if (xi === 0) continue;
+          if (xi === 0) continue; // after a ReLU, most inputs are
           const row = i * layer.outputs;
           for (let o = 0; o < layer.outputs; o++) y[o] += xi * layer.kernel[row + o];
         }
         if (layer.relu) for (let o = 0; o < layer.outputs; o++) if (y[o] < 0) y[o] = 0;
         x = y;
-      });
+      }
       out.set(x, r * this.embeddingSize);
     }
+    normaliseRows(out, rows, this.embeddingSize);
     return out;
-  }
-
-  private embedByKernels(features: Float32Array, rows: number): Float32Array {
-    this.tensors ??= this.layers.map(layer => ({
-      kernel: tf.tensor2d(layer.kernel, [layer.inputs, layer.outputs]),
-      bias: tf.tensor1d(layer.bias),
-    }));
-    const tensors = this.tensors;
-    const inputs = new Float32Array(rows * INPUT_INDEX.length);
-    for (let r = 0; r < rows; r++)
-      for (let i = 0; i < INPUT_INDEX.length; i++)
-        inputs[r * INPUT_INDEX.length + i] = features[r * FEATURE_COUNT + INPUT_INDEX[i]];
-    const result = tf.tidy(() => {
-      let x: tf.Tensor2D = tf.tensor2d(inputs, [rows, INPUT_INDEX.length]);
-      this.layers.forEach((layer, l) => {
-        x = tf.fused.matMul({
-          a: x,
-          b: tensors[l].kernel,
-          bias: tensors[l].bias,
-          activation: layer.relu ? 'relu' : 'linear',
-        }) as tf.Tensor2D;
-      });
-      return x;
-    });
-    const data = result.dataSync() as Float32Array;
-    result.dispose();
-    return data;
   }
 
   /** The dense weights as plain arrays, standardisation folded in (for tests and the size check). */
@@ -188,11 +143,6 @@ export class BehaviourModel {
   /** Whether `value` of feature `index` lies inside what the model was trained on. */
   inTrainingRange(index: number, value: number): boolean {
     return value >= this.metadata.trainingLow[index] && value <= this.metadata.trainingHigh[index];
-  }
-
-  dispose(): void {
-    for (const layer of this.tensors ?? []) tf.dispose([layer.kernel, layer.bias]);
-    this.tensors = undefined;
   }
 }
 
@@ -223,8 +173,35 @@ interface LayerConfig {
   config?: { name?: string; units?: number; activation?: string; use_bias?: boolean };
 }
 
+/** A weight tensor as the layers format's manifest describes it. */
+interface WeightSpec {
+  name: string;
+  shape: number[];
+  dtype: string;
+  quantization?: unknown;
+}
+
+interface DecodedWeight {
+  shape: number[];
+  values: Float32Array;
+}
+
+/** The manifest's float32 tensors, little-endian and packed in its order, by name. */
+function decodeWeights(data: Buffer, specs: WeightSpec[]): Map<string, DecodedWeight> {
+  const named = new Map<string, DecodedWeight>();
+  let offset = 0;
+  for (const spec of specs) {
+    const count = spec.shape.reduce((a, b) => a * b, 1);
+    const values = new Float32Array(count);
+    for (let i = 0; i < count; i++) values[i] = data.readFloatLE(offset + 4 * i);
+    offset += 4 * count;
+    named.set(spec.name, { shape: spec.shape, values });
+  }
+  return named;
+}
+
 /** The dense layers of a Sequential topology, with their decoded weights. */
-function denseLayers(topology: unknown, named: tf.NamedTensorMap, dir: string): DenseLayer[] {
+function denseLayers(topology: unknown, named: Map<string, DecodedWeight>, dir: string): DenseLayer[] {
   const config = (topology as { config?: { layers?: LayerConfig[] } | LayerConfig[] } | undefined)?.config;
   const list = Array.isArray(config) ? config : config?.layers;
   if (!Array.isArray(list) || list.length === 0) throw new ModelError(`${dir}: model.json has no sequential layers`);
@@ -236,33 +213,33 @@ function denseLayers(topology: unknown, named: tf.NamedTensorMap, dir: string): 
       throw new ModelError(`${dir}: layer ${index} is not a dense layer with bias`);
     if (activation !== 'relu' && activation !== 'linear')
       throw new ModelError(`${dir}: layer ${index}: unsupported activation ${activation}`);
-    const kernel = named[`${name}/kernel`];
-    const bias = named[`${name}/bias`];
-    if (!kernel || !bias || kernel.rank !== 2 || kernel.shape[0] !== inputs)
+    const kernel = named.get(`${name}/kernel`);
+    const bias = named.get(`${name}/bias`);
+    if (
+      !kernel ||
+      !bias ||
+      kernel.shape.length !== 2 ||
+      kernel.shape[0] !== inputs ||
+      bias.shape[0] !== kernel.shape[1]
+    )
       throw new ModelError(`${dir}: layer ${index} (${name}) expects ${kernel?.shape[0]} inputs, gets ${inputs}`);
-    const outputs = kernel.shape[1] as number;
+    const outputs = kernel.shape[1];
     inputs = outputs;
-    return {
-      kernel: Float32Array.from(kernel.dataSync()),
-      bias: Float32Array.from(bias.dataSync()),
-      inputs: kernel.shape[0],
-      outputs,
-      relu: activation === 'relu',
-    };
+    return { kernel: kernel.values, bias: bias.values, inputs: kernel.shape[0], outputs, relu: activation === 'relu' };
   });
 }
 
 interface Artifacts {
   manifest: { modelTopology?: unknown; userDefinedMetadata?: object };
-  weightData: ArrayBuffer;
-  specs: tf.io.WeightsManifestEntry[];
+  weightData: Buffer;
+  specs: WeightSpec[];
 }
 
 function readArtifacts(dir: string): Artifacts {
   const file = path.join(dir, 'model.json');
   let json: {
     modelTopology?: object;
-    weightsManifest?: Array<{ paths: string[]; weights: tf.io.WeightsManifestEntry[] }>;
+    weightsManifest?: Array<{ paths: string[]; weights: WeightSpec[] }>;
     userDefinedMetadata?: object;
   };
   try {
@@ -274,7 +251,7 @@ function readArtifacts(dir: string): Artifacts {
   if (!json || typeof json !== 'object' || !json.modelTopology || !Array.isArray(json.weightsManifest)) {
     throw new ModelError(`${file}: not a TensorFlow.js layers model (no modelTopology or weightsManifest)`);
   }
-  const specs: tf.io.WeightsManifestEntry[] = [];
+  const specs: WeightSpec[] = [];
   const buffers: Buffer[] = [];
   for (const group of json.weightsManifest) {
     for (const part of group.paths) {
@@ -293,9 +270,5 @@ function readArtifacts(dir: string): Artifacts {
   const expected = specs.reduce((sum, spec) => sum + 4 * spec.shape.reduce((a, b) => a * b, 1), 0);
   if (weights.length !== expected)
     throw new ModelError(`${dir}: weights are ${weights.length} bytes, the manifest needs ${expected}`);
-  return {
-    manifest: json,
-    weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.length) as ArrayBuffer,
-    specs,
-  };
+  return { manifest: json, weightData: weights, specs };
 }

@@ -9,7 +9,16 @@ import { ApiError } from '../../lib/edge/api-client';
 import { attestDevice, evidenceFrom } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
 import { M2MError } from '../../lib/errors';
-import { disable, errorCode, msgError, nodeError, providerProblem, status, m2mOf } from '../shared/node-kit';
+import {
+  disable,
+  errorCode,
+  messageError,
+  msgError,
+  nodeError,
+  providerProblem,
+  status,
+  m2mOf,
+} from '../shared/node-kit';
 
 interface AttestDef extends NodeDef {
   device: string;
@@ -31,7 +40,7 @@ export = (RED: NodeAPI) => {
 
     this.on('input', (msg: M2MMessage, send, done) => {
       if (!device) {
-        done(nodeError(RED, 'm2m-attest', new M2MError('no_device', 'no m2m-device configured', 400)));
+        done(messageError(RED, 'm2m-attest', msg, new M2MError('no_device', 'no m2m-device configured', 400)));
         return;
       }
       this.status(status.waiting(RED._('m2m-attest.status.attesting')));

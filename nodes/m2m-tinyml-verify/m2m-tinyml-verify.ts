@@ -16,7 +16,7 @@ import { WINDOW } from '../../lib/tinyml/features';
 import { BehaviourGate, type Policy, type TinymlReport } from '../../lib/tinyml/gate';
 import type { BehaviourModel } from '../../lib/tinyml/model';
 import type { ProfileStore } from '../../lib/tinyml/profile-store';
-import { dataDir, m2mOf, nodeError, removeStateFiles, status, tooDeep } from '../shared/node-kit';
+import { dataDir, m2mOf, messageError, nodeError, removeStateFiles, status, tooDeep } from '../shared/node-kit';
 
 interface TinymlVerifyDef extends NodeDef {
   mode: 'verify' | 'enrol';
@@ -60,11 +60,7 @@ function loadModel(dir: string): Promise<BehaviourModel> {
   const key = `${dir}#${version}`;
   let model = models.get(key);
   if (!model) {
-    model = Promise.resolve().then(async () => {
-      const { useBackend, BehaviourModel } = runtime();
-      await useBackend();
-      return BehaviourModel.load(dir);
-    });
+    model = Promise.resolve().then(() => runtime().BehaviourModel.load(dir));
     model.catch(() => models.delete(key));
     models.set(key, model);
   }
@@ -216,7 +212,7 @@ export = (RED: NodeAPI) => {
     };
 
     this.on('input', (msg: M2MMessage, send, done) => {
-      const failed = (err: unknown) => done(nodeError(RED, 'm2m-tinyml-verify', err));
+      const failed = (err: unknown) => done(messageError(RED, 'm2m-tinyml-verify', msg, err));
       const deep = tooDeep(RED, 'm2m-tinyml-verify', msg);
       if (deep) {
         done(deep);

@@ -18,7 +18,7 @@ import type { IdentityApiNode } from '../shared/config-nodes';
 import {
   errorCode,
   m2mOf,
-  nodeError,
+  messageError,
   nodeStateFile,
   removeStateFiles,
   status,
@@ -123,7 +123,7 @@ export = (RED: NodeAPI) => {
 
     this.on('input', (msg: M2MMessage, send, done) => {
       if (!checker) {
-        done(nodeError(RED, 'm2m-token-check', failure));
+        done(messageError(RED, 'm2m-token-check', msg, failure));
         return;
       }
       const deep = tooDeep(RED, 'm2m-token-check', msg);
@@ -139,7 +139,7 @@ export = (RED: NodeAPI) => {
       const target = msg.req ? requestPath(url) : typeof msg.topic === 'string' ? msg.topic : '';
       results.push(checker.check({ token, proof: stamped(msg, 'm2m-pop'), payload: msg.payload, target }), outcome => {
         if (!outcome.ok) {
-          done(nodeError(RED, 'm2m-token-check', outcome.error));
+          done(messageError(RED, 'm2m-token-check', msg, outcome.error));
           return;
         }
         const result = outcome.value;

@@ -75,12 +75,13 @@ export const MAX_PAYLOAD_DEPTH = 1000;
  * after the payload is replaced by a note, the one change that lets Node-RED copy the message to
  * Catch at all. Undefined for every other message, untouched.
  */
-export function tooDeep(RED: NodeAPI, type: string, msg: { payload?: unknown }): Error | undefined {
+export function tooDeep(RED: NodeAPI, type: string, msg: { payload?: unknown; m2m?: unknown }): Error | undefined {
   if (!valueDepthExceeds(msg.payload, MAX_PAYLOAD_DEPTH)) return undefined;
   msg.payload = `[removed: the payload was nested deeper than ${MAX_PAYLOAD_DEPTH} levels]`;
-  return nodeError(
+  return messageError(
     RED,
     type,
+    msg,
     new M2MError('payload_too_deep', `the payload is nested deeper than ${MAX_PAYLOAD_DEPTH} levels`, 400),
   );
 }
@@ -88,6 +89,20 @@ export function tooDeep(RED: NodeAPI, type: string, msg: { payload?: unknown }):
 /** An error as it travels on a msg (`msg.m2m.error`): code and text, nothing else. */
 export function msgError(RED: NodeAPI, type: string, err: unknown): { code: string; message: string } {
   return { code: errorCode(err), message: errorText(RED, type, err) };
+}
+
+/**
+ * The error for `done()` or `node.error()` when a message fails, its code also on msg.m2m.error:
+ * there a Catch flow finds it on every Node-RED, where msg.error.code comes from Node-RED 4 on.
+ */
+export function messageError(
+  RED: NodeAPI,
+  type: string,
+  msg: { m2m?: unknown },
+  err: unknown,
+): Error & { code: string } {
+  msg.m2m = { ...m2mOf(msg), error: msgError(RED, type, err) };
+  return nodeError(RED, type, err);
 }
 
 /** The folder under Node-RED's user dir where this package keeps keys, profiles and databases. */
@@ -131,7 +146,9 @@ export function localVerifierUrl(RED: NodeAPI, mount = '/m2m'): string {
  */
 export function disable(node: Node, RED: NodeAPI, type: string, statusText: string, err: M2MError): void {
   node.status(status.failed(statusText));
-  node.on('input', (_msg: unknown, _send: unknown, done: (err?: Error) => void) => done(nodeError(RED, type, err)));
+  node.on('input', (msg: unknown, _send: unknown, done: (err?: Error) => void) =>
+    done(messageError(RED, type, msg as { m2m?: unknown }, err)),
+  );
 }
 
 /**

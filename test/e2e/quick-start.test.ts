@@ -10,9 +10,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openSqlite } from '../../lib/sqlite';
-import { packageRoot, prepareUserDir, startNodeRed } from '../../bin/node-red-home';
+import { packageRoot, prepareUserDir, startNodeRed } from '../../tools/node-red-home';
 import { secretKey, signedHeaders } from '../../lib/webhooks/standard';
-import { nodeRedPath } from '../helpers/node-red';
 
 function freePort(): Promise<number> {
   return new Promise(resolve => {
@@ -44,9 +43,7 @@ describe('the quick start in a real Node-RED', function () {
     prepareUserDir(userDir, () => fs.readFileSync(path.join(packageRoot, 'examples', 'quick-start.json'), 'utf8'));
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
-    // The Node-RED under test: red.js beside the lib/red.js that nodeRedPath() names.
-    const redJs = path.join(path.dirname(nodeRedPath()), '..', 'red.js');
-    nodeRed = startNodeRed(userDir, port, 'pipe', redJs);
+    nodeRed = startNodeRed(userDir, port, 'pipe');
     let log = '';
     await new Promise<void>((resolve, reject) => {
       nodeRed.stdout!.on('data', chunk => {

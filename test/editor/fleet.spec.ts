@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { packageRoot, prepareUserDir, startNodeRed } from '../../bin/node-red-home';
+import { packageRoot, prepareUserDir, startNodeRed } from '../../tools/node-red-home';
 import { editorReady } from '../helpers/editor';
 import { freePort } from '../helpers/ports';
 import { makeDevice, registration } from '../fixtures/device';

@@ -14,6 +14,7 @@ import { MQTT_SERVICE, skipWith } from '../helpers/services';
 import { ADMIN_KEY, ENROLLMENT_TOKEN } from '../verifier/harness';
 import {
   catchNode,
+  caughtCode,
   helper,
   KEYSTORE_SECRET,
   keystoreFile,
@@ -443,7 +444,7 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
       const out = collect(['caught', 'stamped', 'valid', 'invalid', 'trusted', 'suspicious']);
       for (const id of ['timer', 'check', 'tinyml']) helper.getNode(id).receive({ topic: 't', payload: deep(), id });
       await until(() => out.caught.length === 3, 5000, 'three errors on Catch');
-      assert.deepEqual(out.caught.map(m => [m.id, m.error.code]).sort(), [
+      assert.deepEqual(out.caught.map(m => [m.id, caughtCode(m)]).sort(), [
         ['check', 'payload_too_deep'],
         ['timer', 'payload_too_deep'],
         ['tinyml', 'payload_too_deep'],
@@ -455,7 +456,7 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
       const out = collect(['caught']);
       helper.getNode('tinyml').receive({ topic: Object.create(null), payload: 1 });
       await until(() => out.caught.length === 1, 5000, 'the error on Catch');
-      assert.equal(out.caught[0].error.code, 'invalid_source');
+      assert.equal(caughtCode(out.caught[0]), 'invalid_source');
     });
 
     it('stamps a message whose msg.m2m.tinyml is an empty object without asking for a re-attestation', async () => {
@@ -483,7 +484,7 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
       await new Promise(resolve => setTimeout(resolve, 2100)); // the keystore is checked every 2 s
       helper.getNode('timer').receive({ topic: 't', payload: 'after' });
       await until(() => out.caught.length >= 1, 5000, 'the error on Catch');
-      assert.equal(out.caught[0].error.code, 'keystore_missing');
+      assert.equal(caughtCode(out.caught[0]), 'keystore_missing');
       assert.deepEqual(
         out.stamped.map(m => m.payload),
         ['before'],

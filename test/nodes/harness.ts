@@ -2,6 +2,7 @@
  * Shared set-up for node tests. node-red-node-test-helper gives nodes an httpNode app that it does
  * not serve, so this serves it on a loopback port of its own, as Node-RED would.
  */
+import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -151,6 +152,16 @@ export function identityFlow(baseUrl: string, overrides: { apiUrl?: string } = {
   });
   gateway.credentials.verifier = { enrollmentToken: ENROLLMENT_TOKEN, adminKey: ADMIN_KEY };
   return gateway;
+}
+
+/**
+ * The code on a message a Catch node got: msg.m2m.error.code on every Node-RED, and the same in
+ * msg.error.code from Node-RED 4 on (3.x copies no code there).
+ */
+export function caughtCode(msg: { error?: { code?: unknown }; m2m?: { error?: { code?: unknown } } }): unknown {
+  const code = msg.m2m?.error?.code;
+  if (msg.error?.code !== undefined) assert.equal(msg.error.code, code, 'msg.error.code is msg.m2m.error.code');
+  return code;
 }
 
 /** Resolves with the first message any of the helper nodes receives, and which one got it. */

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { expectedCardBlocks } from '../../bin/eval-model';
+import { expectedCardBlocks } from '../../tools/eval-model';
 import { MODEL_FAMILY, MODELS_DIR } from '../../lib/tinyml/catalog';
 
 const family = path.join(MODELS_DIR, MODEL_FAMILY);
@@ -18,7 +18,7 @@ describe('tinyml model card', function () {
   });
 
   it('is reproduced by `npm run eval-model` from the shipped models', async () => {
-    const evalModel = path.join(__dirname, '..', '..', 'bin', 'eval-model.js');
+    const evalModel = path.join(__dirname, '..', '..', 'tools', 'eval-model.js');
     const { stdout } = await promisify(execFile)(process.execPath, [evalModel], { maxBuffer: 16 * 1024 * 1024 });
     assert.match(stdout, /every figure of .* reproduced/);
   });

@@ -2,10 +2,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { useBackend } from '../../lib/tinyml/backend';
 import { shippedModelDir } from '../../lib/tinyml/catalog';
 import { BehaviourModel } from '../../lib/tinyml/model';
-import { SeededRandom } from '../../lib/tinyml/random';
+import { SeededRandom } from '../../tools/tinyml/random';
 import {
   drawInstallation,
   drawUnit,
@@ -14,7 +13,7 @@ import {
   type Installation,
   type InstallationOptions,
   type Recording,
-} from '../../lib/tinyml/simulator';
+} from '../../tools/tinyml/simulator';
 
 /** The shipped model for sources that stamp their readings, as the fixtures' sensors do. */
 export const SHIPPED_MODEL = shippedModelDir('source');
@@ -22,7 +21,7 @@ export const SHIPPED_MODEL = shippedModelDir('source');
 let shipped: Promise<BehaviourModel> | undefined;
 
 export function shippedModel(): Promise<BehaviourModel> {
-  shipped ??= useBackend().then(() => BehaviourModel.load(SHIPPED_MODEL));
+  shipped ??= BehaviourModel.load(SHIPPED_MODEL);
   return shipped;
 }
 

@@ -46,7 +46,7 @@ describe('tinyml model', function () {
     }
   });
 
-  it('gives the same embedding on the typed-array path (single windows) as in a batch', async () => {
+  it('gives the same embedding for a window alone as in a batch', async () => {
     const model = await shippedModel();
     const batch = randomFeatures(8, 4);
     const together = model.embed(batch, 8);
@@ -57,15 +57,14 @@ describe('tinyml model', function () {
     }
   });
 
-  it('leaks no tensors over 100k inferences, single and batched', async () => {
-    const model = await shippedModel();
-    const single = randomFeatures(1, 2);
-    const batch = randomFeatures(100, 3);
-    model.embed(single, 1);
-    const before = tf.memory().numTensors;
-    for (let i = 0; i < 1000; i++) model.embed(single, 1);
-    for (let i = 0; i < 990; i++) model.embed(batch, 100);
-    assert.equal(tf.memory().numTensors, before);
+  it('runs without TensorFlow.js: the gateway loads none of it', () => {
+    const loaded = Object.keys(require.cache).filter(file => file.includes(`${path.sep}@tensorflow${path.sep}`));
+    const script = `require(${JSON.stringify(require.resolve('../../lib/tinyml/runtime'))});
+      const tf = Object.keys(require.cache).filter(f => f.includes('@tensorflow'));
+      process.stdout.write(String(tf.length));`;
+    const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+    assert.equal(execFileSync(process.execPath, ['-e', script]).toString(), '0');
+    assert.ok(loaded.length > 0, 'this test process does load it, for the reference computation');
   });
 
   describe('refuses a broken model with a clear error', () => {

@@ -5,8 +5,8 @@ import { BehaviourMonitor, type MonitorOptions, type Verdict } from '../../lib/t
 import { WINDOW } from '../../lib/tinyml/features';
 import type { BehaviourModel } from '../../lib/tinyml/model';
 import { ProfileStore } from '../../lib/tinyml/profile-store';
-import { replay } from '../../lib/tinyml/simulator';
-import { SeededRandom } from '../../lib/tinyml/random';
+import { replay } from '../../tools/tinyml/simulator';
+import { SeededRandom } from '../../tools/tinyml/random';
 import { plant, samples, shippedModel, tempDir } from './fixtures';
 
 const ENROL_WINDOWS = 20;

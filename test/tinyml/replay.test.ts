@@ -1,6 +1,6 @@
 import * as assert from 'node:assert/strict';
 import { WINDOW } from '../../lib/tinyml/features';
-import { SeededRandom } from '../../lib/tinyml/random';
+import { SeededRandom } from '../../tools/tinyml/random';
 import { GRAM, ReplayDetector } from '../../lib/tinyml/replay';
 import { SourceWindow } from '../../lib/tinyml/source-window';
 

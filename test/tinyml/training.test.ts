@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { readRecordings, simulatedTraining } from '../../lib/tinyml/dataset';
+import { readRecordings, simulatedTraining } from '../../tools/tinyml/dataset';
 import { WINDOW } from '../../lib/tinyml/features';
 import { BehaviourModel } from '../../lib/tinyml/model';
 import {
@@ -13,10 +13,10 @@ import {
   featureStatistics,
   train,
   whitening,
-} from '../../lib/tinyml/train';
+} from '../../tools/tinyml/train';
 import { plant, shippedModel, tempDir } from './fixtures';
 
-const trainModel = path.join(__dirname, '..', '..', 'bin', 'train-model.js');
+const trainModel = path.join(__dirname, '..', '..', 'tools', 'train-model.js');
 
 describe('tinyml training', function () {
   this.timeout(120_000);
@@ -88,7 +88,6 @@ describe('tinyml training', function () {
     const model = await BehaviourModel.load(out);
     assert.equal(model.metadata.name, 'plant-model');
     assert.match(model.metadata.trainedOn, /plant\.csv, 4 sources \(2 for calibration, 2 held out/);
-    model.dispose();
   });
 
   it('refuses recordings with too few sources, saying what it needs', async () => {

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
-import { FEATURE_COUNT, FeatureExtractor, WINDOW } from './features';
+import { FEATURE_COUNT, FeatureExtractor, WINDOW } from '../../lib/tinyml/features';
 import { SeededRandom } from './random';
 import { drawInstallation, drawUnit, SimulatedSensor, timesOf, type Recording, type TimeSource } from './simulator';
 

@@ -9,12 +9,12 @@
  * one-class part and the embedding contribute.
  */
 import type { RecordedSource } from './dataset';
-import { FEATURE_COUNT, FeatureExtractor, WINDOW } from './features';
+import { FEATURE_COUNT, FeatureExtractor, WINDOW } from '../../lib/tinyml/features';
 import { generateCases } from './generator-b';
 import { acceptedShare, errorRates, type ErrorRates } from './metrics';
-import type { BehaviourModel } from './model';
-import { OneClassScorer } from './one-class';
-import { cosineTo, enrol, scoreOf, type SourceProfile } from './profile';
+import type { BehaviourModel } from '../../lib/tinyml/model';
+import { OneClassScorer } from '../../lib/tinyml/one-class';
+import { cosineTo, enrol, scoreOf, type SourceProfile } from '../../lib/tinyml/profile';
 import { SeededRandom } from './random';
 import {
   drawInstallation,
@@ -26,7 +26,7 @@ import {
   type Recording,
   type TimeSource,
 } from './simulator';
-import { DECISION_WINDOWS, SourceWindow } from './source-window';
+import { DECISION_WINDOWS, SourceWindow } from '../../lib/tinyml/source-window';
 
 export const IMPOSTOR_KINDS = ['same_model', 'simulator', 'replay'] as const;
 export type ImpostorKind = (typeof IMPOSTOR_KINDS)[number];

@@ -18,6 +18,7 @@
  * `arrivalTimes` when the gateway received them.
  */
 import { SeededRandom } from './random';
+import type { TimeSource } from '../../lib/tinyml/catalog';
 
 export type ProcessKind = 'flat' | 'drifting' | 'stepping' | 'cycling';
 
@@ -102,7 +103,7 @@ export interface Recording {
   arrivalTimes: Float64Array;
 }
 
-export type TimeSource = 'source' | 'arrival';
+export type { TimeSource };
 
 export function timesOf(recording: Recording, timeSource: TimeSource): Float64Array {
   return timeSource === 'source' ? recording.sourceTimes : recording.arrivalTimes;

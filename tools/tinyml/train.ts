@@ -5,14 +5,14 @@
  * give the same model. The network reads EMBEDDING_FEATURES only (the scale-free ones).
  *
  * Training needs the full @tensorflow/tfjs (layers, optimisers): a development dependency,
- * required only here; the node loads the result with tfjs-core (./model).
+ * required only here; the node runs the result without it (lib/tinyml/model).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { LabelledWindows } from './dataset';
-import { EMBEDDING_FEATURES, FEATURE_COUNT, FEATURE_INDEX } from './features';
-import type { ModelMetadata } from './model';
+import { EMBEDDING_FEATURES, FEATURE_COUNT, FEATURE_INDEX } from '../../lib/tinyml/features';
+import type { ModelMetadata } from '../../lib/tinyml/model';
 import { SeededRandom } from './random';
 
 /** Width of the network's input. */
