@@ -95,6 +95,7 @@ export async function benchVerifier({ env = {}, store, workers = 1 }: BenchVerif
     privateKey: Ed25519PrivateKey.generate(),
     fingerprintSalt: new Uint8Array(16).fill(i),
     createdAt: '',
+    storage: 'file',
   }));
   const stop = async () => {
     child.kill('SIGTERM');

@@ -34,6 +34,9 @@ const USAGE = `Usage: m2m-verifier [options]
   --key-rotation DURATION
                        how often a new token-signing key takes over, e.g. 30d, 12h (default 30d,
                        at least 1h)
+  --token-alg ALG      what tokens are signed with: EdDSA (default) or ES256, for brokers and
+                       stacks that know no EdDSA (EMQX, many OPC UA stacks); a change rotates
+                       to a key of the new algorithm, published an hour ahead
   --public-url URL     the URL devices reach /v1 under: the attestation audience and token
                        issuer (default the listening URL; also M2M_PUBLIC_URL)
   --manual-approval    new devices wait in "pending" until an admin approves them
@@ -98,6 +101,7 @@ async function main(): Promise<void> {
           store: { type: 'string', default: process.env.M2M_STORE || 'sqlite:./m2m-verifier.db' },
           workers: { type: 'string' },
           'key-rotation': { type: 'string', default: '30d' },
+          'token-alg': { type: 'string', default: 'EdDSA' },
           'public-url': { type: 'string' },
           'manual-approval': { type: 'boolean', default: false },
           workflow: { type: 'string' },
@@ -155,6 +159,8 @@ async function main(): Promise<void> {
     err => `--limits: ${err.message}`,
   );
 
+  const tokenAlg = values['token-alg'];
+  if (tokenAlg !== 'EdDSA' && tokenAlg !== 'ES256') fail(`--token-alg must be EdDSA or ES256, got ${tokenAlg}`);
   const rotationMs = parseDuration(values['key-rotation']);
   if (!rotationMs) fail(`--key-rotation must be a duration such as 30d, 12h or 90m, got ${values['key-rotation']}`);
   // Each key is published ahead and kept until its last token expires: rotating faster than that
@@ -228,7 +234,7 @@ async function main(): Promise<void> {
       ),
     },
     trustedProxies,
-    keyRotation: { periodMs: rotationMs },
+    keyRotation: { periodMs: rotationMs, alg: tokenAlg },
     metricsOfAllProcesses: cluster.isWorker
       ? metricsOfAllWorkers(() => own?.() ?? { counters: {}, histograms: {} })
       : undefined,

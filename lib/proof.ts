@@ -3,7 +3,7 @@
  * credential that anyone who sees one MQTT message could replay, so each stamped message also
  * carries a compact JWS signed with the device key that binds it to the token and to the message.
  *
- *   header  {alg: "EdDSA", typ: "m2m-pop+jwt", jwk: {kty, crv, x}}   the device's public key
+ *   header  {alg: "EdDSA" | "ES256", typ: "m2m-pop+jwt", jwk: {...}}   the device's public key
  *   payload {jti, iat, ath, dig, tgt}
  *     jti  unique id (a receiver remembers the ones it has seen)
  *     iat  seconds
@@ -15,7 +15,7 @@
  * The receiver accepts the proof when the key's RFC 7638 thumbprint is the token's `cnf.jkt`.
  */
 import * as crypto from 'node:crypto';
-import { Ed25519PublicKey, type Ed25519PrivateKey } from './crypto/ed25519';
+import { type PublicJwk, type PublicKey, type Signer, publicKeyFromJwk } from './crypto/keys';
 import { decodeJws, signJws, verifyDecoded } from './crypto/jws';
 import { isPlainObject } from './schema';
 
@@ -66,8 +66,8 @@ export interface ProofInput {
   now?: number;
 }
 
-export function createProof(key: Ed25519PrivateKey, input: ProofInput): string {
-  const header = { alg: 'EdDSA', typ: PROOF_TYPE, jwk: key.publicKey.toJwk() };
+export function createProof(key: Signer, input: ProofInput): string {
+  const header = { jwk: key.publicKey.toJwk() };
   const payload = {
     jti: `${jtiPrefix}.${(jtiCounter++).toString(36)}`,
     iat: Math.floor((input.now ?? Date.now()) / 1000),
@@ -105,7 +105,17 @@ export interface ProofExpectations {
   maxAgeSeconds: number;
   maxAheadSeconds: number;
   /** Parsed keys by thumbprint: decoding a point costs as much as the check itself. */
-  keys: Map<string, Ed25519PublicKey>;
+  keys: Map<string, PublicKey>;
+}
+
+/** The members of a public JWK that name the key (RFC 7638's), nothing else a header carries. */
+function publicMembers(jwk: Record<string, unknown>): Record<string, unknown> {
+  const { kty, crv, x, y } = jwk;
+  return kty === 'EC' ? { kty, crv, x, y } : { kty, crv, x };
+}
+
+function sameKey(jwk: Record<string, unknown>, known: PublicJwk): boolean {
+  return Object.entries(known).every(([member, value]) => jwk[member] === value);
 }
 
 /** Checks a proof against its token and message; a failure reason, or what a replay cache needs. */
@@ -135,14 +145,14 @@ export function checkProof(
   let key = expected.keys.get(expected.jkt);
   if (!key) {
     try {
-      key = Ed25519PublicKey.fromJwk({ kty: jwk.kty, crv: jwk.crv, x: jwk.x });
+      key = publicKeyFromJwk(publicMembers(jwk));
     } catch {
       return { ok: false, reason: 'proof_wrong_key' };
     }
     if (key.thumbprint() !== expected.jkt) return { ok: false, reason: 'proof_wrong_key' };
     if (expected.keys.size >= 10_000) expected.keys.delete(expected.keys.keys().next().value!);
     expected.keys.set(expected.jkt, key);
-  } else if (jwk.x !== key.x || jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519') {
+  } else if (!sameKey(jwk, key.toJwk())) {
     return { ok: false, reason: 'proof_wrong_key' };
   }
   if (!verifyDecoded(decoded, key)) return { ok: false, reason: 'proof_bad_signature' };

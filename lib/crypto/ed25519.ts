@@ -61,6 +61,7 @@ function decodePoint(bytes: Uint8Array): ed.Point {
 }
 
 export class Ed25519PublicKey {
+  readonly alg = 'EdDSA' as const;
   readonly raw: Uint8Array;
   readonly engine: Ed25519Engine;
   private readonly keyObject?: crypto.KeyObject;
@@ -151,6 +152,7 @@ export class Ed25519PublicKey {
 }
 
 export class Ed25519PrivateKey {
+  readonly alg = 'EdDSA' as const;
   readonly publicKey: Ed25519PublicKey;
   readonly engine: Ed25519Engine;
   private readonly seed: Uint8Array;

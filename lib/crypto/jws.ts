@@ -1,24 +1,25 @@
 /**
- * Compact JWS (RFC 7515) with EdDSA (RFC 8037) only.
+ * Compact JWS (RFC 7515) with EdDSA (RFC 8037) and ES256 (RFC 7518 §3.4) only.
  *
- * base64url is Node's own (native, several times jose's pure-JS codec); the signature goes through
- * ./ed25519 so that signing and verifying use the cached node:crypto keys (or the noble fallback)
- * synchronously. Anything but `alg: EdDSA` is refused before a key is looked at, which rules out
- * `none`, HMAC-with-public-key and algorithm confusion.
+ * base64url is Node's own (native, several times jose's pure-JS codec); signatures go through
+ * ./ed25519 and ./p256 so that signing and verifying use cached node:crypto keys synchronously.
+ * Any other `alg` is refused before a key is looked at (`none`, HMAC-with-public-key), and a
+ * signature verifies only under a key of its own algorithm: the header never picks the check.
  */
 import { SignatureError } from '../errors';
 import { MAX_JSON_DEPTH, isPlainObject, jsonDepthExceeds } from '../schema';
-import type { Ed25519PrivateKey, Ed25519PublicKey } from './ed25519';
+import { ALGS, type Alg, type PublicKey, type Signer } from './keys';
 
 export const JWS_TYPES = {
   registration: 'm2m-registration+jwt',
   attestation: 'm2m-attestation+jwt',
   token: 'at+jwt',
   peerMessage: 'm2m-message+jwt',
+  keyChange: 'm2m-key-change+jwt',
 } as const;
 
 export interface JwsHeader {
-  alg: 'EdDSA';
+  alg: Alg;
   typ: string;
   kid?: string;
   /** A proof of possession's public key (lib/proof). */
@@ -39,12 +40,12 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 export function signJws(
   payload: Record<string, unknown>,
   typ: string,
-  key: Ed25519PrivateKey,
+  key: Signer,
   kid?: string,
   /** Further protected header parameters (a proof's `jwk`). */
   extra: Record<string, unknown> = {},
 ): string {
-  const header = { ...extra, ...(kid ? { alg: 'EdDSA', typ, kid } : { alg: 'EdDSA', typ }) };
+  const header = { ...extra, ...(kid ? { alg: key.alg, typ, kid } : { alg: key.alg, typ }) };
   const signingInput = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
   return `${signingInput}.${Buffer.from(key.sign(Buffer.from(signingInput, 'latin1'))).toString('base64url')}`;
 }
@@ -89,8 +90,11 @@ export function decodeJws(jws: unknown, expectedTyp: string): DecodedJws {
     throw new SignatureError('malformed_jws', 'JWS header is not base64url JSON');
   }
   if (!isPlainObject(header)) throw new SignatureError('malformed_jws', 'JWS header must be a JSON object');
-  if (header.alg !== 'EdDSA')
-    throw new SignatureError('unsupported_alg', `alg ${JSON.stringify(header.alg)} is not supported, only EdDSA`);
+  if (!ALGS.includes(header.alg as Alg))
+    throw new SignatureError(
+      'unsupported_alg',
+      `alg ${JSON.stringify(header.alg)} is not supported, only ${ALGS.join(' and ')}`,
+    );
   if (header.typ !== expectedTyp) throw new SignatureError('wrong_typ', `typ must be ${expectedTyp}`);
   // RFC 7515 §4.1.11: extensions we do not understand must make the JWS invalid.
   if ('crit' in header || 'b64' in header)
@@ -124,12 +128,13 @@ export function decodeJws(jws: unknown, expectedTyp: string): DecodedJws {
   };
 }
 
-export function verifyDecoded(decoded: DecodedJws, key: Ed25519PublicKey): boolean {
-  return key.verify(decoded.signingInput, decoded.signature);
+/** True when the signature verifies under `key`, in `key`'s own algorithm (whatever the header claims). */
+export function verifyDecoded(decoded: DecodedJws, key: PublicKey): boolean {
+  return decoded.header.alg === key.alg && key.verify(decoded.signingInput, decoded.signature);
 }
 
 /** Decode and verify in one step; throws SignatureError('bad_signature') when it does not check out. */
-export function verifyJws(jws: unknown, expectedTyp: string, key: Ed25519PublicKey): DecodedJws {
+export function verifyJws(jws: unknown, expectedTyp: string, key: PublicKey): DecodedJws {
   const decoded = decodeJws(jws, expectedTyp);
   if (!verifyDecoded(decoded, key)) throw new SignatureError('bad_signature', 'JWS signature does not verify');
   return decoded;

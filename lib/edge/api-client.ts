@@ -74,7 +74,7 @@ const deviceHistory = s.object({
   audit: s.array(
     s.object({
       at: s.string({ maxLength: 64 }),
-      action: s.literal('active', 'pending', 'revoked', 'rekey_allowed', 'rekeyed'),
+      action: s.literal('active', 'pending', 'revoked', 'rekey_allowed', 'rekeyed', 'key_changed'),
       actor: s.string({ maxLength: 128 }),
       reason: s.optional(s.string({ maxLength: 500 })),
     }),
@@ -129,6 +129,12 @@ export class IdentityApiClient {
       : {};
     const { status, data } = await this.call('post', '/v1/devices', { registration }, headers);
     return { ...answer(registerAnswer, data, 'registration'), created: status === 201 };
+  }
+
+  /** Moves the device to another key, signed by the old and the new one (buildKeyChange). */
+  async changeKey(deviceId: string, keyChange: string): Promise<s.Infer<typeof registerAnswer>> {
+    const path = `/v1/devices/${encodeURIComponent(deviceId)}/key`;
+    return answer(registerAnswer, (await this.call('post', path, { keyChange })).data, 'key change');
   }
 
   async challenge(deviceId: string): Promise<ChallengeAnswer> {

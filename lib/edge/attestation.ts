@@ -5,11 +5,29 @@
  */
 import { JWS_TYPES, signJws } from '../crypto/jws';
 import type { TinymlEvidence } from '../verifier/workflow';
-import type { AttestAnswer, IdentityApiClient, RegisterAnswer } from './api-client';
+import { ApiError, type AttestAnswer, type IdentityApiClient, type RegisterAnswer } from './api-client';
 import { digestComponents, type Fingerprint } from './fingerprint';
 import type { DeviceIdentity } from './keystore';
 
 export type { TinymlEvidence } from '../verifier/workflow';
+
+/** What a registration (or a key change) states of the device: its key, fingerprint and metadata. */
+function deviceClaims(
+  identity: DeviceIdentity,
+  rawComponents: Record<string, string>,
+  metadata: Record<string, unknown>,
+  now: number,
+) {
+  const fingerprint: Fingerprint = digestComponents(identity.fingerprintSalt, rawComponents);
+  return {
+    deviceId: identity.deviceId,
+    jwk: identity.privateKey.publicKey.toJwk(),
+    fingerprint,
+    // Where the key lives, in the device's own words (the fleet shows it; a workflow may ask for hardware).
+    metadata: { ...metadata, keyStorage: identity.storage },
+    iat: Math.floor(now / 1000),
+  };
+}
 
 export function buildRegistration(
   identity: DeviceIdentity,
@@ -17,17 +35,29 @@ export function buildRegistration(
   metadata: Record<string, unknown> = {},
   now = Date.now(),
 ): string {
-  const fingerprint: Fingerprint = digestComponents(identity.fingerprintSalt, rawComponents);
+  return signJws(deviceClaims(identity, rawComponents, metadata, now), JWS_TYPES.registration, identity.privateKey);
+}
+
+/**
+ * A key change (POST /v1/devices/{id}/key): the new key signs the device's claims, and inside
+ * them the registered key signs its consent to exactly that new key.
+ */
+export function buildKeyChange(
+  previous: DeviceIdentity,
+  next: DeviceIdentity,
+  rawComponents: Record<string, string>,
+  metadata: Record<string, unknown> = {},
+  now = Date.now(),
+): string {
+  const consent = signJws(
+    { deviceId: previous.deviceId, newKey: next.privateKey.publicKey.thumbprint(), iat: Math.floor(now / 1000) },
+    JWS_TYPES.keyChange,
+    previous.privateKey,
+  );
   return signJws(
-    {
-      deviceId: identity.deviceId,
-      jwk: identity.privateKey.publicKey.toJwk(),
-      fingerprint,
-      metadata,
-      iat: Math.floor(now / 1000),
-    },
-    JWS_TYPES.registration,
-    identity.privateKey,
+    { ...deviceClaims(next, rawComponents, metadata, now), previous: consent },
+    JWS_TYPES.keyChange,
+    next.privateKey,
   );
 }
 
@@ -58,14 +88,28 @@ export function buildAttestation(identity: DeviceIdentity, input: AttestationInp
   );
 }
 
-/** Register the device; idempotent (the verifier answers 200 for the same key again). */
+/**
+ * Register the device; idempotent (the verifier answers 200 for the same key again). A device
+ * whose key moved (a file key into a TPM or an HSM) names the `previous` identity: when the
+ * verifier still knows that key, both sign the change and the device keeps its registration.
+ */
 export async function provisionDevice(
   client: IdentityApiClient,
   identity: DeviceIdentity,
   rawComponents: Record<string, string>,
   metadata?: Record<string, unknown>,
-): Promise<RegisterAnswer> {
-  return client.register(buildRegistration(identity, rawComponents, metadata));
+  previous?: DeviceIdentity,
+): Promise<RegisterAnswer & { keyChanged?: boolean }> {
+  try {
+    return await client.register(buildRegistration(identity, rawComponents, metadata));
+  } catch (err) {
+    if (!previous || !(err instanceof ApiError) || err.code !== 'key_conflict') throw err;
+    const changed = await client.changeKey(
+      identity.deviceId,
+      buildKeyChange(previous, identity, rawComponents, metadata),
+    );
+    return { ...changed, created: false, keyChanged: true };
+  }
 }
 
 /** Challenge → signed attestation → decision (+ token when approved). */

@@ -9,15 +9,23 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { KeystoreError } from '../errors';
 import { Ed25519PrivateKey } from '../crypto/ed25519';
+import type { Signer } from '../crypto/keys';
+import type { KeyStorage } from './pkcs11-key';
 import * as s from '../schema';
 
 export interface DeviceIdentity {
   deviceId: string;
-  privateKey: Ed25519PrivateKey;
+  /** What signs for the device: a file key (Ed25519), or a key in a TPM or an HSM that never leaves it. */
+  privateKey: Signer;
   /** Per-device random salt of the hardware fingerprint digests, chosen at provisioning. */
   fingerprintSalt: Uint8Array;
   createdAt: string;
+  /** Where the key lives: a keystore file, a PKCS#11 token (HSM, secure element), or a TPM. */
+  storage: KeyStorage;
 }
+
+/** An identity from a keystore file: its key is an Ed25519 key in memory. */
+export type FileIdentity = DeviceIdentity & { privateKey: Ed25519PrivateKey };
 
 // scrypt N=2^14 keeps unlocking under ~50 ms on a gateway-class CPU while costing 16 MiB per guess.
 const SCRYPT = { N: 16384, r: 8, p: 1 } as const;
@@ -78,7 +86,7 @@ export class Keystore {
   }
 
   /** The identity of a device, or undefined when it has none yet. */
-  load(deviceId: string): DeviceIdentity | undefined {
+  load(deviceId: string): FileIdentity | undefined {
     const file = this.fileFor(deviceId);
     let text: string;
     try {
@@ -121,18 +129,20 @@ export class Keystore {
       privateKey,
       fingerprintSalt: new Uint8Array(Buffer.from(stored.fingerprintSalt, 'hex')),
       createdAt: stored.createdAt,
+      storage: 'file',
     };
   }
 
   /** Creates a new identity; refuses to replace an existing file. */
-  create(deviceId: string): DeviceIdentity {
+  create(deviceId: string): FileIdentity {
     const file = this.fileFor(deviceId);
     const privateKey = Ed25519PrivateKey.generate();
-    const identity: DeviceIdentity = {
+    const identity: FileIdentity = {
       deviceId,
       privateKey,
       fingerprintSalt: new Uint8Array(crypto.randomBytes(16)),
       createdAt: new Date().toISOString(),
+      storage: 'file',
     };
     const header = {
       format: FORMAT,
@@ -174,8 +184,13 @@ export class Keystore {
     return identity;
   }
 
+  /** Deletes the device's keystore file: its key was handed over to another (a TPM or an HSM). */
+  retire(deviceId: string): void {
+    fs.rmSync(this.fileFor(deviceId), { force: true });
+  }
+
   /** The device's identity, creating it on first use; `created` tells which happened. */
-  loadOrCreate(deviceId: string): { identity: DeviceIdentity; created: boolean } {
+  loadOrCreate(deviceId: string): { identity: FileIdentity; created: boolean } {
     const existing = this.load(deviceId);
     if (existing) return { identity: existing, created: false };
     try {

@@ -10,7 +10,8 @@
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import { type Ed25519PrivateKey, Ed25519PublicKey } from '../crypto/ed25519';
+import { Ed25519PublicKey } from '../crypto/ed25519';
+import { type PublicKey, type Signer, publicKeyFromJwk } from '../crypto/keys';
 import { type DecodedJws, decodeJws, JWS_TYPES, signJws, verifyDecoded } from '../crypto/jws';
 import { M2MError } from '../errors';
 import { isPlainObject } from '../schema';
@@ -40,7 +41,7 @@ function payloadDigest(payload: unknown): string {
   return crypto.createHash('sha256').update(bytes).digest('base64url');
 }
 
-export function signPeerMessage(payload: unknown, key: Ed25519PrivateKey, kid: string, now = Date.now()): string {
+export function signPeerMessage(payload: unknown, key: Signer, kid: string, now = Date.now()): string {
   return signJws(
     { iss: kid, iat: Math.floor(now / 1000), sha256: payloadDigest(payload) },
     JWS_TYPES.peerMessage,
@@ -58,7 +59,7 @@ export class TrustStoreError extends M2MError {
 /** Public keys by key id, from a JWKS file (`{"keys": [{kty, crv, x, kid}, ...]}`). */
 export class TrustStore {
   private constructor(
-    private readonly keys: Map<string, Ed25519PublicKey>,
+    private readonly keys: Map<string, PublicKey>,
     readonly skipped: number,
   ) {}
 
@@ -77,15 +78,15 @@ export class TrustStore {
     }
     if (!isPlainObject(parsed) || !Array.isArray(parsed.keys))
       throw new TrustStoreError(`${file}: not a JWKS ({"keys": [...]})`);
-    const keys = new Map<string, Ed25519PublicKey>();
+    const keys = new Map<string, PublicKey>();
     let skipped = 0;
     for (const jwk of parsed.keys) {
       const kid = isPlainObject(jwk) && typeof jwk.kid === 'string' && jwk.kid ? jwk.kid : undefined;
       try {
         if (!kid) throw new Error('no kid');
-        const { kty, crv, x } = jwk as Record<string, unknown>;
-        const key = Ed25519PublicKey.fromJwk({ kty, crv, x });
-        if (!key.isPrimeOrder()) throw new Error('small-order component');
+        const { kty, crv, x, y } = jwk as Record<string, unknown>;
+        const key = publicKeyFromJwk(kty === 'EC' ? { kty, crv, x, y } : { kty, crv, x });
+        if (key instanceof Ed25519PublicKey && !key.isPrimeOrder()) throw new Error('small-order component');
         keys.set(kid, key);
       } catch {
         skipped++;
@@ -108,6 +109,7 @@ export class TrustStore {
     const kid = decoded.header.kid;
     const key = typeof kid === 'string' ? this.keys.get(kid) : undefined;
     if (!kid || !key) return { valid: false, kid, reason: 'unknown_key' };
+    // The key's own algorithm only: an ES256 signature under an Ed25519 key, or the reverse, is bad.
     if (!verifyDecoded(decoded, key)) return { valid: false, kid, reason: 'bad_signature' };
     if (decoded.payload.sha256 !== payloadDigest(payload)) return { valid: false, kid, reason: 'payload_mismatch' };
     const iat = decoded.payload.iat;

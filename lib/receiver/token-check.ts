@@ -7,7 +7,7 @@
  * proof ids. A verified token is cached until it expires, so a message costs one proof check.
  */
 import * as jose from 'jose';
-import type { Ed25519PublicKey } from '../crypto/ed25519';
+import { ALGS, type PublicKey } from '../crypto/keys';
 import { isCanonicalCompact } from '../crypto/jws';
 import { checkProof, type ProofFailure, sha256 } from '../proof';
 import { MemoryReplayCache, type ReplayCache } from './replay-cache';
@@ -121,7 +121,7 @@ export class TokenChecker {
   private readonly verifying = new Map<string, Promise<VerifiedToken | { reason: TokenFailure }>>();
   private readonly introspecting = new Map<string, Promise<boolean | undefined>>();
   private readonly replays: ReplayCache;
-  private readonly keys = new Map<string, Ed25519PublicKey>();
+  private readonly keys = new Map<string, PublicKey>();
   private readonly now: () => number;
 
   constructor(private readonly options: TokenCheckOptions) {
@@ -205,7 +205,7 @@ export class TokenChecker {
       ({ payload } = await jose.jwtVerify(token, this.keySet, {
         issuer: this.options.issuer,
         audience: this.options.audience,
-        algorithms: ['EdDSA'],
+        algorithms: [...ALGS],
         typ: 'at+jwt',
         requiredClaims: ['sub', 'exp', 'cnf'],
         clockTolerance: this.options.clockToleranceSeconds ?? 30,

@@ -12,7 +12,8 @@ export type DeviceEventType =
   | 'device.approved'
   | 'device.reinstated'
   | 'device.rekey_allowed'
-  | 'device.rekeyed';
+  | 'device.rekeyed'
+  | 'device.key_changed';
 export type EventType = DeviceEventType | 'attestation.decided';
 
 function event(type: EventType, nowMs: number, data: Record<string, unknown>): OutboxEvent {

@@ -99,6 +99,11 @@ const routes: Route[] = [
   },
   {
     method: 'POST',
+    path: /^\/v1\/devices\/([^/]+)\/key$/,
+    handle: async (verifier, call) => ({ body: await verifier.changeKey(call.params[0], call.json()) }),
+  },
+  {
+    method: 'POST',
     path: /^\/v1\/devices\/([^/]+)\/rekey$/,
     admin: true,
     async handle(verifier, call) {

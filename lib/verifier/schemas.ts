@@ -11,13 +11,28 @@ export const challengeBody = s.object({ deviceId });
 export const attestationBody = s.object({ attestation: s.string({ maxLength: 64 * 1024 }) });
 export const introspectionBody = s.object({ token: s.string({ maxLength: 16 * 1024 }) });
 
-export const registrationPayload = s.object({
+export const keyChangeBody = s.object({ keyChange: s.string({ maxLength: 64 * 1024 }) });
+
+/** What a device says of itself when it registers, and again when it changes its key. */
+const deviceClaims = {
   deviceId,
   jwk: s.unknownValue(),
   fingerprint: s.object({ salt: s.string({ pattern: /^([0-9a-f]{2}){8,64}$/, format: 'hex salt' }), components }),
   metadata: s.optional(s.jsonValue({ maxDepth: 8, maxBytes: 16 * 1024 })),
   iat: seconds,
+};
+
+/** Signed by the new key; `previous` is the old key's consent (keyChangeConsent), a JWS itself. */
+export const keyChangePayload = s.object({ ...deviceClaims, previous: s.string({ maxLength: 16 * 1024 }) });
+
+/** Signed by the registered key: it hands the device over to the key with thumbprint `newKey`. */
+export const keyChangeConsent = s.object({
+  deviceId,
+  newKey: s.string({ pattern: /^[A-Za-z0-9_-]{43}$/, format: 'RFC 7638 thumbprint' }),
+  iat: seconds,
 });
+
+export const registrationPayload = s.object(deviceClaims);
 
 export const attestationPayload = s.object({
   iss: deviceId,

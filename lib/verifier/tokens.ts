@@ -1,11 +1,14 @@
 /**
- * Access tokens: EdDSA JWTs (RFC 9068 `at+jwt`) signed by the verifier's own key, published as a
- * JWKS, and introspected per RFC 7662. The signing key lives in the store so tokens outlive a
- * restart and several processes sharing a store agree on it. The key rotates (planRotation).
+ * Access tokens: JWTs (RFC 9068 `at+jwt`) signed by the verifier's own key, EdDSA by default or
+ * ES256 for brokers and stacks that know no EdDSA, published as a JWKS, and introspected per
+ * RFC 7662. The signing key lives in the store so tokens outlive a restart and several processes
+ * sharing a store agree on it. The key rotates (planRotation), also to another algorithm.
  */
 import * as crypto from 'node:crypto';
 import * as jose from 'jose';
 import { Ed25519PrivateKey } from '../crypto/ed25519';
+import { ALGS, type Alg, type Signer } from '../crypto/keys';
+import { P256PrivateKey } from '../crypto/p256';
 import { isCanonicalCompact, JWS_TYPES, signJws } from '../crypto/jws';
 import type { KeyRotation, SigningKeyRecord, VerifierStore } from './store/types';
 
@@ -30,6 +33,8 @@ export interface IssuedToken {
 }
 
 export interface KeyRotationOptions {
+  /** What new keys sign tokens with (EdDSA unless told otherwise). */
+  alg: Alg;
   /** A new key takes over signing this often. */
   periodMs: number;
   /** A new key is in the JWKS this long before it signs, so relying parties' caches learn it first. */
@@ -44,17 +49,24 @@ export const DEFAULT_KEY_PERIOD_MS = 30 * 86_400_000;
 export function keyRotationOptions(options: Partial<KeyRotationOptions> = {}): KeyRotationOptions {
   const periodMs = options.periodMs ?? DEFAULT_KEY_PERIOD_MS;
   const publishAheadMs = options.publishAheadMs ?? Math.min(3_600_000, periodMs / 4);
-  return { periodMs, publishAheadMs, refreshMs: options.refreshMs ?? Math.min(60_000, publishAheadMs / 4) };
+  return {
+    alg: options.alg ?? 'EdDSA',
+    periodMs,
+    publishAheadMs,
+    refreshMs: options.refreshMs ?? Math.min(60_000, publishAheadMs / 4),
+  };
 }
 
-function newKeyRecord(now: number, signsFrom: number): SigningKeyRecord {
-  const key = Ed25519PrivateKey.generate();
-  return {
-    kid: key.publicKey.thumbprint(),
-    seed: Buffer.from(key.exportSeed()).toString('hex'),
-    createdAt: now,
-    signsFrom,
-  };
+function newKeyRecord(now: number, signsFrom: number, alg: Alg): SigningKeyRecord {
+  const key = alg === 'ES256' ? P256PrivateKey.generate() : Ed25519PrivateKey.generate();
+  const secret = key instanceof P256PrivateKey ? key.exportScalar() : key.exportSeed();
+  return { kid: key.publicKey.thumbprint(), alg, seed: Buffer.from(secret).toString('hex'), createdAt: now, signsFrom };
+}
+
+/** A stored key as a signer: its algorithm decides how its 32 secret bytes are read. */
+function loadKey(record: SigningKeyRecord): Signer {
+  const secret = new Uint8Array(Buffer.from(record.seed, 'hex'));
+  return record.alg === 'ES256' ? P256PrivateKey.fromScalar(secret) : Ed25519PrivateKey.fromSeed(secret);
 }
 
 /** The key that signs at `now`: the newest whose time has come. Keys come oldest first. */
@@ -68,20 +80,28 @@ function signingKeyAt<K extends { signsFrom: number }>(keys: K[], now: number): 
  * What a rotation does with the keys the store holds at `now`. The first key signs at once (no
  * one can have cached a JWKS yet); later ones are added `publishAheadMs` before their turn; a key
  * is removed once the key after it has signed for `retireAfterMs` (the token lifetime plus clock
- * skew), when no token of its own can still be valid.
+ * skew), when no token of its own can still be valid. A verifier told to sign with another
+ * algorithm rotates to a key of it at once, published ahead like any other.
  */
 export function planRotation(
   keys: SigningKeyRecord[],
   now: number,
-  rotation: Pick<KeyRotationOptions, 'periodMs' | 'publishAheadMs'> & { retireAfterMs: number },
+  rotation: Pick<KeyRotationOptions, 'periodMs' | 'publishAheadMs'> & { retireAfterMs: number; alg: Alg },
 ): KeyRotation {
-  if (!keys.length) return { add: newKeyRecord(now, now) };
+  if (!keys.length) return { add: newKeyRecord(now, now, rotation.alg) };
   const current = signingKeyAt(keys, now)!;
-  const upcoming = keys.some(key => key.signsFrom > now);
+  const next = keys.find(key => key.signsFrom > now);
   const due = current.signsFrom + rotation.periodMs - rotation.publishAheadMs <= now;
+  const otherAlg = current.alg !== rotation.alg && (!next || next.alg !== rotation.alg);
   const add =
-    !upcoming && due
-      ? newKeyRecord(now, Math.max(now + rotation.publishAheadMs, current.signsFrom + rotation.periodMs))
+    otherAlg || (!next && due)
+      ? newKeyRecord(
+          now,
+          otherAlg
+            ? now + rotation.publishAheadMs
+            : Math.max(now + rotation.publishAheadMs, current.signsFrom + rotation.periodMs),
+          rotation.alg,
+        )
       : undefined;
   const remove = keys
     .filter((_key, i) => i + 1 < keys.length && keys[i + 1].signsFrom + rotation.retireAfterMs <= now)
@@ -92,7 +112,7 @@ export function planRotation(
 interface LoadedKey {
   kid: string;
   signsFrom: number;
-  key: Ed25519PrivateKey;
+  key: Signer;
 }
 
 export class TokenService {
@@ -140,7 +160,7 @@ export class TokenService {
     this.keys = records.map(record => ({
       kid: record.kid,
       signsFrom: record.signsFrom,
-      key: known.get(record.kid) ?? Ed25519PrivateKey.fromSeed(new Uint8Array(Buffer.from(record.seed, 'hex'))),
+      key: known.get(record.kid) ?? loadKey(record),
     }));
     this.keySet = jose.createLocalJWKSet(this.jwks());
   }
@@ -153,7 +173,7 @@ export class TokenService {
   /** Every key a token may be signed with now or soon: the current one, the next one, and those whose tokens live on. */
   jwks(): { keys: Array<Record<string, string>> } {
     return {
-      keys: this.keys.map(({ kid, key }) => ({ ...key.publicKey.toJwk(), kid, alg: 'EdDSA', use: 'sig' })),
+      keys: this.keys.map(({ kid, key }) => ({ ...key.publicKey.toJwk(), kid, alg: key.alg, use: 'sig' })),
     };
   }
 
@@ -200,7 +220,7 @@ export class TokenService {
       const { payload } = await jose.jwtVerify(token, this.keySet, {
         issuer: this.issuer,
         audience: this.audience,
-        algorithms: ['EdDSA'],
+        algorithms: [...ALGS],
         typ: JWS_TYPES.token,
         currentDate: new Date(nowMs),
       });

@@ -1,5 +1,5 @@
 /** The verifier's data model, shared by its logic and its stores. */
-import type { OkpPublicJwk } from '../crypto/ed25519';
+import type { PublicJwk } from '../crypto/keys';
 import type { Fingerprint } from '../edge/fingerprint';
 
 export type DeviceStatus = 'active' | 'pending' | 'revoked';
@@ -8,11 +8,12 @@ export type Decision = 'approved' | 'declined' | 'in_review';
 export type WorkflowStep =
   | { step: 'signature' }
   | { step: 'fingerprint'; minMatch?: number; required?: boolean }
-  | { step: 'tinyml'; minScore?: number; review?: number; required?: boolean };
+  | { step: 'tinyml'; minScore?: number; review?: number; required?: boolean }
+  | { step: 'hardwareKey' };
 
 export interface DeviceRecord {
   deviceId: string;
-  jwk: OkpPublicJwk;
+  jwk: PublicJwk;
   /** RFC 7638 thumbprint of `jwk`: the `cnf.jkt` of the device's tokens. */
   thumbprint: string;
   fingerprint: Fingerprint;

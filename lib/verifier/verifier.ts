@@ -5,7 +5,8 @@
 import * as crypto from 'node:crypto';
 import { M2MError, SignatureError } from '../errors';
 import { Ed25519PublicKey } from '../crypto/ed25519';
-import { JWS_TYPES, decodeJws, verifyDecoded } from '../crypto/jws';
+import { type PublicKey, publicKeyFromJwk } from '../crypto/keys';
+import { type DecodedJws, JWS_TYPES, decodeJws, verifyDecoded } from '../crypto/jws';
 import type { Infer } from '../schema';
 import { REVOCATIONS_TYP, revocationEntries } from '../revocations';
 import { normaliseUrl } from '../url';
@@ -220,7 +221,7 @@ export class Verifier {
   private readonly options: VerifierOptions;
   private readonly now: () => number;
   /** Device keys parsed once: building a key object costs about as much as a verification. */
-  private readonly publicKeys = new Map<string, Ed25519PublicKey>();
+  private readonly publicKeys = new Map<string, PublicKey>();
   private readonly limiters: Record<keyof VerifierLimits, RateLimiter>;
   private readonly retention: Retention;
   private readonly purgeTimer: NodeJS.Timeout;
@@ -374,11 +375,8 @@ export class Verifier {
     const { registration } = schemas.registrationBody.parse(body);
     const decoded = decodeJws(registration, JWS_TYPES.registration);
     const payload = schemas.registrationPayload.parse(decoded.payload, 'registration');
-    // Proof of possession: the key in the payload must be the key that signed it.
-    const publicKey = Ed25519PublicKey.fromJwk(payload.jwk);
-    if (!publicKey.isPrimeOrder()) throw new SignatureError('bad_key', 'the key has a small-order component');
-    if (!verifyDecoded(decoded, publicKey))
-      throw new SignatureError('bad_signature', 'registration is not signed by the key it carries');
+    // Proof of possession: the key in the payload must be the key that signed it, in its own algorithm.
+    const publicKey = this.registrableKey(payload.jwk, decoded);
     const now = this.now();
     if (Math.abs(now / 1000 - payload.iat) > MAX_CLOCK_SKEW_S)
       throw new M2MError('stale_iat', 'registration iat is more than 5 minutes off', 400);
@@ -433,6 +431,73 @@ export class Verifier {
         '(fleet sidebar, or POST /v1/devices/{id}/rekey) and the device registers again',
       409,
     );
+  }
+
+  /**
+   * Moves a device to another key on the word of both keys (DESIGN.md §2: no admin needed): the
+   * new key signs the change, and inside it the registered key signs its consent to that very
+   * key. A file key moves into a TPM or an HSM this way without re-enrolment. Audited.
+   */
+  async changeKey(deviceId: string, body: unknown): Promise<{ deviceId: string; status: DeviceStatus }> {
+    const id = schemas.deviceIdSchema.parse(deviceId, 'deviceId');
+    const { keyChange } = schemas.keyChangeBody.parse(body);
+    const decoded = decodeJws(keyChange, JWS_TYPES.keyChange);
+    const payload = schemas.keyChangePayload.parse(decoded.payload, 'key change');
+    const next = this.registrableKey(payload.jwk, decoded);
+    const now = this.now();
+    if (payload.deviceId !== id) throw new M2MError('invalid_request', 'the key change is for another device', 400);
+    if (Math.abs(now / 1000 - payload.iat) > MAX_CLOCK_SKEW_S)
+      throw new M2MError('stale_iat', 'key change iat is more than 5 minutes off', 400);
+    const device = await this.store.getDevice(id);
+    if (!device) throw new M2MError('device_unknown', `no device ${id}`, 404);
+    if (device.status === 'revoked')
+      throw new M2MError('device_revoked', `device ${id} is revoked; an admin must reinstate it`, 403);
+    const previous = decodeJws(payload.previous, JWS_TYPES.keyChange);
+    const current = this.publicKey(device);
+    if (!current || !verifyDecoded(previous, current))
+      throw new SignatureError('bad_signature', 'the key change is not signed by the registered key');
+    const consent = schemas.keyChangeConsent.parse(previous.payload, 'previous');
+    if (consent.deviceId !== id || consent.newKey !== next.thumbprint())
+      throw new SignatureError('bad_signature', 'the registered key consented to another key');
+    if (Math.abs(now / 1000 - consent.iat) > MAX_CLOCK_SKEW_S)
+      throw new M2MError('stale_iat', 'the consent iat is more than 5 minutes off', 400);
+    const key = {
+      jwk: next.toJwk(),
+      thumbprint: next.thumbprint(),
+      fingerprint: payload.fingerprint,
+      metadata: payload.metadata ?? {},
+    };
+    const event = deviceEvent('device.key_changed', { ...device, metadata: key.metadata }, now, {
+      actor: 'device',
+      reason: `from ${device.thumbprint} to ${key.thumbprint}, signed by both`,
+    });
+    const changed = await this.store.replaceDeviceKey(id, device.thumbprint, key, { inWindow: false }, event, now, {
+      action: 'key_changed',
+      actor: 'device',
+      reason: `new key ${key.thumbprint}`,
+    });
+    if (!changed) throw new M2MError('wrong_status', `the key of ${id} changed meanwhile; try again`, 409);
+    this.revocationList = undefined;
+    this.published(event);
+    return { deviceId: id, status: device.status };
+  }
+
+  /**
+   * A key that may be registered, from a JWK and the JWS that must be signed by it in its own
+   * algorithm: canonical, no small-order Ed25519 point, P-256 on the curve.
+   */
+  private registrableKey(jwk: unknown, signed: DecodedJws): PublicKey {
+    const publicKey = publicKeyFromJwk(jwk);
+    if (publicKey instanceof Ed25519PublicKey && !publicKey.isPrimeOrder())
+      throw new SignatureError('bad_key', 'the key has a small-order component');
+    if (signed.header.alg !== publicKey.alg)
+      throw new SignatureError(
+        'unsupported_alg',
+        `a ${publicKey.alg} key signs with ${publicKey.alg}, not ${signed.header.alg}`,
+      );
+    if (!verifyDecoded(signed, publicKey))
+      throw new SignatureError('bad_signature', 'not signed by the key it carries');
+    return publicKey;
   }
 
   /**
@@ -513,9 +578,11 @@ export class Verifier {
       // A key registered before keys were checked, and refused by today's rules, proves nothing.
       if (!key) return declined('bad_key');
       if (!verifyDecoded(decoded, key)) {
+        // An algorithm that is not the key's is refused whatever the signature: wrong_alg says so.
+        const reason = decoded.header.alg === key.alg ? 'bad_signature' : 'wrong_alg';
         if (await this.take('badSignaturesRecordedPerDevice', device.deviceId, now))
-          await this.recordDeclined(sessionId, device.deviceId, 'bad_signature', now);
-        return declined('bad_signature');
+          await this.recordDeclined(sessionId, device.deviceId, reason, now);
+        return declined(reason);
       }
 
       const workflow = device.workflow ?? this.options.workflow ?? DEFAULT_WORKFLOW;
@@ -525,6 +592,7 @@ export class Verifier {
         registeredFingerprint: device.fingerprint,
         fingerprint: payload.evidence?.fingerprint,
         tinyml: payload.evidence?.tinyml,
+        keyStorage: (device.metadata as { keyStorage?: unknown } | null)?.keyStorage,
       });
       // A salt mismatch and a failed k-of-n match both say fingerprint_mismatch: report it once.
       const reasons = [...new Set([...checks, ...result.reasons])];
@@ -589,11 +657,11 @@ export class Verifier {
     this.published(event);
   }
 
-  private publicKey(device: DeviceRecord): Ed25519PublicKey | undefined {
+  private publicKey(device: DeviceRecord): PublicKey | undefined {
     let key = this.publicKeys.get(device.thumbprint);
     if (!key) {
       try {
-        key = Ed25519PublicKey.fromJwk(device.jwk);
+        key = publicKeyFromJwk(device.jwk);
       } catch {
         return undefined;
       }

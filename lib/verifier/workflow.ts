@@ -3,8 +3,9 @@
  * evidence is absent is skipped unless it says `required: true`, but for a device that registered
  * a fingerprint, fingerprint evidence is always required. Evidence that is present but
  * unscored or that the edge check called untrusted is not absent: it reviews (or, when its score
- * is low, fails), never passes. Any fail declines, else any review puts the session in review,
- * else it is approved.
+ * is low, fails), never passes. `hardwareKey` passes a device that registered its key as held by
+ * a TPM or an HSM. Any fail declines, else any review puts the session in review, else it is
+ * approved.
  */
 import { matchRatio, type Fingerprint } from '../edge/fingerprint';
 import * as s from '../schema';
@@ -21,6 +22,7 @@ const stepSchemas = {
   signature: s.object({ step: s.literal('signature') }),
   fingerprint: s.object({ step: s.literal('fingerprint'), minMatch: ratio, required: s.optional(s.boolean()) }),
   tinyml: s.object({ step: s.literal('tinyml'), minScore: ratio, review: ratio, required: s.optional(s.boolean()) }),
+  hardwareKey: s.object({ step: s.literal('hardwareKey') }),
 };
 
 export const workflowSchema: s.Schema<WorkflowStep[]> = {
@@ -31,7 +33,10 @@ export const workflowSchema: s.Schema<WorkflowStep[]> = {
       .map((step, i) => {
         const name = s.isPlainObject(step) ? step.step : undefined;
         const schema = stepSchemas[name as keyof typeof stepSchemas];
-        if (!schema) return s.literal('signature', 'fingerprint', 'tinyml').parse(name, `${path}[${i}].step`) as never;
+        if (!schema)
+          return s
+            .literal('signature', 'fingerprint', 'tinyml', 'hardwareKey')
+            .parse(name, `${path}[${i}].step`) as never;
         return schema.parse(step, `${path}[${i}]`) as WorkflowStep;
       });
   },
@@ -43,6 +48,8 @@ export interface Evidence {
   registeredFingerprint: Fingerprint;
   fingerprint?: { components: Record<string, string> };
   tinyml?: TinymlEvidence;
+  /** Where the device said, at registration, that its key lives: `file`, `pkcs11`, `tpm`. */
+  keyStorage?: unknown;
 }
 
 /** What the edge's behaviour check said; `score` is null when it could not score (warming up, ...). */
@@ -97,6 +104,12 @@ export function runWorkflow(steps: WorkflowStep[], evidence: Evidence): Workflow
         else passed.push('tinyml');
         break;
       }
+      case 'hardwareKey':
+        // The device's own word at registration (metadata.keyStorage), not proof: see
+        // docs/hardware-keys.md. It keeps out file keys of devices that never claimed more.
+        if (evidence.keyStorage === 'pkcs11' || evidence.keyStorage === 'tpm') passed.push('hardwareKey');
+        else reasons.push('key_not_hardware');
+        break;
     }
   }
   const failed = reasons.some(reason => !REVIEW_REASONS.has(reason));

@@ -6,9 +6,12 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NodeAPI, NodeDef } from 'node-red';
+import { provisionDevice } from '../../lib/edge/attestation';
 import { M2MError } from '../../lib/errors';
 import { FINGERPRINT_SOURCES, collectComponents, type FingerprintSource } from '../../lib/edge/fingerprint';
-import { HeldIdentity, Keystore } from '../../lib/edge/keystore';
+import { HardwareIdentity } from '../../lib/edge/hardware-identity';
+import { type DeviceIdentity, HeldIdentity, Keystore } from '../../lib/edge/keystore';
+import type { KeyStorage, Pkcs11KeyType } from '../../lib/edge/pkcs11-key';
 import { dataDir } from '../shared/node-kit';
 import type { DeviceCredentials, DeviceNode, IdentityApiNode } from '../shared/config-nodes';
 
@@ -18,7 +21,20 @@ interface DeviceDef extends NodeDef {
   sources: string;
   extra: string;
   metadata: string;
+  /** Where the key lives: a keystore file (default), a PKCS#11 token (HSM, secure element), a TPM. */
+  keyStore?: KeyStorage;
+  pkcs11Module?: string;
+  pkcs11Token?: string;
+  pkcs11KeyLabel?: string;
+  pkcs11KeyType?: Pkcs11KeyType;
 }
+
+/** Where tpm2-pkcs11 installs its module on Debian-based gateways, by architecture. */
+const TPM2_PKCS11_MODULES = [
+  '/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so',
+  '/usr/lib/aarch64-linux-gnu/pkcs11/libtpm2_pkcs11.so',
+  '/usr/lib/arm-linux-gnueabihf/pkcs11/libtpm2_pkcs11.so',
+];
 
 function parseJsonObject(text: string, what: string): Record<string, unknown> {
   if (!text?.trim()) return {};
@@ -74,16 +90,61 @@ export = (RED: NodeAPI) => {
       .split(',')
       .map(source => source.trim())
       .filter((source): source is FingerprintSource => (FINGERPRINT_SOURCES as readonly string[]).includes(source));
-    let held: HeldIdentity | undefined;
+    let held: { get(): { identity: DeviceIdentity; created: boolean }; close?(): void } | undefined;
     let components: Record<string, string> | undefined;
+    const keyStore: KeyStorage = config.keyStore === 'pkcs11' || config.keyStore === 'tpm' ? config.keyStore : 'file';
+    this.keyStorage = keyStore;
+    const keystore = () => new Keystore(dataDir(RED, 'keys'), keystoreSecret(RED, this.credentials.keystoreSecret));
+    /** The file key this device had before its key moved into hardware, while it is still there. */
+    const fileKey = (): DeviceIdentity | undefined => {
+      if (keyStore === 'file') return undefined;
+      try {
+        return keystore().load(this.deviceId);
+      } catch {
+        return undefined;
+      }
+    };
 
     this.identity = () => {
-      held ??= new HeldIdentity(
-        new Keystore(dataDir(RED, 'keys'), keystoreSecret(RED, this.credentials.keystoreSecret)),
-        this.deviceId,
-      );
+      held ??=
+        keyStore === 'file'
+          ? new HeldIdentity(keystore(), this.deviceId)
+          : new HardwareIdentity({
+              deviceId: this.deviceId,
+              dir: dataDir(RED, 'keys'),
+              module:
+                config.pkcs11Module?.trim() ||
+                (keyStore === 'tpm'
+                  ? (TPM2_PKCS11_MODULES.find(file => fs.existsSync(file)) ?? TPM2_PKCS11_MODULES[0])
+                  : ''),
+              token: config.pkcs11Token?.trim() || undefined,
+              keyLabel: config.pkcs11KeyLabel?.trim() || `m2m-${this.deviceId}`,
+              keyType: keyStore === 'tpm' ? 'p256' : config.pkcs11KeyType === 'p256' ? 'p256' : 'ed25519',
+              pin: this.credentials.pin ?? '',
+              storage: keyStore,
+              previousSalt: () => fileKey()?.fingerprintSalt,
+            });
       return held.get();
     };
+    this.keyMoving = () => fileKey() !== undefined;
+    this.register = async () => {
+      const { identity, created } = this.identity();
+      const answer = await provisionDevice(
+        this.api().client(),
+        identity,
+        this.components(),
+        this.metadata(),
+        fileKey(),
+      );
+      // The verifier has the new key: the old file key is worth nothing now, and goes.
+      if (answer.keyChanged) keystore().retire(this.deviceId);
+      return { ...answer, keyCreated: created, keyStorage: identity.storage };
+    };
+    this.on('close', (done: () => void) => {
+      held?.close?.();
+      held = undefined;
+      done();
+    });
     this.components = () => {
       components ??= collectComponents({
         sources,
@@ -100,6 +161,6 @@ export = (RED: NodeAPI) => {
   }
 
   RED.nodes.registerType<DeviceNode, DeviceDef, object, DeviceCredentials>('m2m-device', Device, {
-    credentials: { keystoreSecret: { type: 'password' } },
+    credentials: { keystoreSecret: { type: 'password' }, pin: { type: 'password' } },
   });
 };

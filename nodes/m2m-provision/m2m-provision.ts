@@ -5,7 +5,6 @@
  */
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { ApiError } from '../../lib/edge/api-client';
-import { provisionDevice } from '../../lib/edge/attestation';
 import type { DeviceNode } from '../shared/config-nodes';
 import { M2MError } from '../../lib/errors';
 import { disable, errorCode, errorText, msgError, nodeError, providerProblem, status, m2mOf } from '../shared/node-kit';
@@ -38,8 +37,7 @@ export = (RED: NodeAPI) => {
 
     const provision = async (msg: NodeMessage & { m2m?: Record<string, unknown> }) => {
       this.status(status.waiting(RED._('m2m-provision.status.registering')));
-      const { identity, created: keyCreated } = device.identity();
-      const answer = await provisionDevice(device.api().client(), identity, device.components(), device.metadata());
+      const answer = await device.register();
       this.status(
         answer.status === 'active'
           ? status.working(RED._('m2m-provision.status.registered', { deviceId: answer.deviceId }))
@@ -50,7 +48,9 @@ export = (RED: NodeAPI) => {
         deviceId: answer.deviceId,
         status: answer.status,
         created: answer.created,
-        keyCreated,
+        keyCreated: answer.keyCreated,
+        keyStorage: answer.keyStorage,
+        ...(answer.keyChanged ? { keyChanged: true } : {}),
       };
       return msg;
     };

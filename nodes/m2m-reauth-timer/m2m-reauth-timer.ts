@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as jose from 'jose';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { ApiError } from '../../lib/edge/api-client';
-import { attestDevice, evidenceFrom, provisionDevice } from '../../lib/edge/attestation';
+import { attestDevice, evidenceFrom } from '../../lib/edge/attestation';
 import { MessageQueue } from '../../lib/edge/message-queue';
 import { networkSignature } from '../../lib/edge/network';
 import { type CurrentToken, DEFAULT_REAUTH, type KeeperEvent, TokenKeeper, type Trigger } from '../../lib/edge/reauth';
@@ -21,6 +21,7 @@ import type { DeviceNode } from '../shared/config-nodes';
 import {
   disable,
   m2mOf,
+  messageError,
   nodeError,
   nodeStateFile,
   providerProblem,
@@ -58,6 +59,8 @@ function number(value: number | string, fallback: number, { min = 0, max = Infin
 
 /** Evidence from a low behaviour score is only worth sending while it is fresh. */
 const EVIDENCE_TTL_MS = 5 * 60_000;
+/** Decline reasons of an attestation signed by another key than the registered one. */
+const KEY_MISMATCH = new Set(['bad_signature', 'wrong_alg']);
 /** How often a gateway looks at the verifier's revocation list for its own device. */
 const REVOCATION_POLL_MS = 10_000;
 
@@ -112,12 +115,19 @@ export = (RED: NodeAPI) => {
         const client = device.api().client();
         const { identity } = device.identity();
         try {
-          return await attestDevice(client, identity, device.components(), fresh);
+          const answer = await attestDevice(client, identity, device.components(), fresh);
+          // The key moved into a TPM or an HSM while the verifier still knows the file key: the
+          // registration hands the device over (both keys sign), then the new key attests.
+          if (answer.reasons.some(reason => KEY_MISMATCH.has(reason)) && device.keyMoving()) {
+            await device.register();
+            return attestDevice(client, identity, device.components(), fresh);
+          }
+          return answer;
         } catch (err) {
           // Not registered yet (the flow's m2m-provision may not have run): register, as it would,
           // and attest again. A revoked device is refused registration (device_revoked).
           if (!(err instanceof ApiError) || err.code !== 'device_unknown') throw err;
-          await provisionDevice(client, identity, device.components(), device.metadata());
+          await device.register();
           return attestDevice(client, identity, device.components(), fresh);
         }
       },
@@ -251,7 +261,7 @@ export = (RED: NodeAPI) => {
           this.send([stamp(msg, token), null]);
         } catch (err) {
           // The queue is already taken: a message that cannot be stamped goes to Catch, not away.
-          this.error(nodeError(RED, 'm2m-reauth-timer', err), msg);
+          this.error(messageError(RED, 'm2m-reauth-timer', msg, err), msg);
         }
       }
     };
@@ -337,7 +347,7 @@ export = (RED: NodeAPI) => {
         else reject(msg, 'no_token');
         done();
       } catch (err) {
-        done(nodeError(RED, 'm2m-reauth-timer', err));
+        done(messageError(RED, 'm2m-reauth-timer', msg, err));
       }
       refreshStatus();
     });

@@ -25,6 +25,8 @@ interface VerifierDef extends NodeDef {
   loopbackEnrollment: boolean;
   /** Webhook URLs, one per line; `/path` is a path of this Node-RED's httpNode. */
   webhooks: string;
+  /** What tokens are signed with; EdDSA unless ES256 is chosen. */
+  tokenAlg?: string;
 }
 
 interface VerifierCredentials {
@@ -83,6 +85,7 @@ export = (RED: NodeAPI) => {
         enrollmentToken: this.credentials.enrollmentToken || undefined,
         manualApproval: !!config.manualApproval,
         loopbackEnrollment: !!config.loopbackEnrollment,
+        keyRotation: { alg: config.tokenAlg === 'ES256' ? 'ES256' : 'EdDSA' },
         webhooks: {
           subscribers: subscribers(config, this.credentials.webhookSecret),
           onError: err => this.warn(nodeError(RED, 'm2m-verifier', err).message),

@@ -123,6 +123,7 @@ describe('the m2m fleet sidebar in headless Chromium', function () {
       await openFleet(page, nodeRed!.url);
       await rowShows(page, '.m2m-fleet-device-status', 'active');
       await rowShows(page, '.m2m-fleet-decision', 'approved');
+      await rowShows(page, '.m2m-fleet-key', 'EdDSA (Ed25519) · in a file');
       fs.mkdirSync(docs, { recursive: true });
       await page.locator('#red-ui-sidebar').screenshot({ path: path.join(docs, 'fleet-sidebar.png') });
 

@@ -36,7 +36,7 @@ function kidOf(token: string): string | undefined {
 }
 
 describe('verifier: key rotation plan', () => {
-  const rotation = { periodMs: 10 * DAY, publishAheadMs: HOUR, retireAfterMs: 20 * 60_000 };
+  const rotation = { periodMs: 10 * DAY, publishAheadMs: HOUR, retireAfterMs: 20 * 60_000, alg: 'EdDSA' as const };
   const T0 = 1_800_000_000_000;
 
   it('makes the first key sign at once, and the next one a publish-ahead before its turn', () => {
@@ -47,6 +47,15 @@ describe('verifier: key rotation plan', () => {
     assert.equal(next.signsFrom, T0 + 10 * DAY);
     assert.equal(next.createdAt, T0 + 10 * DAY - HOUR);
     assert.deepEqual(planRotation([first, next], T0 + 10 * DAY - 1, rotation), {}, 'one upcoming key at a time');
+  });
+
+  it('moves to keys of another algorithm when told, published ahead, once', () => {
+    const first = planRotation([], T0, rotation).add!;
+    const es256 = { ...rotation, alg: 'ES256' as const };
+    const next = planRotation([first], T0 + DAY, es256).add!;
+    assert.deepEqual([next.alg, next.signsFrom], ['ES256', T0 + DAY + HOUR], 'at once, not at the period');
+    assert.deepEqual(planRotation([first, next], T0 + DAY + 1, es256), {}, 'one such key');
+    assert.equal(planRotation([first, next], T0 + DAY + HOUR + 20 * 60_000, es256).remove?.[0], first.kid);
   });
 
   it('retires a key once its successor has signed for the token lifetime plus skew', () => {

@@ -42,7 +42,7 @@ function approval(record: DeviceRecord) {
 }
 
 function key(kid: string, signsFrom: number): SigningKeyRecord {
-  return { kid, seed: crypto.randomBytes(32).toString('hex'), createdAt: signsFrom - 1, signsFrom };
+  return { kid, alg: 'EdDSA', seed: crypto.randomBytes(32).toString('hex'), createdAt: signsFrom - 1, signsFrom };
 }
 
 forEachBackend('verifier store', backend => {

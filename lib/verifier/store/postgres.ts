@@ -9,6 +9,7 @@
  */
 import * as os from 'node:os';
 import type * as pg from 'pg';
+import type { Alg } from '../../crypto/keys';
 import { M2MError } from '../../errors';
 import { stampDeviceSeq } from '../events';
 import type {
@@ -142,7 +143,8 @@ UPDATE signing_keys SET signs_from = created_at;`,
 CREATE INDEX device_audit_device ON device_audit (device_id, at);
 CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
   `ALTER TABLE devices ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE devices ADD COLUMN rekey_until BIGINT;`,
+ALTER TABLE devices ADD COLUMN rekey_until BIGINT;
+ALTER TABLE signing_keys ADD COLUMN alg TEXT NOT NULL DEFAULT 'EdDSA';`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -251,6 +253,7 @@ export async function migratePostgres(client: Queryable, schema: string, upTo = 
 
 interface KeyRow {
   kid: string;
+  alg: Alg;
   seed: string;
   createdAt: number;
   signsFrom: number;
@@ -589,19 +592,17 @@ export class PostgresStore implements VerifierStore {
     const list = async (client: Queryable) =>
       (
         await client.query<KeyRow>(
-          'SELECT kid, seed, created_at AS "createdAt", signs_from AS "signsFrom" FROM signing_keys ORDER BY signs_from, kid',
+          'SELECT kid, alg, seed, created_at AS "createdAt", signs_from AS "signsFrom" FROM signing_keys ORDER BY signs_from, kid',
         )
       ).rows;
     return this.transaction(async client => {
       await client.query('SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))', [LOCKS.signingKeys]);
       const { add, remove = [] } = plan(await list(client));
       if (add)
-        await client.query('INSERT INTO signing_keys (kid, seed, created_at, signs_from) VALUES ($1, $2, $3, $4)', [
-          add.kid,
-          add.seed,
-          add.createdAt,
-          add.signsFrom,
-        ]);
+        await client.query(
+          'INSERT INTO signing_keys (kid, alg, seed, created_at, signs_from) VALUES ($1, $2, $3, $4, $5)',
+          [add.kid, add.alg, add.seed, add.createdAt, add.signsFrom],
+        );
       if (remove.length) await client.query('DELETE FROM signing_keys WHERE kid = ANY($1::text[])', [remove]);
       return list(client);
     });

@@ -145,7 +145,8 @@ UPDATE signing_keys SET signs_from = created_at;`,
 CREATE INDEX device_audit_device ON device_audit (device_id, at);
 CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
   `ALTER TABLE devices ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE devices ADD COLUMN rekey_until INTEGER;`,
+ALTER TABLE devices ADD COLUMN rekey_until INTEGER;
+ALTER TABLE signing_keys ADD COLUMN alg TEXT NOT NULL DEFAULT 'EdDSA';`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -269,10 +270,10 @@ export class SqliteStore implements VerifierStore {
         db.prepare(`UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = @now, lease_until = 0,
         delivered_at = NULL WHERE id = @id AND status IN ('dead', 'delivered')`),
       listKeys: db.prepare(
-        'SELECT kid, seed, created_at AS createdAt, signs_from AS signsFrom FROM signing_keys ORDER BY signs_from, kid',
+        'SELECT kid, alg, seed, created_at AS createdAt, signs_from AS signsFrom FROM signing_keys ORDER BY signs_from, kid',
       ),
       insertKey: db.prepare(
-        'INSERT INTO signing_keys (kid, seed, created_at, signs_from) VALUES (@kid, @seed, @createdAt, @signsFrom)',
+        'INSERT INTO signing_keys (kid, alg, seed, created_at, signs_from) VALUES (@kid, @alg, @seed, @createdAt, @signsFrom)',
       ),
       removeKey: db.prepare('DELETE FROM signing_keys WHERE kid = ?'),
       outboxStats: db.prepare(`SELECT (SELECT count(*) FROM outbox WHERE fanned_out = 0) AS unfanned,

@@ -2,6 +2,7 @@
  * What the verifier needs from a database. Methods are async so a networked store (PostgreSQL)
  * can implement the same interface; the SQLite store answers synchronously underneath.
  */
+import type { Alg } from '../../crypto/keys';
 import type {
   DeviceKey,
   DeviceRecord,
@@ -15,7 +16,9 @@ import type {
 
 export interface SigningKeyRecord {
   kid: string;
-  /** hex of the 32-byte Ed25519 seed: the verifier's own secret, never served. */
+  /** What the key signs tokens with. */
+  alg: Alg;
+  /** hex of the 32-byte Ed25519 seed or P-256 scalar: the verifier's own secret, never served. */
   seed: string;
   /** Published in the JWKS from here on. */
   createdAt: number;
@@ -69,7 +72,7 @@ export interface AuditEntry {
 }
 
 /** What the audit trail records: a status a device was set to, or a change of its key. */
-export type AuditAction = DeviceStatus | 'rekey_allowed' | 'rekeyed';
+export type AuditAction = DeviceStatus | 'rekey_allowed' | 'rekeyed' | 'key_changed';
 
 export interface AuditRecord extends AuditEntry {
   deviceId: string;

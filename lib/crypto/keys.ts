@@ -1,0 +1,47 @@
+/**
+ * The two kinds of key this package signs with, behind one shape: Ed25519 (JWS `EdDSA`, the
+ * default, in files) and P-256 (`ES256`, what TPMs and most secure elements hold). The algorithm
+ * follows from the key, never from a header (DESIGN.md §2): `algOf` and `publicKeyFromJwk` are
+ * the one place that pairing is made.
+ */
+import { SignatureError } from '../errors';
+import { Ed25519PublicKey, type OkpPublicJwk } from './ed25519';
+import { type EcPublicJwk, P256PublicKey } from './p256';
+
+export type Alg = 'EdDSA' | 'ES256';
+export const ALGS: readonly Alg[] = ['EdDSA', 'ES256'];
+
+export type PublicJwk = OkpPublicJwk | EcPublicJwk;
+
+export interface PublicKey {
+  readonly alg: Alg;
+  toJwk(): PublicJwk;
+  /** RFC 7638. */
+  thumbprint(): string;
+  /** False for any bad signature; never throws on attacker input. */
+  verify(message: Uint8Array, signature: Uint8Array): boolean;
+}
+
+/** What signs: a file key in memory, or a key in a token that never leaves it. */
+export interface Signer {
+  readonly alg: Alg;
+  readonly publicKey: PublicKey;
+  /** A raw JWS signature: 64 bytes for Ed25519, r‖s for ES256. */
+  sign(message: Uint8Array): Uint8Array;
+}
+
+/** The public key a JWK names, Ed25519 or P-256, checked (canonical, on the curve, no private part). */
+export function publicKeyFromJwk(jwk: unknown): PublicKey {
+  const kty = (jwk as { kty?: unknown } | null)?.kty;
+  if (kty === 'OKP') return Ed25519PublicKey.fromJwk(jwk);
+  if (kty === 'EC') return P256PublicKey.fromJwk(jwk);
+  throw new SignatureError('bad_key', 'jwk must be an OKP Ed25519 or an EC P-256 public key');
+}
+
+/** The algorithm a JWK's key signs with, or undefined for any other key. */
+export function algOf(jwk: unknown): Alg | undefined {
+  const { kty, crv } = (jwk ?? {}) as { kty?: unknown; crv?: unknown };
+  if (kty === 'OKP' && crv === 'Ed25519') return 'EdDSA';
+  if (kty === 'EC' && crv === 'P-256') return 'ES256';
+  return undefined;
+}
