@@ -336,7 +336,7 @@ describe('verifier: identity API v1 over HTTP', () => {
 
   describe('malformed input', () => {
     const payload = { iss: 'x', aud: 'y', nonce: 'A'.repeat(43), iat: 1 };
-    for (const alg of ['none', 'HS256', 'ES256']) {
+    for (const alg of ['none', 'HS256', 'ES384']) {
       it(`answers 400 for alg ${alg}`, async () => {
         const answer = await v.post('/v1/attestations', {
           attestation: jwsWithHeader({ alg, typ: JWS_TYPES.attestation }, payload),
@@ -465,7 +465,7 @@ describe('verifier: identity API v1 over HTTP', () => {
         data: {
           deviceId: 'line-a',
           status: 'revoked',
-          metadata: { line: 'press shop' },
+          metadata: { line: 'press shop', keyStorage: 'file' },
           actor: 'anna',
           reason: 'badge lost',
           deviceSeq: 3,
