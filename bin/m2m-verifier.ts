@@ -12,7 +12,10 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import { parseArgs } from 'node:util';
 import { M2MError } from '../lib/errors';
+import * as s from '../lib/schema';
 import { parseJson } from '../lib/schema';
+import type { MosquittoOptions } from '../lib/brokers/mosquitto';
+import type { CertificateOptions } from '../lib/verifier/certificates';
 import { openStore, startVerifierServer, workflowSchema } from '../lib/verifier';
 import { DEFAULT_CONNECTION_LIMITS } from '../lib/verifier/server';
 import { metricsOfAllWorkers, rateLimitsOfPrimary, runPrimary, serveAsWorker } from '../lib/verifier/cluster';
@@ -37,6 +40,11 @@ const USAGE = `Usage: m2m-verifier [options]
   --token-alg ALG      what tokens are signed with: EdDSA (default) or ES256, for brokers and
                        stacks that know no EdDSA (EMQX, many OPC UA stacks); a change rotates
                        to a key of the new algorithm, published an hour ahead
+  --certificates       issue short-lived client certificates (MQTT over TLS) with approvals that
+                       carry a certificate request; the CA is made on first start and kept in
+                       the store, or read from --ca-key FILE and --ca-cert FILE (PEM)
+  --certificate-lifetime DURATION
+                       how long they live (default twice the token lifetime, at most 24h)
   --public-url URL     the URL devices reach /v1 under: the attestation audience and token
                        issuer (default the listening URL; also M2M_PUBLIC_URL)
   --manual-approval    new devices wait in "pending" until an admin approves them
@@ -65,7 +73,10 @@ text; the admin key as x-api-key or a bearer token).
 Webhooks (every registration, decision and revocation, signed per Standard Webhooks):
   M2M_WEBHOOK_URL + M2M_WEBHOOK_SECRET   one subscriber
   M2M_WEBHOOKS='[{"url":"https://...","secret":"whsec_..."}, ...]'   several
-A secret may hold several space-separated whsec_ secrets while receivers rotate.`;
+A secret may hold several space-separated whsec_ secrets while receivers rotate.
+Mosquitto kept in step with the registry through its dynamic-security plugin (docs/brokers.md):
+  M2M_MOSQUITTO='{"url":"mqtt://127.0.0.1:1883","username":"admin","password":"...",
+                  "topics":"plant/{deviceId}/#","crlFile":"...","pidFile":"..."}'`;
 
 function fail(message: string): never {
   process.stderr.write(`m2m-verifier: ${message}\n`);
@@ -91,6 +102,26 @@ function webhookSubscribers(): SubscriberConfig[] {
   return subscribers;
 }
 
+const mosquittoSchema = s.object({
+  url: s.string({ pattern: /^mqtts?:\/\/[^\s@]+$/, format: 'mqtt:// or mqtts:// URL without credentials' }),
+  username: s.string({ maxLength: 256 }),
+  password: s.string({ maxLength: 1024 }),
+  topics: s.optional(s.string({ maxLength: 512 })),
+  ca: s.optional(s.string({ maxLength: 64 * 1024 })),
+  crlFile: s.optional(s.string({ maxLength: 4096 })),
+  pidFile: s.optional(s.string({ maxLength: 4096 })),
+});
+
+/** M2M_MOSQUITTO: one broker as a JSON object, or several as an array. */
+function mosquittoBrokers(): MosquittoOptions[] {
+  const text = process.env.M2M_MOSQUITTO;
+  if (!text) return [];
+  const value = parseJson(text, 'M2M_MOSQUITTO');
+  return (Array.isArray(value) ? value : [value]).map((broker, i) =>
+    mosquittoSchema.parse(broker, `M2M_MOSQUITTO[${i}]`),
+  );
+}
+
 async function main(): Promise<void> {
   const { values } = orFail(
     () =>
@@ -103,6 +134,10 @@ async function main(): Promise<void> {
           'key-rotation': { type: 'string', default: '30d' },
           'token-alg': { type: 'string', default: 'EdDSA' },
           'public-url': { type: 'string' },
+          certificates: { type: 'boolean', default: false },
+          'certificate-lifetime': { type: 'string' },
+          'ca-key': { type: 'string' },
+          'ca-cert': { type: 'string' },
           'manual-approval': { type: 'boolean', default: false },
           workflow: { type: 'string' },
           limits: { type: 'string' },
@@ -188,6 +223,22 @@ async function main(): Promise<void> {
   if (weak) fail(weak.message);
 
   const subscribers = orFail(webhookSubscribers, err => err.message);
+  const mosquitto = orFail(mosquittoBrokers, err => err.message);
+
+  let certificates: CertificateOptions | undefined;
+  if (values.certificates || values['ca-key'] || values['ca-cert'] || values['certificate-lifetime']) {
+    if (!values['ca-key'] !== !values['ca-cert']) fail('--ca-key and --ca-cert go together');
+    const lifetime = values['certificate-lifetime'];
+    const lifetimeMs = lifetime === undefined ? undefined : parseDuration(lifetime);
+    if (lifetime !== undefined && !lifetimeMs)
+      fail(`--certificate-lifetime must be a duration such as 30m or 2h, got ${lifetime}`);
+    certificates = {
+      ...(lifetimeMs ? { lifetimeSeconds: Math.round(lifetimeMs / 1000) } : {}),
+      ...(values['ca-key']
+        ? { authority: { kind: 'files', keyFile: values['ca-key'], certificateFile: values['ca-cert']! } }
+        : {}),
+    };
+  }
 
   const open = () =>
     openStore(values.store).catch(err =>
@@ -225,6 +276,8 @@ async function main(): Promise<void> {
       subscribers,
       onError: err => process.stderr.write(`m2m-verifier: webhook delivery: ${(err as Error).message}\n`),
     },
+    certificates,
+    mosquitto,
     // The caps are the machine's: each of N workers holds an equal share of them.
     connections: {
       maxConnections: workerShare(connections.maxConnections ?? DEFAULT_CONNECTION_LIMITS.maxConnections, workers),

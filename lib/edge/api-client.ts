@@ -43,6 +43,8 @@ const attestAnswer = s.object({
   reasons: s.array(s.string({ maxLength: 128 }), { maxItems: 64 }),
   token: s.optional(s.string({ maxLength: 8192 })),
   expiresAt: s.optional(s.string({ maxLength: 64 })),
+  certificate: s.optional(s.string({ maxLength: 16 * 1024 })),
+  certificateExpiresAt: s.optional(s.string({ maxLength: 64 })),
   sessionId: s.string({ maxLength: 128 }),
 });
 

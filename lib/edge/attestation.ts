@@ -67,6 +67,8 @@ export interface AttestationInput {
   nonce: string;
   rawComponents: Record<string, string>;
   tinyml?: TinymlEvidence;
+  /** A client certificate to ask for: a PKCS#10 request for a TLS key (DER), issued only with an approval. */
+  certificateRequest?: Uint8Array;
   now?: number;
 }
 
@@ -82,6 +84,9 @@ export function buildAttestation(identity: DeviceIdentity, input: AttestationInp
       nonce: input.nonce,
       iat: Math.floor((input.now ?? Date.now()) / 1000),
       evidence,
+      ...(input.certificateRequest
+        ? { certificate: { csr: Buffer.from(input.certificateRequest).toString('base64url') } }
+        : {}),
     },
     JWS_TYPES.attestation,
     identity.privateKey,
@@ -118,9 +123,12 @@ export async function attestDevice(
   identity: DeviceIdentity,
   rawComponents: Record<string, string>,
   tinyml?: TinymlEvidence,
+  certificateRequest?: Uint8Array,
 ): Promise<AttestAnswer> {
   const { nonce } = await client.challenge(identity.deviceId);
-  return client.attest(buildAttestation(identity, { audience: client.audience, nonce, rawComponents, tinyml }));
+  return client.attest(
+    buildAttestation(identity, { audience: client.audience, nonce, rawComponents, tinyml, certificateRequest }),
+  );
 }
 
 /**

@@ -28,7 +28,9 @@ export type Trigger =
   /** The verifier's revocation list shows the device active again after a revocation. */
   | 'reinstated'
   /** The device's key is not the one the token is bound to (a keystore replaced while running). */
-  | 'key_changed';
+  | 'key_changed'
+  /** A client certificate is wanted and there is none (or it ran out): the next approval brings one. */
+  | 'certificate';
 
 export interface ReauthOptions {
   /** Re-attest when this share of the token's lifetime has passed. */

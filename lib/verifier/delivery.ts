@@ -44,9 +44,26 @@ const BREAKER_MAX_MS = 5 * MINUTE;
 /** Events arriving close together are fanned out and sent together: one transaction, not one each. */
 const COALESCE_MS = 20;
 
+/**
+ * A receiver of events that is not a webhook (a broker kept in step): it applies an event itself
+ * and says how that went, with its own retry schedule.
+ */
+export interface EventSink {
+  id: string;
+  /** What the admin API lists (no credentials). */
+  url: string;
+  send(delivery: Pick<ClaimedDelivery, 'eventId' | 'body'>): Promise<AttemptResult>;
+  /** The longest wait before each retry, as DeliveryOptions.retryCapsMs. */
+  retryCapsMs?: number[];
+  /** The longest pause of a failing sink's deliveries before the next probe (5 minutes by default). */
+  breakerMaxMs?: number;
+  close?(): Promise<void>;
+}
+
 export interface DeliveryOptions {
   store: VerifierStore;
   subscribers: Subscriber[];
+  sinks?: EventSink[];
   retryCapsMs?: number[];
   /** One attempt's deadline: connect, send, answer. */
   timeoutMs?: number;
@@ -59,11 +76,13 @@ export interface DeliveryOptions {
   random?: () => number;
   /** Failures of the worker itself (the store), not of subscribers. */
   onError?: (err: unknown) => void;
+  /** A receiver started failing (with the attempt's error) or answers again (no error). */
+  onReceiverHealth?: (receiver: { id: string; url: string }, error?: string) => void;
 }
 
 /** What an attempt came to, from the receiver's answer or the transport error. */
 export type AttemptResult =
-  | { kind: 'delivered'; httpStatus: number }
+  | { kind: 'delivered'; httpStatus?: number }
   | { kind: 'gone'; httpStatus: number }
   | {
       kind: 'failed';
@@ -82,6 +101,7 @@ function retryAfterMs(value: unknown, now: number): number | undefined {
 export class DeliveryWorker {
   private readonly store: VerifierStore;
   private readonly subscribers: Map<string, Subscriber>;
+  private readonly sinks: Map<string, EventSink>;
   private readonly retryCapsMs: number[];
   private readonly timeoutMs: number;
   private readonly concurrency: number;
@@ -89,6 +109,7 @@ export class DeliveryWorker {
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly onError: (err: unknown) => void;
+  private readonly onReceiverHealth: NonNullable<DeliveryOptions['onReceiverHealth']>;
   private readonly client: AxiosInstance;
   private readonly abort = new AbortController();
   private readonly inFlight = new Set<Promise<void>>();
@@ -103,6 +124,7 @@ export class DeliveryWorker {
   constructor(options: DeliveryOptions) {
     this.store = options.store;
     this.subscribers = new Map(options.subscribers.map(subscriber => [subscriber.id, subscriber]));
+    this.sinks = new Map((options.sinks ?? []).map(sink => [sink.id, sink]));
     this.retryCapsMs = options.retryCapsMs ?? DEFAULT_RETRY_CAPS_MS;
     this.timeoutMs = options.timeoutMs ?? 10 * SECOND;
     this.concurrency = options.concurrency ?? 8;
@@ -110,6 +132,7 @@ export class DeliveryWorker {
     this.now = options.now ?? Date.now;
     this.random = options.random ?? Math.random;
     this.onError = options.onError ?? (() => undefined);
+    this.onReceiverHealth = options.onReceiverHealth ?? (() => undefined);
     const agentOptions = { keepAlive: true, maxSockets: this.concurrency };
     this.client = axios.create({
       timeout: this.timeoutMs,
@@ -128,7 +151,7 @@ export class DeliveryWorker {
   /** Registers the configured subscribers and starts sending. */
   async start(): Promise<void> {
     await this.store.syncSubscribers(
-      [...this.subscribers.values()].map(({ id, url }) => ({ id, url })),
+      [...this.subscribers.values(), ...this.sinks.values()].map(({ id, url }) => ({ id, url })),
       this.now(),
     );
     this.loop = this.run();
@@ -152,6 +175,7 @@ export class DeliveryWorker {
     clearTimeout(this.coalescing);
     this.wakeUp();
     await this.loop;
+    await Promise.allSettled([...this.sinks.values()].map(sink => sink.close?.()));
     this.client.defaults.httpAgent?.destroy();
     this.client.defaults.httpsAgent?.destroy();
   }
@@ -226,32 +250,46 @@ export class DeliveryWorker {
   }
 
   private async deliver(delivery: ClaimedDelivery): Promise<void> {
-    const subscriber = this.subscribers.get(delivery.subscriberId);
-    if (!subscriber) return; // claims are limited to configured subscribers
-    const result = await this.attempt(subscriber, delivery);
-    this.trackHealth(subscriber.id, result);
+    const id = delivery.subscriberId;
+    const subscriber = this.subscribers.get(id);
+    const sink = this.sinks.get(id);
+    const result = subscriber
+      ? await this.attempt(subscriber, delivery)
+      : sink
+        ? await sink
+            .send(delivery)
+            .catch((err: unknown): AttemptResult => ({ kind: 'failed', error: (err as Error).message }))
+        : undefined;
+    if (!result) return; // claims are limited to configured subscribers
+    this.trackHealth(id, result, sink?.breakerMaxMs);
     if (result.kind === 'gone')
-      await this.store
-        .setSubscriberStatus(subscriber.id, 'disabled', 'answered 410 Gone', this.now())
-        .catch(this.onError);
-    this.outcomes.push({ id: delivery.id, outcome: this.outcome(delivery, result) });
+      await this.store.setSubscriberStatus(id, 'disabled', 'answered 410 Gone', this.now()).catch(this.onError);
+    this.outcomes.push({ id: delivery.id, outcome: this.outcome(delivery, result, sink?.retryCapsMs) });
   }
 
-  private trackHealth(subscriberId: string, result: AttemptResult): void {
+  private trackHealth(subscriberId: string, result: AttemptResult, breakerMaxMs = BREAKER_MAX_MS): void {
+    const receiver = () => ({
+      id: subscriberId,
+      url: (this.subscribers.get(subscriberId) ?? this.sinks.get(subscriberId))?.url ?? '',
+    });
     if (result.kind !== 'failed') {
       // A receiver that answers again gets its backlog now, not each delivery at the end of the
       // backoff it drew while the receiver was down (up to hours).
-      if (this.failing.delete(subscriberId) && result.kind === 'delivered')
-        this.store.expediteDeliveries(subscriberId, this.now()).then(() => this.wakeUp(), this.onError);
+      if (this.failing.delete(subscriberId)) {
+        this.onReceiverHealth(receiver());
+        if (result.kind === 'delivered')
+          this.store.expediteDeliveries(subscriberId, this.now()).then(() => this.wakeUp(), this.onError);
+      }
       return;
     }
     const now = this.now();
+    if (!this.failing.has(subscriberId)) this.onReceiverHealth(receiver(), result.error);
     const breaker = this.failing.get(subscriberId) ?? { failures: 0, until: 0 };
     // Attempts that were in flight when the breaker opened count as one probe round.
     if (breaker.until > now) return;
     breaker.failures++;
     if (breaker.failures >= BREAKER_THRESHOLD)
-      breaker.until = now + Math.min(BREAKER_MAX_MS, SECOND * 2 ** (breaker.failures - BREAKER_THRESHOLD));
+      breaker.until = now + Math.min(breakerMaxMs, SECOND * 2 ** (breaker.failures - BREAKER_THRESHOLD));
     this.failing.set(subscriberId, breaker);
   }
 
@@ -284,14 +322,14 @@ export class DeliveryWorker {
   }
 
   /** Delivered, disabled (kept pending for when an operator enables it again), retried, or dead. */
-  private outcome(delivery: ClaimedDelivery, result: AttemptResult): DeliveryOutcome {
+  private outcome(delivery: ClaimedDelivery, result: AttemptResult, retryCapsMs = this.retryCapsMs): DeliveryOutcome {
     const now = this.now();
     if (result.kind === 'delivered') return { status: 'delivered', httpStatus: result.httpStatus };
     if (result.kind === 'gone')
       return { status: 'pending', nextAttemptAt: now, httpStatus: result.httpStatus, error: 'answered 410 Gone' };
     // Stopping aborts attempts in flight: they are not the subscriber's failures.
     if (this.closed) return { status: 'pending', nextAttemptAt: now, error: 'verifier stopped during the attempt' };
-    const cap = this.retryCapsMs[delivery.attempts - 1];
+    const cap = retryCapsMs[delivery.attempts - 1];
     if (cap === undefined) return { status: 'dead', httpStatus: result.httpStatus, error: result.error };
     const wait = Math.max(Math.floor(this.random() * cap), result.retryAfterMs ?? 0);
     return { status: 'pending', nextAttemptAt: now + wait, httpStatus: result.httpStatus, error: result.error };

@@ -153,6 +153,20 @@ const routes: Route[] = [
       return { body: jws, type: 'application/jwt', headers: cached };
     },
   },
+  {
+    method: 'GET',
+    path: /^\/v1\/ca$/,
+    handle: async verifier => ({ body: verifier.certificateAuthority(), type: 'application/x-pem-file' }),
+  },
+  {
+    method: 'GET',
+    path: /^\/v1\/crl$/,
+    handle: async verifier => ({
+      body: await verifier.certificateRevocations(),
+      type: 'application/x-pem-file',
+      headers: { 'cache-control': 'no-cache' },
+    }),
+  },
   { method: 'GET', path: /^\/v1\/health$/, handle: async verifier => ({ body: await verifier.health() }) },
   // For load balancers and orchestrators: alive (the event loop answers), and ready (the store
   // answers at this code's schema version).

@@ -55,6 +55,13 @@ export const attestationPayload = s.object({
       ),
     }),
   ),
+  // A client certificate for a TLS key (PKCS#10, base64url DER), issued only if this is approved.
+  certificate: s.optional(
+    s.object({
+      csr: s.string({ pattern: s.patterns.base64url, minLength: 64, maxLength: 4096, format: 'base64url DER' }),
+      lifetime: s.optional(s.number({ integer: true, min: 60, max: 1e9 })),
+    }),
+  ),
 });
 
 /** The admin API's webhook calls: path segments and query strings. */

@@ -6,9 +6,7 @@
  */
 import * as crypto from 'node:crypto';
 import * as jose from 'jose';
-import { Ed25519PrivateKey } from '../crypto/ed25519';
-import { ALGS, type Alg, type Signer } from '../crypto/keys';
-import { P256PrivateKey } from '../crypto/p256';
+import { ALGS, type Alg, newStoredKey, type Signer, storedKey } from '../crypto/keys';
 import { isCanonicalCompact, JWS_TYPES, signJws } from '../crypto/jws';
 import type { KeyRotation, SigningKeyRecord, VerifierStore } from './store/types';
 
@@ -24,6 +22,8 @@ export interface TokenClaims {
   sessionId: string;
   /** The device's generation (revocations so far): introspection refuses tokens of an older one. */
   generation: number;
+  /** `x5t#S256` of the client certificate issued with the token, if one was. */
+  certificateThumbprint?: string;
 }
 
 export interface IssuedToken {
@@ -58,15 +58,13 @@ export function keyRotationOptions(options: Partial<KeyRotationOptions> = {}): K
 }
 
 function newKeyRecord(now: number, signsFrom: number, alg: Alg): SigningKeyRecord {
-  const key = alg === 'ES256' ? P256PrivateKey.generate() : Ed25519PrivateKey.generate();
-  const secret = key instanceof P256PrivateKey ? key.exportScalar() : key.exportSeed();
+  const { key, secret } = newStoredKey(alg);
   return { kid: key.publicKey.thumbprint(), alg, seed: Buffer.from(secret).toString('hex'), createdAt: now, signsFrom };
 }
 
 /** A stored key as a signer: its algorithm decides how its 32 secret bytes are read. */
 function loadKey(record: SigningKeyRecord): Signer {
-  const secret = new Uint8Array(Buffer.from(record.seed, 'hex'));
-  return record.alg === 'ES256' ? P256PrivateKey.fromScalar(secret) : Ed25519PrivateKey.fromSeed(secret);
+  return storedKey(record.alg, new Uint8Array(Buffer.from(record.seed, 'hex')));
 }
 
 /** The key that signs at `now`: the newest whose time has come. Keys come oldest first. */
@@ -191,7 +189,10 @@ export class TokenService {
         exp,
         jti,
         client_id: claims.sub,
-        cnf: { jkt: claims.jkt },
+        // RFC 8705: a token issued with a client certificate is bound to that certificate too.
+        cnf: claims.certificateThumbprint
+          ? { jkt: claims.jkt, 'x5t#S256': claims.certificateThumbprint }
+          : { jkt: claims.jkt },
         amr: claims.amr,
         m2m: {
           workflow: claims.workflow,

@@ -10,7 +10,7 @@ import { type DecodedJws, JWS_TYPES, decodeJws, verifyDecoded } from '../crypto/
 import type { Infer } from '../schema';
 import { REVOCATIONS_TYP, revocationEntries } from '../revocations';
 import { normaliseUrl } from '../url';
-import { DeliveryWorker } from './delivery';
+import { type DeliveryOptions, DeliveryWorker } from './delivery';
 import { orderedNonce, uuidv7 } from './ids';
 import { decisionEvent, deviceEvent } from './events';
 import { Metrics, type MetricsSnapshot, mergeSnapshots, renderPrometheus } from './metrics';
@@ -22,10 +22,14 @@ import type {
   AuditEntry,
   DeliveryRecord,
   DeviceSummary,
+  PurgeCounts,
   SubscriberRecord,
   VerifierStore,
 } from './store/types';
 import { type SubscriberConfig, toSubscriber } from './subscribers';
+import { type CertificateOptions, CertificateIssuer } from './certificates';
+import type { MosquittoOptions } from '../brokers/mosquitto';
+import { type BrokerSink, mosquittoSink } from './broker-sink';
 import { type KeyRotationOptions, MAX_CLOCK_SKEW_S, TokenService, keyRotationOptions } from './tokens';
 import type { Decision, DeviceRecord, DeviceStatus, OutboxEvent, SessionRecord, WorkflowStep } from './types';
 import { DEFAULT_WORKFLOW, runWorkflow } from './workflow';
@@ -97,6 +101,9 @@ export const DEFAULT_RETENTION: Retention = {
   purgeEveryMs: 60_000,
 };
 
+/** How long an approval with a certificate waits for the brokers to know the device. */
+const BROKER_READY_WAIT_MS = 2000;
+
 export interface VerifierOptions {
   store: VerifierStore;
   /** The URL `/v1` hangs off: the attestations' `aud`, the tokens' `iss`. */
@@ -120,6 +127,12 @@ export interface VerifierOptions {
   retention?: Partial<Retention>;
   /** Where events are delivered as signed webhooks (DESIGN.md §4). */
   webhooks?: WebhookOptions;
+  /** Issue short-lived client certificates in the answer to approved attestations that ask for one. */
+  certificates?: CertificateOptions;
+  /** Mosquitto brokers kept in step with the registry through their dynamic-security plugin. */
+  mosquitto?: MosquittoOptions[];
+  /** A webhook receiver or broker started failing (with why) or answers again. */
+  onReceiverHealth?: DeliveryOptions['onReceiverHealth'];
   /**
    * The metrics of every process serving this API (`--workers N`: the primary gathers them);
    * this process's own by default.
@@ -167,6 +180,9 @@ export interface AttestationResult {
   reasons: string[];
   token?: string;
   expiresAt?: string;
+  /** PEM, when the attestation asked for one and was approved. */
+  certificate?: string;
+  certificateExpiresAt?: string;
   sessionId: string;
 }
 
@@ -230,6 +246,9 @@ export class Verifier {
   private refreshing?: Promise<unknown>;
   private readonly listeners = new Set<(event: VerifierEvent) => void>();
   private delivery?: DeliveryWorker;
+  private certificates?: CertificateIssuer;
+  private brokers: BrokerSink[] = [];
+  private crlTimer?: NodeJS.Timeout;
   private readonly metrics: Metrics;
   private revocationList?: { jws: string; etag: string; at: number };
   private buildingRevocations?: Promise<{ jws: string; etag: string; at: number }>;
@@ -285,21 +304,49 @@ export class Verifier {
       (options.now ?? Date.now)(),
     );
     const verifier = new Verifier(options, publicUrl, tokens, metrics);
-    if (options.webhooks?.subscribers.length) {
-      const { subscribers, ...delivery } = options.webhooks;
-      try {
+    if (options.certificates)
+      verifier.certificates = await CertificateIssuer.open(
+        options.store,
+        options.certificates,
+        tokens.ttlSeconds,
+        new URL(publicUrl).host,
+        (options.now ?? Date.now)(),
+      );
+    const crl = verifier.certificates ? () => verifier.certificateRevocations() : undefined;
+    const sinks = (options.mosquitto ?? []).map(broker => mosquittoSink(broker, options.store, crl));
+    verifier.brokers = sinks;
+    const { subscribers = [], ...delivery } = options.webhooks ?? {};
+    try {
+      if (subscribers.length || sinks.length) {
         verifier.delivery = new DeliveryWorker({
           ...delivery,
           store: options.store,
           subscribers: subscribers.map(toSubscriber),
+          sinks,
           now: options.now,
+          onReceiverHealth: options.onReceiverHealth,
         });
         await verifier.delivery.start();
-      } catch (err) {
-        clearInterval(verifier.purgeTimer);
-        clearInterval(verifier.keyTimer);
-        throw err;
       }
+      // A broker reading the CRL from a file refuses every client of a CA whose CRL ran out: it
+      // gets a fresh one at start and twice a day.
+      const crlBrokers = sinks.filter(sink => sink.dynsec.options.crlFile);
+      if (crl && crlBrokers.length) {
+        const publish = async () => {
+          const text = await crl();
+          for (const sink of crlBrokers) await sink.dynsec.publishCrl(text);
+        };
+        await publish();
+        verifier.crlTimer = setInterval(() => publish().catch(() => undefined), 12 * 3600_000).unref();
+      }
+    } catch (err) {
+      // The store is the caller's: everything else this verifier started stops.
+      clearInterval(verifier.purgeTimer);
+      clearInterval(verifier.keyTimer);
+      clearInterval(verifier.crlTimer);
+      await verifier.delivery?.close().catch(() => undefined);
+      verifier.certificates?.close();
+      throw err;
     }
     return verifier;
   }
@@ -319,10 +366,11 @@ export class Verifier {
   }
 
   /** Deletes expired nonces, old sessions and delivered events (DEFAULT_RETENTION); runs on a timer. */
-  async purge(): Promise<{ nonces: number; sessions: number; events: number; deliveries: number }> {
+  async purge(): Promise<PurgeCounts> {
     const now = this.now();
     const run = this.store.purge({
       noncesExpired: now - this.retention.expiredNoncesMs,
+      certificatesExpired: now,
       sessions: now - this.retention.sessionsMs,
       deliveredEvents: now - this.retention.deliveredEventsMs,
       deadDeliveries: now - this.retention.deadDeliveriesMs,
@@ -420,7 +468,7 @@ export class Verifier {
         { action: 'rekeyed', actor: 'device', reason: `new key ${device.thumbprint}` },
       );
       if (replaced) {
-        this.revocationList = undefined;
+        this.revocationsChanged();
         this.published(rekeyed);
         return { created: true, deviceId: known.deviceId, status: known.status };
       }
@@ -477,7 +525,7 @@ export class Verifier {
       reason: `new key ${key.thumbprint}`,
     });
     if (!changed) throw new M2MError('wrong_status', `the key of ${id} changed meanwhile; try again`, 409);
-    this.revocationList = undefined;
+    this.revocationsChanged();
     this.published(event);
     return { deviceId: id, status: device.status };
   }
@@ -561,6 +609,11 @@ export class Verifier {
     const { attestation } = schemas.attestationBody.parse(body);
     const decoded = decodeJws(attestation, JWS_TYPES.attestation);
     const payload = schemas.attestationPayload.parse(decoded.payload, 'attestation');
+    // A certificate request is checked before anything is decided or written: a bad one is the
+    // caller's mistake (400), not the device's decision.
+    const certificateAsk = payload.certificate
+      ? await this.issuer(400).check(payload.certificate, payload.iss)
+      : undefined;
     const now = this.now();
     const sessionId = uuidv7(now);
     const declined = (reason: string): AttestationResult => ({ decision: 'declined', reasons: [reason], sessionId });
@@ -614,6 +667,10 @@ export class Verifier {
       this.published(event);
       const answer: AttestationResult = { decision: session.decision, reasons: session.reasons, sessionId };
       if (session.decision === 'approved') {
+        const certificate = certificateAsk
+          ? await this.issuer().issue(device.deviceId, sessionId, certificateAsk, now)
+          : undefined;
+        if (certificate) await this.brokersReady(device.deviceId);
         const issued = this.tokens.issue(
           {
             sub: device.deviceId,
@@ -623,11 +680,16 @@ export class Verifier {
             score: result.score,
             sessionId,
             generation: device.generation,
+            certificateThumbprint: certificate?.thumbprint,
           },
           now,
         );
         answer.token = issued.token;
         answer.expiresAt = new Date(issued.expiresAt).toISOString();
+        if (certificate) {
+          answer.certificate = certificate.pem;
+          answer.certificateExpiresAt = new Date(certificate.notAfter).toISOString();
+        }
       }
       return answer;
     }
@@ -702,7 +764,7 @@ export class Verifier {
     const written = deviceEvent(event, { ...device, status: to }, now, audit);
     if (!(await this.store.setDeviceStatus(id, to, [...from], written, now, audit)))
       throw new M2MError('wrong_status', `cannot ${action} a device that is ${device.status}`, 409);
-    this.revocationList = undefined;
+    this.revocationsChanged();
     this.published(written);
     return { deviceId: id, status: to };
   }
@@ -780,6 +842,50 @@ export class Verifier {
    * second (sooner after a status change here), and its ETag: receivers poll it every few seconds
    * and mostly hear 304.
    */
+  /**
+   * Before a certificate goes out, the brokers kept in step know the device: else its first
+   * publishes would meet a broker that has never heard of it. Bounded: a broker that does not
+   * answer gets the change from the outbox, and the attestation is not held up for it.
+   */
+  private async brokersReady(deviceId: string): Promise<void> {
+    if (!this.brokers.length) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(this.brokers.map(broker => broker.ready(deviceId))),
+      new Promise(resolve => {
+        timer = setTimeout(resolve, BROKER_READY_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** A device was revoked, reinstated or moved to another key: the lists built from that are built again. */
+  private revocationsChanged(): void {
+    this.revocationList = undefined;
+    this.certificates?.forgetCrl();
+  }
+
+  /** The CA certificate devices' certificates chain to (PEM), for brokers to trust. */
+  certificateAuthority(): string {
+    return this.issuer().authority.pem;
+  }
+
+  /** The CRL of valid certificates whose device is revoked (PEM), for brokers that read one. */
+  async certificateRevocations(): Promise<string> {
+    return (await this.issuer().crl(this.now())).pem;
+  }
+
+  /** The certificate issuer; certificates_off (404 for its routes, 400 for an attestation asking) without one. */
+  private issuer(status = 404): CertificateIssuer {
+    if (!this.certificates)
+      throw new M2MError(
+        'certificates_off',
+        'this verifier issues no certificates (start it with certificates on)',
+        status,
+      );
+    return this.certificates;
+  }
+
   async revocations(): Promise<{ jws: string; etag: string }> {
     const now = this.now();
     if (this.revocationList && now - this.revocationList.at < REVOCATIONS_MAX_AGE_MS) return this.revocationList;
@@ -861,7 +967,9 @@ export class Verifier {
   async close(): Promise<void> {
     clearInterval(this.purgeTimer);
     clearInterval(this.keyTimer);
+    clearInterval(this.crlTimer);
     await this.delivery?.close();
+    this.certificates?.close();
     await this.purging;
     await this.refreshing;
     await this.store.close();

@@ -41,10 +41,17 @@ export = (RED: NodeAPI) => {
       return didit;
     };
 
+    /** Empty: the m2m-verifier at /m2m in this Node-RED; `/path`: the one at that path; else the URL. */
+    const verifierUrl = (configured: string | undefined) => {
+      const given = configured?.trim();
+      if (!given) return localVerifierUrl(RED);
+      return given.startsWith('/') ? localVerifierUrl(RED, given) : given;
+    };
+
     this.client = () => {
       if (this.provider !== 'm2m') throw wrongProvider('m2m');
       client ??= new IdentityApiClient({
-        baseUrl: config.baseUrl?.trim() || localVerifierUrl(RED),
+        baseUrl: verifierUrl(config.baseUrl),
         timeoutMs: Number(config.timeout) || 10_000,
         enrollmentToken: this.credentials.enrollmentToken || undefined,
         apiKey: this.credentials.apiKey || undefined,

@@ -10,6 +10,13 @@ import * as jose from 'jose';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { ApiError } from '../../lib/edge/api-client';
 import { attestDevice, evidenceFrom } from '../../lib/edge/attestation';
+import {
+  CertificateFile,
+  type PendingRequest,
+  type TlsIdentity,
+  issuedIdentity,
+  newCertificateRequest,
+} from '../../lib/edge/client-certificate';
 import { MessageQueue } from '../../lib/edge/message-queue';
 import { networkSignature } from '../../lib/edge/network';
 import { type CurrentToken, DEFAULT_REAUTH, type KeeperEvent, TokenKeeper, type Trigger } from '../../lib/edge/reauth';
@@ -18,6 +25,7 @@ import { createProof } from '../../lib/proof';
 import { RevocationWatch } from '../../lib/revocation-watch';
 import type { TinymlEvidence } from '../../lib/verifier/workflow';
 import type { DeviceNode } from '../shared/config-nodes';
+import { installClientCertificate, tlsNodeProblem } from '../shared/mqtt-tls';
 import {
   disable,
   m2mOf,
@@ -42,6 +50,10 @@ interface ReauthDef extends NodeDef {
   proofs: boolean;
   stampHeaders: boolean;
   stampUserProperties: boolean;
+  /** Ask for a short-lived client certificate with each attestation, for MQTT over TLS. */
+  certificate?: boolean;
+  /** The tls-config node the mqtt-broker uses: it gets the certificate and its key. */
+  tls?: string;
 }
 
 type M2MMessage = NodeMessage & {
@@ -90,6 +102,11 @@ export = (RED: NodeAPI) => {
       disable(this, RED, 'm2m-reauth-timer', t('status.wrong-provider'), problem);
       return;
     }
+    const tlsProblem = config.certificate ? tlsNodeProblem(RED, config.tls) : undefined;
+    if (tlsProblem) {
+      disable(this, RED, 'm2m-reauth-timer', t('status.no-tls'), tlsProblem);
+      return;
+    }
     const riskScore = number(config.riskScore, 0.6, { max: 1 });
     const hold = config.offline !== 'reject';
     const tokenFile = nodeStateFile(RED, this.id, 'reauth', '.token.json');
@@ -109,27 +126,75 @@ export = (RED: NodeAPI) => {
         return undefined;
       }
     };
+    const certificateFile = nodeStateFile(RED, this.id, 'reauth', '.tls.json');
+    const certificates = config.certificate ? new CertificateFile(certificateFile) : undefined;
+    /**
+     * With a client certificate: stamped messages wait while the MQTT brokers have no valid
+     * certificate, or reconnect with a new one (mqtt out drops what arrives while disconnected).
+     */
+    let certificateWait = !!certificates;
+    let certificateError: M2MError | undefined;
+    /** Installations run one after another; messages wait until the last one is done. */
+    let installing = Promise.resolve();
+    let installsPending = 0;
+    const installCertificate = (tls: TlsIdentity): void => {
+      certificateWait = true;
+      installsPending++;
+      installing = installing
+        .then(() => installClientCertificate(RED, config.tls!, tls))
+        .then(
+          () => {
+            certificateError = undefined;
+          },
+          err => {
+            certificateError = err instanceof M2MError ? err : new M2MError('tls_install', (err as Error).message, 500);
+            this.error(nodeError(RED, 'm2m-reauth-timer', certificateError));
+          },
+        )
+        .then(() => {
+          // A failed installation keeps messages waiting: mqtt out would drop them.
+          if (--installsPending === 0 && !certificateError) {
+            certificateWait = false;
+            release();
+          }
+          showStatus();
+        });
+    };
+
+    const attest = async (request?: PendingRequest) => {
+      const fresh = evidence && Date.now() - evidence.at < EVIDENCE_TTL_MS ? evidence.value : undefined;
+      const client = device.api().client();
+      const { identity } = device.identity();
+      const once = () => attestDevice(client, identity, device.components(), fresh, request?.csr);
+      try {
+        const answer = await once();
+        // The key moved into a TPM or an HSM while the verifier still knows the file key: the
+        // registration hands the device over (both keys sign), then the new key attests.
+        if (answer.reasons.some(reason => KEY_MISMATCH.has(reason)) && device.keyMoving()) {
+          await device.register();
+          return once();
+        }
+        return answer;
+      } catch (err) {
+        // Not registered yet (the flow's m2m-provision may not have run): register, as it would,
+        // and attest again. A revoked device is refused registration (device_revoked).
+        if (!(err instanceof ApiError) || err.code !== 'device_unknown') throw err;
+        await device.register();
+        return once();
+      }
+    };
+
     const keeper = new TokenKeeper(
       async () => {
-        const fresh = evidence && Date.now() - evidence.at < EVIDENCE_TTL_MS ? evidence.value : undefined;
-        const client = device.api().client();
-        const { identity } = device.identity();
-        try {
-          const answer = await attestDevice(client, identity, device.components(), fresh);
-          // The key moved into a TPM or an HSM while the verifier still knows the file key: the
-          // registration hands the device over (both keys sign), then the new key attests.
-          if (answer.reasons.some(reason => KEY_MISMATCH.has(reason)) && device.keyMoving()) {
-            await device.register();
-            return attestDevice(client, identity, device.components(), fresh);
-          }
-          return answer;
-        } catch (err) {
-          // Not registered yet (the flow's m2m-provision may not have run): register, as it would,
-          // and attest again. A revoked device is refused registration (device_revoked).
-          if (!(err instanceof ApiError) || err.code !== 'device_unknown') throw err;
-          await device.register();
-          return attestDevice(client, identity, device.components(), fresh);
+        const request = certificates ? await newCertificateRequest(device.deviceId) : undefined;
+        const answer = await attest(request);
+        if (request && answer.certificate) {
+          const tls = issuedIdentity(request, answer.certificate);
+          certificates?.save(tls);
+          // The brokers reconnect in the background: stamped messages wait for them, the token does not.
+          installCertificate(tls);
         }
+        return answer;
       },
       device.deviceId,
       {
@@ -153,7 +218,9 @@ export = (RED: NodeAPI) => {
       const extra = [held, lost].filter(Boolean).join(', ');
       const text = (key: string, values: Record<string, string | number> = {}) =>
         t(key, { ...values, extra: extra ? ` (${extra})` : '' });
-      if (lastEvent?.type === 'declined') {
+      if (certificateError) {
+        this.status(status.failed(text('status.tls-failed', { code: certificateError.code })));
+      } else if (lastEvent?.type === 'declined') {
         this.status(
           status.declined(
             text('status.declined', {
@@ -255,7 +322,7 @@ export = (RED: NodeAPI) => {
       } catch {
         return; // the keystore is gone: what waits keeps waiting, the status says why
       }
-      if (!token || riskPending || !queue.length) return;
+      if (!token || riskPending || certificateWait || !queue.length) return;
       for (const msg of queue.takeAll()) {
         try {
           this.send([stamp(msg, token), null]);
@@ -339,7 +406,7 @@ export = (RED: NodeAPI) => {
       try {
         const token = usableToken();
         // A message that raised the risk, and those after it, wait for the re-attestation it asked for.
-        if (token && !riskPending) {
+        if (token && !riskPending && !certificateWait) {
           release();
           this.send([stamp(msg, token), null]);
         } else if (hold || token || keeper.attempting)
@@ -377,6 +444,10 @@ export = (RED: NodeAPI) => {
     }
 
     keeper.start();
+    // A certificate kept from before a restart serves until the next attestation brings a new one.
+    const kept = certificates?.load();
+    if (kept) installCertificate(kept);
+    else if (certificates) void keeper.trigger('certificate');
     showStatus();
     if (queue.unreadable) this.warn(t('log.queue-unreadable', { count: queue.unreadable }));
 
@@ -387,7 +458,7 @@ export = (RED: NodeAPI) => {
       clearInterval(clockTimer);
       clearTimeout(statusTimer);
       // Queued messages stay in their file for the next start, unless the node itself is gone.
-      if (removed) removeStateFiles(tokenFile, queueFile);
+      if (removed) removeStateFiles(tokenFile, queueFile, certificateFile);
       done();
     });
   }

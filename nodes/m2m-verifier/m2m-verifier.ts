@@ -10,6 +10,8 @@ import { M2MError } from '../../lib/errors';
 import { Verifier, type VerifierEvent, createRequestListener, openStore } from '../../lib/verifier';
 import { sendProblem } from '../../lib/verifier/http';
 import type { SubscriberConfig } from '../../lib/verifier/subscribers';
+import type { CertificateOptions } from '../../lib/verifier/certificates';
+import type { MosquittoOptions } from '../../lib/brokers/mosquitto';
 import { eventFacts } from '../../lib/webhooks/receiver';
 import { MAX_BODY_BYTES } from '../../lib/verifier/http';
 import { captureRawBody, mount, nodeUrlPath, type ExpressApp, type Handler } from '../shared/express';
@@ -27,6 +29,18 @@ interface VerifierDef extends NodeDef {
   webhooks: string;
   /** What tokens are signed with; EdDSA unless ES256 is chosen. */
   tokenAlg?: string;
+  /** Issue short-lived client certificates with approvals that ask for one. */
+  certificates?: boolean;
+  /** Their lifetime in seconds; empty: twice the token's. */
+  certificateLifetime?: string | number;
+  /** A Mosquitto broker to keep in step (dynamic security): its admin listener, mqtt://host:port. */
+  mosquittoUrl?: string;
+  mosquittoUser?: string;
+  /** Each device's topic tree; {deviceId} is replaced. */
+  mosquittoTopics?: string;
+  /** The broker's crlfile and pid file, when it runs beside this Node-RED (a revoked certificate is refused at TLS). */
+  mosquittoCrlFile?: string;
+  mosquittoPidFile?: string;
 }
 
 interface VerifierCredentials {
@@ -36,10 +50,32 @@ interface VerifierCredentials {
   webhookSecret?: string;
   /** The PostgreSQL password, kept out of the store URL (which the flow file holds). */
   storePassword?: string;
+  mosquittoPassword?: string;
 }
 
 /** A client gets this long to send its body: a trickling one is cut off. */
 const BODY_TIMEOUT_MS = 10_000;
+
+function certificateOptions(config: VerifierDef): CertificateOptions | undefined {
+  if (!config.certificates) return undefined;
+  const lifetime = String(config.certificateLifetime ?? '').trim();
+  return lifetime ? { lifetimeSeconds: Number(lifetime) } : {};
+}
+
+function mosquittoOptions(config: VerifierDef, password: string | undefined): MosquittoOptions[] {
+  const url = config.mosquittoUrl?.trim();
+  if (!url) return [];
+  return [
+    {
+      url,
+      username: config.mosquittoUser?.trim() ?? '',
+      password: password ?? '',
+      topics: config.mosquittoTopics?.trim() || undefined,
+      crlFile: config.mosquittoCrlFile?.trim() || undefined,
+      pidFile: config.mosquittoPidFile?.trim() || undefined,
+    },
+  ];
+}
 
 function mountPath(configured: string): string {
   const trimmed = `/${(configured || '/m2m').trim().replace(/^\/+|\/+$/g, '')}`;
@@ -73,6 +109,16 @@ export = (RED: NodeAPI) => {
     mounted.set(mountAt, this.id);
 
     this.status(status.waiting(RED._('m2m-verifier.status.starting')));
+    const failing = new Set<string>();
+    let started = false;
+    const showServing = () => {
+      if (!started) return;
+      this.status(
+        failing.size
+          ? status.waiting(RED._('m2m-verifier.status.receiverFailing', { path: mountAt, count: failing.size }))
+          : status.working(RED._('m2m-verifier.status.serving', { path: mountAt })),
+      );
+    };
     // Opening the store can fail (a path without permission): that becomes a red status, not a crash.
     const ready = Promise.resolve().then(async () => {
       const store = await openStore(config.store?.trim() || path.join(dataDir(RED, 'verifier'), 'verifier.db'), {
@@ -86,6 +132,18 @@ export = (RED: NodeAPI) => {
         manualApproval: !!config.manualApproval,
         loopbackEnrollment: !!config.loopbackEnrollment,
         keyRotation: { alg: config.tokenAlg === 'ES256' ? 'ES256' : 'EdDSA' },
+        certificates: certificateOptions(config),
+        mosquitto: mosquittoOptions(config, this.credentials.mosquittoPassword),
+        // A receiver or broker that fails shows in the status, not only in the admin API.
+        onReceiverHealth: (receiver, error) => {
+          if (error) {
+            failing.add(receiver.url);
+            this.warn(RED._('m2m-verifier.errors.receiver_failing', { url: receiver.url, error }));
+          } else if (failing.delete(receiver.url)) {
+            this.log(RED._('m2m-verifier.log.receiver_back', { url: receiver.url }));
+          }
+          showServing();
+        },
         webhooks: {
           subscribers: subscribers(config, this.credentials.webhookSecret),
           onError: err => this.warn(nodeError(RED, 'm2m-verifier', err).message),
@@ -137,7 +195,10 @@ export = (RED: NodeAPI) => {
       })
       .catch(() => () => undefined);
     ready.then(
-      () => this.status(status.working(RED._('m2m-verifier.status.serving', { path: mountAt }))),
+      () => {
+        started = true;
+        showServing();
+      },
       err => {
         this.status(status.failed(RED._('m2m-verifier.status.failed')));
         this.error(nodeError(RED, 'm2m-verifier', err));
@@ -166,6 +227,7 @@ export = (RED: NodeAPI) => {
         enrollmentToken: { type: 'password' },
         webhookSecret: { type: 'password' },
         storePassword: { type: 'password' },
+        mosquittoPassword: { type: 'password' },
       },
     },
   );

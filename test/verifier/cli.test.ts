@@ -87,6 +87,33 @@ describe('verifier: standalone command and embedding', () => {
     assert.match(stderr, /--workflow: workflow\[0\]\.step/);
   });
 
+  it('issues certificates with --certificates, serving its CA, and refuses a bad lifetime or broker setting with exit 2', async () => {
+    const store = `sqlite:${path.join(dir, 'v.db')}`;
+    const secrets = { M2M_ADMIN_KEY: 'cli-admin-key-for-tests', M2M_ENROLLMENT_TOKEN: 'cli-enrollment-token-tests' };
+    const { child, url } = await startCli(['--port', '0', '--store', store, '--certificates'], secrets);
+    const ca = await fetch(`${url}/v1/ca`);
+    assert.equal(ca.status, 200);
+    assert.match(await ca.text(), /^-----BEGIN CERTIFICATE-----/);
+    const exited = exitCode(child);
+    child.kill('SIGTERM');
+    await exited;
+    const refused = async (args: string[], env: Record<string, string>, reason: RegExp) => {
+      const bad = spawn(process.execPath, [BIN, '--port', '0', '--store', store, ...args], {
+        env: { ...process.env, ...secrets, ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      bad.stderr.on('data', chunk => {
+        stderr += chunk;
+      });
+      assert.equal(await exitCode(bad), 2, stderr);
+      assert.match(stderr, reason);
+    };
+    await refused(['--certificates', '--certificate-lifetime', '3d'], {}, /24 h/);
+    await refused(['--ca-key', 'ca.key'], {}, /--ca-key and --ca-cert go together/);
+    await refused([], { M2M_MOSQUITTO: '{"url":"mqtt://admin:pw@127.0.0.1:1883"}' }, /M2M_MOSQUITTO\[0\]/);
+  });
+
   it('exits 2 with the reason when PostgreSQL is unreachable, the URL from M2M_STORE, its password masked', async () => {
     const child = spawn(process.execPath, [BIN, '--port', '0', '--workers', '1'], {
       stdio: ['ignore', 'pipe', 'pipe'],

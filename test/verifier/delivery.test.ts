@@ -30,10 +30,18 @@ describe('verifier: webhook delivery', function () {
     v = receiver = undefined;
   });
 
+  /** What the verifier said of its receivers' health: an error when one starts failing, none when it is back. */
+  let health: Array<string | undefined> = [];
+
   async function start(script: Script, options: Partial<typeof fast> = {}, dir?: string): Promise<Harness> {
     receiver ??= await startReceiver(script);
+    health = [];
     v = await startHarness(
-      { now: Date.now, webhooks: { subscribers: [{ url: receiver.url, secret: SECRET }], ...fast, ...options } },
+      {
+        now: Date.now,
+        webhooks: { subscribers: [{ url: receiver.url, secret: SECRET }], ...fast, ...options },
+        onReceiverHealth: (_receiver, error) => health.push(error),
+      },
       dir,
     );
     return v;
@@ -237,6 +245,7 @@ describe('verifier: webhook delivery', function () {
       20_000,
     );
     assert.ok(Date.now() - back < 20_000);
+    assert.deepEqual(health, ['answered 503', undefined], 'told once when it failed, once when it was back');
   });
 
   it('refuses a subscriber without a usable whsec_ secret at start-up', async () => {

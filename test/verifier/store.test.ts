@@ -213,8 +213,17 @@ forEachBackend('verifier store', backend => {
     await store.insertNonce({ nonce: 'live', deviceId: record.deviceId, expiresAt: T0 + 60_000 });
     const { session, event } = approval(record);
     await store.recordSession({ ...session, createdAt: T0 - 10 }, { ...event, createdAt: T0 - 10 });
-    const counts = await store.purge({ noncesExpired: T0, sessions: T0, deliveredEvents: T0, deadDeliveries: T0 });
-    assert.deepEqual(counts, { nonces: 1, sessions: 1, events: 2, deliveries: 0 });
+    const certificate = { deviceId: record.deviceId, sessionId: session.sessionId, issuedAt: T0 - 10 };
+    await store.recordCertificate({ ...certificate, serial: '01', notAfter: T0 - 1 });
+    await store.recordCertificate({ ...certificate, serial: '02', notAfter: T0 + 60_000 });
+    const counts = await store.purge({
+      noncesExpired: T0,
+      certificatesExpired: T0,
+      sessions: T0,
+      deliveredEvents: T0,
+      deadDeliveries: T0,
+    });
+    assert.deepEqual(counts, { nonces: 1, certificates: 1, sessions: 1, events: 2, deliveries: 0 });
     assert.equal((await store.consumeNonceAndRecord('live', record, T0, approval(record).decide)).outcome, 'consumed');
     assert.equal(
       (await store.consumeNonceAndRecord('old', record, T0, approval(record).decide)).outcome,
@@ -243,6 +252,44 @@ forEachBackend('verifier store', backend => {
       (await store.rotateSigningKeys(() => ({ remove: [plans[0][0].kid] }))).map(k => k.kid),
       ['later'],
     );
+  });
+
+  it('keeps the first certificate authority stored under an id, however many processes store one at once', async () => {
+    const authority = (i: number) => ({
+      id: 'generated',
+      alg: 'ES256' as const,
+      secret: `${i}`.repeat(64),
+      certificate: `cert-${i}`,
+      createdAt: T0 + i,
+    });
+    const kept = await Promise.all(Array.from({ length: 10 }, (_, i) => store.ensureAuthority(authority(i))));
+    assert.equal(new Set(kept.map(record => record.certificate)).size, 1, 'every caller got the same authority');
+    assert.deepEqual(await store.ensureAuthority(authority(11)), kept[0]);
+    const external = { ...authority(12), id: 'pkcs11:abc', secret: null };
+    assert.deepEqual(await store.ensureAuthority(external), external);
+  });
+
+  it('lists the valid certificates of revoked devices, with when each device was revoked', async () => {
+    const [kept, revoked] = [device(), device()];
+    for (const record of [kept, revoked])
+      await store.insertDevice(record, deviceEvent('device.registered', record, T0));
+    const issued = (deviceId: string, serial: string, notAfter: number) =>
+      store.recordCertificate({ serial, deviceId, sessionId: 's', issuedAt: T0, notAfter });
+    await issued(kept.deviceId, 'aa', T0 + 60_000);
+    await issued(revoked.deviceId, 'bb', T0 + 60_000);
+    await issued(revoked.deviceId, 'cc', T0 + 60_000);
+    await issued(revoked.deviceId, 'dd', T0 - 1);
+    await store.setDeviceStatus(
+      revoked.deviceId,
+      'revoked',
+      ['active'],
+      deviceEvent('device.revoked', revoked, T0),
+      T0 + 5,
+    );
+    assert.deepEqual(await store.revokedCertificates(T0), [
+      { serial: 'bb', revokedAt: T0 + 5 },
+      { serial: 'cc', revokedAt: T0 + 5 },
+    ]);
   });
 
   it('pages, filters and searches the fleet, each device with its latest attestation', async () => {
@@ -418,15 +465,22 @@ forEachBackend('verifier store', backend => {
         ],
         T0,
       );
-      const kept = await store.purge({ noncesExpired: T0, sessions: T0, deliveredEvents: T0 + 1, deadDeliveries: T0 });
-      assert.deepEqual(kept, { nonces: 0, sessions: 0, events: 1, deliveries: 1 });
+      const kept = await store.purge({
+        noncesExpired: T0,
+        certificatesExpired: T0,
+        sessions: T0,
+        deliveredEvents: T0 + 1,
+        deadDeliveries: T0,
+      });
+      assert.deepEqual(kept, { nonces: 0, certificates: 0, sessions: 0, events: 1, deliveries: 1 });
       const all = await store.purge({
         noncesExpired: T0,
+        certificatesExpired: T0,
         sessions: T0,
         deliveredEvents: T0 + 1,
         deadDeliveries: T0 + 1,
       });
-      assert.deepEqual(all, { nonces: 0, sessions: 0, events: 1, deliveries: 1 });
+      assert.deepEqual(all, { nonces: 0, certificates: 0, sessions: 0, events: 1, deliveries: 1 });
     });
   });
 

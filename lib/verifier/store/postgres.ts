@@ -54,6 +54,8 @@ import type {
   PurgeCounts,
   RevocationRecord,
   SigningKeyRecord,
+  AuthorityRecord,
+  CertificateRecord,
   SubscriberRecord,
   SubscriberStatus,
   VerifierStore,
@@ -145,6 +147,22 @@ CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
   `ALTER TABLE devices ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE devices ADD COLUMN rekey_until BIGINT;
 ALTER TABLE signing_keys ADD COLUMN alg TEXT NOT NULL DEFAULT 'EdDSA';`,
+  `CREATE TABLE certificate_authority (
+  id TEXT PRIMARY KEY,
+  alg TEXT NOT NULL,
+  secret TEXT,
+  certificate TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE certificates (
+  serial TEXT PRIMARY KEY,
+  device_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  issued_at BIGINT NOT NULL,
+  not_after BIGINT NOT NULL
+);
+CREATE INDEX certificates_device ON certificates (device_id, not_after);
+CREATE INDEX certificates_expiry ON certificates (not_after);`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -574,6 +592,7 @@ export class PostgresStore implements VerifierStore {
       const count = async (text: string, values: unknown[]) => (await client.query(text, values)).rowCount ?? 0;
       return {
         nonces: await count('DELETE FROM nonces WHERE expires_at < $1', [before.noncesExpired]),
+        certificates: await count('DELETE FROM certificates WHERE not_after < $1', [before.certificatesExpired]),
         sessions: await count('DELETE FROM sessions WHERE created_at < $1', [before.sessions]),
         deliveries: await count(
           `DELETE FROM deliveries WHERE (status = 'delivered' AND created_at < $1) OR created_at < $2`,
@@ -606,6 +625,35 @@ export class PostgresStore implements VerifierStore {
       if (remove.length) await client.query('DELETE FROM signing_keys WHERE kid = ANY($1::text[])', [remove]);
       return list(client);
     });
+  }
+
+  async ensureAuthority(record: AuthorityRecord): Promise<AuthorityRecord> {
+    await this.query(
+      `INSERT INTO certificate_authority (id, alg, secret, certificate, created_at) VALUES ($1, $2, $3, $4, $5)
+      ON CONFLICT (id) DO NOTHING`,
+      [record.id, record.alg, record.secret, record.certificate, record.createdAt],
+    );
+    const { rows } = await this.query<AuthorityRecord>(
+      'SELECT id, alg, secret, certificate, created_at AS "createdAt" FROM certificate_authority WHERE id = $1',
+      [record.id],
+    );
+    return rows[0];
+  }
+
+  async recordCertificate(certificate: CertificateRecord): Promise<void> {
+    await this.query(
+      'INSERT INTO certificates (serial, device_id, session_id, issued_at, not_after) VALUES ($1, $2, $3, $4, $5)',
+      [certificate.serial, certificate.deviceId, certificate.sessionId, certificate.issuedAt, certificate.notAfter],
+    );
+  }
+
+  async revokedCertificates(now: number): Promise<Array<{ serial: string; revokedAt: number }>> {
+    const { rows } = await this.query<{ serial: string; revokedAt: number }>(
+      `SELECT c.serial, d.updated_at AS "revokedAt" FROM certificates c JOIN devices d ON d.device_id = c.device_id
+      WHERE d.status = 'revoked' AND c.not_after > $1 ORDER BY c.serial`,
+      [now],
+    );
+    return rows;
   }
 
   async syncSubscribers(subscribers: Array<{ id: string; url: string }>, now: number): Promise<void> {

@@ -48,6 +48,8 @@ import type {
   PurgeCounts,
   RevocationRecord,
   SigningKeyRecord,
+  AuthorityRecord,
+  CertificateRecord,
   SubscriberRecord,
   SubscriberStatus,
   VerifierStore,
@@ -147,6 +149,22 @@ CREATE INDEX sessions_device ON sessions (device_id, created_at);`,
   `ALTER TABLE devices ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE devices ADD COLUMN rekey_until INTEGER;
 ALTER TABLE signing_keys ADD COLUMN alg TEXT NOT NULL DEFAULT 'EdDSA';`,
+  `CREATE TABLE certificate_authority (
+  id TEXT PRIMARY KEY,
+  alg TEXT NOT NULL,
+  secret TEXT,
+  certificate TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE certificates (
+  serial TEXT PRIMARY KEY,
+  device_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  issued_at INTEGER NOT NULL,
+  not_after INTEGER NOT NULL
+);
+CREATE INDEX certificates_device ON certificates (device_id, not_after);
+CREATE INDEX certificates_expiry ON certificates (not_after);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -276,6 +294,16 @@ export class SqliteStore implements VerifierStore {
         'INSERT INTO signing_keys (kid, alg, seed, created_at, signs_from) VALUES (@kid, @alg, @seed, @createdAt, @signsFrom)',
       ),
       removeKey: db.prepare('DELETE FROM signing_keys WHERE kid = ?'),
+      insertAuthority: db.prepare(`INSERT INTO certificate_authority (id, alg, secret, certificate, created_at)
+        VALUES (@id, @alg, @secret, @certificate, @createdAt) ON CONFLICT (id) DO NOTHING`),
+      getAuthority: db.prepare(
+        'SELECT id, alg, secret, certificate, created_at AS createdAt FROM certificate_authority WHERE id = ?',
+      ),
+      insertCertificate: db.prepare(`INSERT INTO certificates (serial, device_id, session_id, issued_at, not_after)
+        VALUES (@serial, @deviceId, @sessionId, @issuedAt, @notAfter)`),
+      revokedCertificates: db.prepare(`SELECT c.serial, d.updated_at AS revokedAt FROM certificates c
+        JOIN devices d ON d.device_id = c.device_id WHERE d.status = 'revoked' AND c.not_after > ? ORDER BY c.serial`),
+      purgeCertificates: db.prepare('DELETE FROM certificates WHERE not_after < ?'),
       outboxStats: db.prepare(`SELECT (SELECT count(*) FROM outbox WHERE fanned_out = 0) AS unfanned,
         (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending,
         (SELECT count(*) FROM deliveries WHERE status = 'dead') AS dead`),
@@ -430,6 +458,7 @@ export class SqliteStore implements VerifierStore {
   async purge(before: PurgeBefore): Promise<PurgeCounts> {
     return this.db.transaction(() => ({
       nonces: this.statements.purgeNonces.run(before.noncesExpired).changes,
+      certificates: this.statements.purgeCertificates.run(before.certificatesExpired).changes,
       sessions: this.statements.purgeSessions.run(before.sessions).changes,
       deliveries: this.statements.purgeDeliveries.run({
         delivered: before.deliveredEvents,
@@ -515,6 +544,21 @@ export class SqliteStore implements VerifierStore {
       for (const kid of remove) this.statements.removeKey.run(kid);
       return this.statements.listKeys.all() as SigningKeyRecord[];
     });
+  }
+
+  async ensureAuthority(record: AuthorityRecord): Promise<AuthorityRecord> {
+    this.statements.insertAuthority.run({ ...record });
+    return this.statements.getAuthority.get(record.id) as AuthorityRecord;
+  }
+
+  async recordCertificate(certificate: CertificateRecord): Promise<void> {
+    await this.groupCommit(() => {
+      this.statements.insertCertificate.run({ ...certificate });
+    });
+  }
+
+  async revokedCertificates(now: number): Promise<Array<{ serial: string; revokedAt: number }>> {
+    return this.statements.revokedCertificates.all(now) as Array<{ serial: string; revokedAt: number }>;
   }
 
   async outboxStats(): Promise<OutboxStats> {

@@ -26,6 +26,27 @@ export interface SigningKeyRecord {
   signsFrom: number;
 }
 
+/** The verifier's certificate authority as the store keeps it, so every process issues with one CA. */
+export interface AuthorityRecord {
+  /** `generated`, or `pkcs11:<thumbprint>` for a CA key held in an HSM. */
+  id: string;
+  alg: Alg;
+  /** hex of the CA key's 32 secret bytes when the verifier made and keeps it; null when the key is elsewhere. */
+  secret: string | null;
+  /** DER, base64. */
+  certificate: string;
+  createdAt: number;
+}
+
+/** A certificate the verifier issued: the CRL lists those still valid whose device is revoked. */
+export interface CertificateRecord {
+  serial: string;
+  deviceId: string;
+  sessionId: string;
+  issuedAt: number;
+  notAfter: number;
+}
+
 /** What a key rotation changes, decided from the keys the store holds at that moment. */
 export interface KeyRotation {
   add?: SigningKeyRecord;
@@ -43,6 +64,8 @@ export interface OutboxStats {
 
 export interface PurgeBefore {
   noncesExpired: number;
+  /** Certificates that expired before then (a CRL lists only valid ones). */
+  certificatesExpired: number;
   sessions: number;
   /** Events with no delivery still pending, and their delivered deliveries. */
   deliveredEvents: number;
@@ -52,6 +75,7 @@ export interface PurgeBefore {
 
 export interface PurgeCounts {
   nonces: number;
+  certificates: number;
   sessions: number;
   events: number;
   deliveries: number;
@@ -215,6 +239,12 @@ export interface VerifierStore {
    * Returns the keys after the change, oldest `signsFrom` first.
    */
   rotateSigningKeys(plan: (keys: SigningKeyRecord[]) => KeyRotation): Promise<SigningKeyRecord[]>;
+
+  /** The authority stored under `record.id`, stored now as `record` if there is none (first writer wins). */
+  ensureAuthority(record: AuthorityRecord): Promise<AuthorityRecord>;
+  recordCertificate(certificate: CertificateRecord): Promise<void>;
+  /** Certificates still valid at `now` whose device is revoked, with when it was revoked (its last change). */
+  revokedCertificates(now: number): Promise<Array<{ serial: string; revokedAt: number }>>;
 
   /** Makes `subscribers` the configured set: new ones are added active, absent ones kept (with their history) but unconfigured. */
   syncSubscribers(subscribers: Array<{ id: string; url: string }>, now: number): Promise<void>;
