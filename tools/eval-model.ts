@@ -4,7 +4,8 @@
  * simulator) on the evaluation protocol, on the second generator's units and on the training
  * simulator's held-out units, and checks every figure against their metrics.json, from which
  * the model card's tables are generated. Exits 1 when a figure differs by more than 0.5
- * percentage points.
+ * percentage points. `--calibrate` sets the shipped models' operating margin again on their
+ * validation units (as training does), re-measures, and writes metrics.json and the card.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -12,11 +13,14 @@ import { parseArgs } from 'node:util';
 import { useBackend } from './tinyml/backend';
 import { MODELS_DIR, shippedModelDir } from '../lib/tinyml/catalog';
 import {
+  calibrateMargin,
   EVALUATION_PROTOCOL,
   evaluateSecondGenerator,
   evaluateSimulated,
   type ModeReport,
   type ProtocolOptions,
+  TARGET_FRR,
+  VALIDATION_PROTOCOL,
 } from './tinyml/evaluate';
 import { BehaviourModel } from '../lib/tinyml/model';
 
@@ -69,36 +73,35 @@ export function metricsTable(reports: Record<string, ModeReport<string>>): strin
   return lines.join('\n');
 }
 
-/** Issue #10's goals on the second generator, per decision, beside what was measured. */
-const GOALS: Array<{ goal: string; limit: number; variants: string[]; measure: (r: ModeReport<string>) => number }> = [
-  { goal: 'genuine rejected at threshold', limit: 0.05, variants: ['stamped'], measure: r => r.frrAtThreshold },
-  { goal: 'same-model unit, EER', limit: 0.05, variants: ['stamped'], measure: r => r.impostors.same_model.eer },
-  { goal: 'same-model unit, EER', limit: 0.15, variants: ['arrival'], measure: r => r.impostors.same_model.eer },
-  { goal: 'software simulator, EER', limit: 0.02, variants: ['stamped'], measure: r => r.impostors.simulator.eer },
+/**
+ * Issue #24's goals, on the generator training never saw, per decision at each source's own
+ * operating point, beside what was measured. Limits per model (stamped, arrival); a negative
+ * limit is a floor.
+ */
+const GOALS: Array<{ goal: string; limits: Record<string, number>; measure: (r: ModeReport<string>) => number }> = [
+  { goal: 'genuine rejected at the operating point', limits: { stamped: 0.05, arrival: 0.05 }, measure: r => r.frrAtThreshold },
+  { goal: 'same-model EER', limits: { stamped: 0.05, arrival: 0.1 }, measure: r => r.impostors.same_model.eer },
   {
-    goal: 'same-model units accepted at threshold',
-    limit: 0.2,
-    variants: ['arrival'],
+    goal: 'same-model accepted at the operating point',
+    limits: { stamped: 0.1, arrival: 0.2 },
     measure: r => r.impostors.same_model.farAtThreshold,
   },
   {
-    goal: 'simulators accepted at threshold',
-    limit: 0.2,
-    variants: ['arrival'],
+    goal: 'careful simulator accepted',
+    limits: { stamped: 0.01, arrival: 0.05 },
     measure: r => r.impostors.simulator.farAtThreshold,
   },
   {
-    goal: 'replays caught, also after a redeploy',
-    limit: -0.99,
-    variants: ['stamped', 'arrival'],
-    measure: r => r.impostors.replay.replayFlagged,
+    goal: 're-stamped replay accepted',
+    limits: { stamped: 0.01, arrival: 0.05 },
+    measure: r => r.impostors.replay.farAtThreshold,
   },
 ];
 
 function goalsTable(files: Record<string, MetricsFile>): string {
   const lines = ['| goal (second generator, per decision) | model | goal | measured | |', '|---|---|---|---|---|'];
-  for (const { goal, limit, variants, measure } of GOALS) {
-    for (const variant of variants) {
+  for (const { goal, limits, measure } of GOALS) {
+    for (const [variant, limit] of Object.entries(limits)) {
       const report = files[variant]?.reports['second generator'];
       if (!report) continue;
       const value = measure(report);
@@ -222,8 +225,38 @@ async function check(dir: string): Promise<string[]> {
   return found;
 }
 
+/** Sets a shipped model's operating margin on validation units, then re-measures it into metrics.json. */
+async function recalibrate(dir: string): Promise<void> {
+  const model = await BehaviourModel.load(dir);
+  const timeSource = model.metadata.timeSource;
+  if (timeSource === 'recorded') throw new Error(`${dir} was trained on recordings: re-run train-model with them`);
+  const margin = calibrateMargin(
+    model,
+    draft => evaluateSimulated(draft, timeSource, VALIDATION_PROTOCOL).frrAtThreshold,
+    TARGET_FRR,
+  );
+  console.log(`eval-model: ${model.id}: operating margin ${margin}`);
+  const file = path.join(dir, 'model.json');
+  const manifest = JSON.parse(fs.readFileSync(file, 'utf8'));
+  manifest.userDefinedMetadata.m2m.operatingMargin = margin;
+  fs.writeFileSync(file, `${JSON.stringify(manifest, null, 1)}\n`);
+  const calibrated = await BehaviourModel.load(dir);
+  const reports = Object.fromEntries(
+    Object.entries(EVALUATIONS).map(([data, evaluate]) => [data, evaluate(calibrated, timeSource, EVALUATION_PROTOCOL)]),
+  );
+  const { training } = readMetrics(path.join(dir, 'metrics.json')) as MetricsFile & { training: Record<string, unknown> };
+  writeMetrics(dir, calibrated, reports, training);
+}
+
 async function main(): Promise<void> {
-  const { values: args } = parseArgs({ options: { model: { type: 'string' } } });
+  const { values: args } = parseArgs({
+    options: { model: { type: 'string' }, calibrate: { type: 'boolean', default: false } },
+  });
+  if (args.calibrate) {
+    for (const dir of [shippedModelDir('source'), shippedModelDir('arrival')]) await recalibrate(dir);
+    updateCard(path.dirname(shippedModelDir('source')));
+    return;
+  }
   const dirs = args.model ? [path.resolve(args.model)] : [shippedModelDir('source'), shippedModelDir('arrival')];
   console.log(
     `eval-model: TensorFlow.js backend ${await useBackend()}; protocol ${JSON.stringify(EVALUATION_PROTOCOL)}`,

@@ -24,6 +24,7 @@ import {
   windowFeatures,
 } from './tinyml/dataset';
 import {
+  calibrateMargin,
   EVALUATION_PROTOCOL,
   evaluateRecordings,
   evaluateSecondGenerator,
@@ -32,6 +33,8 @@ import {
   type PartStatistics,
   partStatistics,
   recordedPartStatistics,
+  TARGET_FRR,
+  VALIDATION_PROTOCOL,
 } from './tinyml/evaluate';
 import { EMBEDDING_FEATURES, FEATURE_VERSION, WINDOW } from '../lib/tinyml/features';
 import { errorRates } from './tinyml/metrics';
@@ -41,8 +44,6 @@ import { updateCard, writeMetrics } from './eval-model';
 
 /** The score a source's own decision must reach: the verifier approves from here (DESIGN §3). */
 const THRESHOLD = 0.8;
-/** The operating point: the threshold is set where this share of genuine validation decisions falls below. */
-const TARGET_FRR = 0.05;
 const EMBEDDING_WEIGHTS = [0, 0.125, 0.25, 0.5, 1, 2];
 
 function fail(message: string): never {
@@ -81,6 +82,8 @@ interface Job {
   metadata: Pick<ModelMetadata, 'name' | 'timeSource' | 'trainedOn'>;
   /** Each part's statistic on validation data: held out of training and of evaluation. */
   validation(model: BehaviourModel): PartStatistics;
+  /** Genuine decisions rejected at the sources' own thresholds, on the same validation data. */
+  validationFrr(model: BehaviourModel): number;
   /** The figures for the card, from data held out of training and calibration. */
   evaluate(model: BehaviourModel): Record<string, ModeReport<string>>;
 }
@@ -97,8 +100,8 @@ function simulatedJobs(units: number): Job[] {
         trainedOn: `simulated: ${units} units (seed ${seed}), lib/tinyml/simulator.ts`,
       },
       // Validation units and test units share nothing with training or with each other.
-      validation: model =>
-        partStatistics(model, timeSource, { ...EVALUATION_PROTOCOL, seed: EVALUATION_PROTOCOL.seed + 1, units: 150 }),
+      validation: model => partStatistics(model, timeSource, VALIDATION_PROTOCOL),
+      validationFrr: model => evaluateSimulated(model, timeSource, VALIDATION_PROTOCOL).frrAtThreshold,
       evaluate: model => ({
         'second generator': evaluateSecondGenerator(model, timeSource),
         'training simulator': evaluateSimulated(model, timeSource),
@@ -130,6 +133,7 @@ async function recordedJob(file: string): Promise<Job> {
       trainedOn: `recordings: ${path.basename(file)}, ${trainingSources.length} sources (${validation.length} for calibration, ${heldOut.length} held out for evaluation)`,
     },
     validation: model => recordedPartStatistics(model, validation, protocol),
+    validationFrr: model => evaluateRecordings(model, validation, protocol).frrAtThreshold,
     evaluate: model => ({ recordings: evaluateRecordings(model, heldOut, protocol) }),
   };
 }
@@ -198,6 +202,9 @@ async function run(job: Job): Promise<void> {
   const draft = await Model.load(job.dir);
   log('calibrating on validation units');
   Object.assign(metadata, calibrate(job.validation(draft)));
+  await training.saveModel(network, metadata, job.dir);
+  metadata.operatingMargin = calibrateMargin(await Model.load(job.dir), job.validationFrr, TARGET_FRR);
+  log(`  operating margin ${metadata.operatingMargin} (validation genuine rejected ≤ ${100 * TARGET_FRR} %)`);
   const { weightBytes } = await training.saveModel(network, metadata, job.dir);
   network.dispose();
   log(

@@ -30,14 +30,26 @@ export interface MonitorOptions {
   autoEnrol: boolean;
   /** Completed windows per model call at most. */
   maxBatch: number;
-  /** A source's threshold, when set, replaces the calibrated one. */
+  /** A source's threshold, when set, replaces the one its enrolment set. */
   thresholdOverride?: number;
+  /**
+   * A source outside the model's training range: `reject` (the default) sends its decisions to
+   * output 2 as out_of_range; `one-class` trusts them by its own statistics alone.
+   */
+  outOfRange?: OutOfRangePolicy;
 }
+
+export type OutOfRangePolicy = 'reject' | 'one-class';
 
 /** An enrolment by time still needs this many windows. */
 export const MIN_ENROL_WINDOWS = 4;
-/** Two enrolled sources closer than this (one-class distance per dimension) cannot be told apart. */
-export const SEPARATION_WARNING = 4;
+/**
+ * Two enrolled sources closer than this (one-class distance per dimension; about 1 is a source's
+ * own scatter) cannot be told apart: the other's decisions would score like the source's own. On
+ * the second generator 97-99 % of such warnings are true (the other unit passes at least half of
+ * its decisions); the model card has the figures.
+ */
+export const SEPARATION_WARNING = 1.5;
 
 export type UnverifiedReason = 'not_enrolled' | 'enrolling' | 'warming_up';
 export type RejectedReason = 'invalid_value' | 'invalid_time' | 'out_of_order' | 'duplicate_time';
@@ -53,6 +65,10 @@ export type Verdict =
       outOfRange?: FeatureName[];
       /** Another enrolled source this one cannot be told apart from. */
       separation?: Separation;
+      /** Why a decision is not trusted whatever its score. */
+      refused?: 'out_of_range';
+      /** The source's enrolment could not support a confident threshold of its own. */
+      weakEnrolment?: true;
     }
   | { status: 'unverified'; reason: UnverifiedReason; enrolled?: number }
   | { status: 'rejected'; reason: RejectedReason };
@@ -273,12 +289,15 @@ export class BehaviourMonitor {
       const decision = item.window.decide(this.batch, row * FEATURE_COUNT, cosineTo(embeddings, row, profile.centroid));
       const distance = this.scorerOf(item.source, profile).distance(decision.features, 0, decision.windows);
       const score = item.replay ? 0 : scoreOf(distance, decision.cosine, profile, this.model.metadata);
+      const refused = profile.outOfRange.length && this.options.outOfRange !== 'one-class';
       item.resolve({
         status: 'scored',
         score: reportedScore(score, profile),
         threshold,
-        trusted: score >= threshold,
+        trusted: !refused && score >= threshold,
         replay: item.replay,
+        ...(refused ? { refused: 'out_of_range' as const } : {}),
+        ...(profile.weakEnrolment ? { weakEnrolment: true as const } : {}),
         ...(profile.outOfRange.length ? { outOfRange: profile.outOfRange } : {}),
         ...(profile.separation && profile.separation.distance < SEPARATION_WARNING
           ? { separation: profile.separation }

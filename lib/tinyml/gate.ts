@@ -32,6 +32,8 @@ export interface TinymlReport {
   outOfRange?: FeatureName[];
   /** The nearest other enrolled source, when it is too close to tell apart. */
   separation?: Separation;
+  /** The source's enrolment could not support a confident threshold of its own (too short, too scattered). */
+  weakEnrolment?: true;
 }
 
 export interface GateOptions {
@@ -54,9 +56,10 @@ export function reportOf(source: string, verdict: Verdict): TinymlReport {
       score: round(verdict.score),
       threshold: round(verdict.threshold),
       trusted: verdict.trusted,
-      ...(verdict.trusted ? {} : { reason: verdict.replay ? 'replay' : 'score_below_threshold' }),
+      ...(verdict.trusted ? {} : { reason: verdict.replay ? 'replay' : (verdict.refused ?? 'score_below_threshold') }),
       ...(verdict.outOfRange ? { ood: true as const, outOfRange: verdict.outOfRange } : {}),
       ...(verdict.separation ? { separation: verdict.separation } : {}),
+      ...(verdict.weakEnrolment ? { weakEnrolment: true as const } : {}),
     };
   }
   return {

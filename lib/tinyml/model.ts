@@ -16,7 +16,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { M2MError } from '../errors';
-import { array, literal, number, object, string, type Infer } from '../schema';
+import { array, literal, number, object, optional, string, type Infer } from '../schema';
 import { EMBEDDING_FEATURES, FEATURE_COUNT, FEATURE_INDEX, FEATURE_VERSION, WINDOW } from './features';
 
 const metadataSchema = object({
@@ -36,8 +36,10 @@ const metadataSchema = object({
   scoreScale: number({ min: 1e-9 }),
   /** The same for the one-class distance alone (sources outside the training range). */
   oneClassScale: number({ min: 1e-9 }),
-  /** Score threshold; enrolment may lower it a little per source (lib/tinyml/profile). */
+  /** The model's threshold; each source's own comes from its enrolment, near it (lib/tinyml/profile). */
   threshold: number({ min: 0, max: 1 }),
+  /** How far below its lowest held-out enrolment decision a source's threshold sits; set on validation units. */
+  operatingMargin: optional(number({ min: 0, max: 0.5 })),
   /** What the times were in training: the sources' own stamps, arrival times, or recordings. */
   timeSource: literal('source', 'arrival', 'recorded'),
   trainedOn: string({ maxLength: 1000 }),

@@ -17,6 +17,7 @@
 import { FEATURE_COUNT, FEATURE_NAMES, type FeatureName } from './features';
 import type { BehaviourModel, ModelMetadata } from './model';
 import { fitOneClass, OneClassScorer, type OneClassProfile } from './one-class';
+import { DECISION_WINDOWS } from './source-window';
 
 export interface SourceProfile {
   centroid: number[];
@@ -30,10 +31,29 @@ export interface SourceProfile {
   outOfRange: FeatureName[];
   /** The nearest other source enrolled at the time, in one-class distance (about 1: indistinguishable). */
   separation?: { nearest: string; distance: number };
+  /**
+   * The enrolment could not support a confident threshold of its own (too few windows, or its own
+   * decisions scattered below the loosest threshold allowed): the source says so on every report.
+   */
+  weakEnrolment?: boolean;
 }
 
 /** How far below the model's threshold a noisy source's own threshold may go. */
 export const MAX_RELAXATION = 0.05;
+/** How far above it a steady source's own threshold may go: its impostors then pass far less. */
+export const MAX_TIGHTENING = 0.15;
+/**
+ * Below the lowest score of the source's own held-out enrolment decisions, the threshold leaves
+ * this for what changes between enrolment and use (hours, some kelvin). Each model states its
+ * own, set on validation units so that their genuine decisions are rejected ≤ 5 %
+ * (`operatingMargin`); this is for a model that states none.
+ */
+export const OPERATING_MARGIN = 0.05;
+/**
+ * An enrolment whose own held-out decisions call for a threshold this far below the loosest
+ * allowed cannot support one: its source scatters more than the check can judge.
+ */
+export const WEAK_BELOW = 0.1;
 /** Scores of sources outside the training range stay below this: the verifier reviews them. */
 export const OUT_OF_RANGE_CEILING = 0.79;
 const MIN_SPREAD = 1e-4;
@@ -94,17 +114,62 @@ export function outOfRange(features: Float32Array, rows: number, model: Behaviou
 }
 
 /**
- * Learns a profile from `rows` genuine windows: their features and their embeddings. The
- * threshold starts at the model's and drops only as far as this source's own enrolment needs
- * (the 5th percentile of its leave-one-out window scores, less a margin), by MAX_RELAXATION at
- * most: a noisy sensor is not flagged all day, and no source gets a threshold far below the
- * validated one.
+ * The source's own operating point: each run of DECISION_WINDOWS enrolment windows is scored as a
+ * decision against a profile learnt without it; the threshold sits OPERATING_MARGIN below the
+ * lowest of those scores, within [model − MAX_RELAXATION, model + MAX_TIGHTENING]. A steady source
+ * gets a strict threshold (its impostors pass far less than at the model's), a noisy one a
+ * slightly looser one. Too few windows for held-out decisions, or decisions that fall below the
+ * loosest threshold allowed, and the enrolment is weak: the source says so.
  */
+function operatingPoint(
+  features: Float32Array,
+  embeddings: Float32Array,
+  rows: number,
+  profile: SourceProfile,
+  model: BehaviourModel,
+  margin: number,
+): { threshold: number; weak: boolean } {
+  const calibration = model.metadata;
+  const loosest = calibration.threshold - MAX_RELAXATION;
+  const strictest = Math.min(0.99, calibration.threshold + MAX_TIGHTENING);
+  const held = DECISION_WINDOWS;
+  // At least as many windows to learn from as held out.
+  if (rows < 2 * held) return { threshold: calibration.threshold, weak: true };
+  const width = model.embeddingSize;
+  const rest = new Float32Array((rows - held) * FEATURE_COUNT);
+  const restEmbeddings = new Float32Array((rows - held) * width);
+  const decision = new Float64Array(FEATURE_COUNT);
+  const scores: number[] = [];
+  for (let start = 0; start + held <= rows; start++) {
+    let k = 0;
+    decision.fill(0);
+    for (let r = 0; r < rows; r++) {
+      if (r >= start && r < start + held) {
+        for (let f = 0; f < FEATURE_COUNT; f++) decision[f] += features[r * FEATURE_COUNT + f] / held;
+        continue;
+      }
+      rest.set(features.subarray(r * FEATURE_COUNT, (r + 1) * FEATURE_COUNT), k * FEATURE_COUNT);
+      restEmbeddings.set(embeddings.subarray(r * width, (r + 1) * width), k * width);
+      k++;
+    }
+    const without = fitOneClass(rest, k);
+    const centroid = centroidOf(restEmbeddings, k, width);
+    let cosine = 0;
+    for (let r = start; r < start + held; r++) cosine += cosineTo(embeddings, r, centroid) / held;
+    const distance = new OneClassScorer(without).distance(decision, 0, held);
+    scores.push(scoreOf(distance, cosine, { ...profile, oneClass: without }, calibration));
+  }
+  const own = Math.min(...scores) - margin;
+  return { threshold: Math.max(loosest, Math.min(strictest, own)), weak: own < loosest - WEAK_BELOW };
+}
+
+/** Learns a profile from `rows` genuine windows: their features and their embeddings. */
 export function enrol(
   features: Float32Array,
   embeddings: Float32Array,
   rows: number,
   model: BehaviourModel,
+  margin = model.metadata.operatingMargin ?? OPERATING_MARGIN,
 ): SourceProfile {
   const width = model.embeddingSize;
   const calibration = model.metadata;
@@ -120,20 +185,8 @@ export function enrol(
     enrolledAt: new Date().toISOString(),
     outOfRange: outOfRange(features, rows, model),
   };
-  // Leave-one-out window scores: each window against a profile learnt without it.
-  const scores: number[] = [];
-  const others = new Float32Array((rows - 1) * FEATURE_COUNT);
-  for (let r = 0; r < rows && rows > 2; r++) {
-    let k = 0;
-    for (let o = 0; o < rows; o++) {
-      if (o !== r) others.set(features.subarray(o * FEATURE_COUNT, (o + 1) * FEATURE_COUNT), FEATURE_COUNT * k++);
-    }
-    const without = fitOneClass(others, rows - 1);
-    const d = new OneClassScorer(without).distance(features, r * FEATURE_COUNT, 1);
-    scores.push(scoreOf(d, 1 - distances[r], { ...profile, oneClass: without }, calibration));
-  }
-  scores.sort((a, b) => a - b);
-  const low = scores.length ? scores[Math.floor(0.05 * (scores.length - 1))] : calibration.threshold;
-  profile.threshold = Math.max(calibration.threshold - MAX_RELAXATION, Math.min(calibration.threshold, low - 0.01));
+  const { threshold, weak } = operatingPoint(features, embeddings, rows, profile, model, margin);
+  profile.threshold = threshold;
+  if (weak) profile.weakEnrolment = true;
   return profile;
 }

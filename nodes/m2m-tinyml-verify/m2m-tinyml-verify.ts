@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { M2MError } from '../../lib/errors';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
 import { type PeerSignatureResult, TrustStore } from '../../lib/edge/peer-signature';
-import type { BehaviourMonitor, Enrolled } from '../../lib/tinyml/behaviour-monitor';
+import type { BehaviourMonitor, Enrolled, OutOfRangePolicy } from '../../lib/tinyml/behaviour-monitor';
 import { shippedModelDir } from '../../lib/tinyml/catalog';
 import { WINDOW } from '../../lib/tinyml/features';
 import { BehaviourGate, type Policy, type TinymlReport } from '../../lib/tinyml/gate';
@@ -27,6 +27,8 @@ interface TinymlVerifyDef extends NodeDef {
   /** Minutes after which an enrolment ends with what it has (at least 4 windows); empty: windows only. */
   enrolMinutes: number | string;
   unverified: Policy;
+  /** A source outside the model's training range: output 2 (default), or judged by its own statistics. */
+  outOfRange?: OutOfRangePolicy;
   threshold: number | string;
   maxSources: number | string;
   model: string;
@@ -94,7 +96,7 @@ export = (RED: NodeAPI) => {
     let failure: string | undefined;
     let ready = false;
     let notice: string | undefined;
-    let last: { score: number; trusted: boolean } | undefined;
+    let last: { score: number; trusted: boolean; weakEnrolment?: true } | undefined;
     let enrolling: { source: string; windows: number } | undefined;
     let statusTimer: NodeJS.Timeout | undefined;
     let sourceCount = 0;
@@ -113,7 +115,10 @@ export = (RED: NodeAPI) => {
       else if (last)
         this.status(
           (last.trusted ? status.working : status.declined)(
-            t('status.score', { score: last.score.toFixed(2), sources: sourceCount }),
+            t(last.weakEnrolment ? 'status.score-weak' : 'status.score', {
+              score: last.score.toFixed(2),
+              sources: sourceCount,
+            }),
           ),
         );
       else
@@ -159,9 +164,17 @@ export = (RED: NodeAPI) => {
       sourceCount++;
       this.log(t('log.enrolled', { source }));
       notice = undefined;
+      // A weak enrolment is said in the log and on every score of the source, not held in the status.
+      if (profile.weakEnrolment) this.warn(t('log.weak-enrolment', { source, windows: profile.windows }));
       if (profile.outOfRange.length) {
-        notice = t('status.out-of-range', { source });
-        this.warn(t('log.out-of-range', { source, features: profile.outOfRange.join(', ') }));
+        const oneClass = config.outOfRange === 'one-class';
+        notice = t(oneClass ? 'status.out-of-range' : 'status.out-of-range-rejected', { source });
+        this.warn(
+          t(oneClass ? 'log.out-of-range' : 'log.out-of-range-rejected', {
+            source,
+            features: profile.outOfRange.join(', '),
+          }),
+        );
       }
       if (separation && separation.distance < runtime().SEPARATION_WARNING) {
         notice = t('status.too-close', { source, other: separation.nearest });
@@ -190,6 +203,7 @@ export = (RED: NodeAPI) => {
           autoEnrol: config.mode === 'enrol',
           maxBatch: 64,
           thresholdOverride: override !== undefined && override >= 0 && override <= 1 ? override : undefined,
+          outOfRange: config.outOfRange === 'one-class' ? 'one-class' : 'reject',
         });
         monitor.onEnrolled = enrolled;
         replayTimer = setInterval(() => monitor?.saveReplayMemory(), REPLAY_SAVE_MS);

@@ -102,7 +102,7 @@ describe('nodes: m2m-tinyml-verify', function () {
 
   it('shows enrolment progress, then the latest score, in its status', async () => {
     await load();
-    const statuses: Array<{ fill?: string; text?: string }> = [];
+    const statuses: Array<{ fill?: string; shape?: string; text?: string }> = [];
     const node = helper.getNode('verify') as unknown as { status(s: object): void };
     const show = node.status.bind(node);
     node.status = s => {
@@ -123,11 +123,10 @@ describe('nodes: m2m-tinyml-verify', function () {
     await send(messages.slice(5 * WINDOW));
     await send(readings(site.genuine.record(1e6 + 3_600_000, 2 * WINDOW)));
     await new Promise(resolve => setTimeout(resolve, 600));
-    assert.deepEqual(statuses[statuses.length - 1], {
-      fill: 'green',
-      shape: 'dot',
-      text: 'm2m-tinyml-verify.status.score',
-    });
+    // A 10-window enrolment may be too short for a threshold of its own: the score then says so.
+    const shown = statuses[statuses.length - 1];
+    assert.deepEqual([shown.fill, shown.shape], ['green', 'dot']);
+    assert.match(shown.text ?? '', /^m2m-tinyml-verify\.status\.score(-weak)?$/);
   });
 
   it('routes a software simulator posing as the source to output 2', async () => {

@@ -184,21 +184,89 @@ describe('tinyml behaviour monitor', function () {
     );
   });
 
-  it('says when a source lies outside what the model was trained on, and keeps its score below approval', async () => {
-    const site = plant(121);
-    const monitor = new BehaviourMonitor(model, store, options);
-    monitor.startEnrolment('odd');
-    // A reading every 100 s (0.01 Hz) is slower than anything the model was trained on.
-    const stream = samples(site.genuine.record(1e6, (ENROL_WINDOWS + 8) * WINDOW)).map((s, i) => ({
+  /** A reading every 100 s (0.01 Hz) is slower than anything the model was trained on. */
+  const tooSlow = (seed: number) =>
+    samples(plant(seed).genuine.record(1e6, (ENROL_WINDOWS + 8) * WINDOW)).map((s, i) => ({
       value: s.value,
       time: 1e6 + i * 100_000 + (i % 3),
     }));
-    const verdicts = scored(await feed(monitor, 'odd', stream));
+
+  it('never trusts a source outside what the model was trained on, unless told to judge it by its own statistics', async () => {
+    const monitor = new BehaviourMonitor(model, store, options);
+    monitor.startEnrolment('odd');
+    const verdicts = scored(await feed(monitor, 'odd', tooSlow(121)));
     assert.ok(store.get('odd')!.outOfRange.length > 0);
+    assert.ok(verdicts.length > 0);
     assert.ok(
-      verdicts.length > 0 && verdicts.every(v => v.outOfRange && v.score <= 0.79),
-      'flagged, never a confident score',
+      verdicts.every(v => !v.trusted && v.refused === 'out_of_range' && v.outOfRange && v.score <= 0.79),
+      'refused, whatever its score',
     );
+
+    const ownStatistics = new BehaviourMonitor(model, store, { ...options, outOfRange: 'one-class' });
+    ownStatistics.startEnrolment('odd-too');
+    const judged = scored(await feed(ownStatistics, 'odd-too', tooSlow(122)));
+    assert.ok(judged.length > 0 && judged.every(v => v.refused === undefined && v.score <= 0.79));
+    assert.ok(
+      judged.some(v => v.trusted),
+      'routed by its own one-class score',
+    );
+  });
+
+  it("sets each source's threshold from its own enrolment: stricter than the model's for a steady source", async () => {
+    const thresholds: number[] = [];
+    for (const seed of [101, 102, 103, 104, 105, 106, 107, 108]) {
+      await enrolled(seed);
+      const profile = store.get('press-1')!;
+      thresholds.push(profile.threshold);
+      assert.ok(profile.threshold >= 0.75 && profile.threshold <= 0.95, `threshold ${profile.threshold}`);
+    }
+    assert.ok(
+      thresholds.some(t => t > model.metadata.threshold),
+      `some steady source above the model's ${model.metadata.threshold}: ${thresholds.map(t => t.toFixed(3))}`,
+    );
+    assert.ok(new Set(thresholds.map(t => t.toFixed(3))).size > 1, 'each its own');
+  });
+
+  it('says an enrolment too short for a threshold of its own is weak, on every report', async () => {
+    const site = plant(141, { rateHz: 1 });
+    const monitor = new BehaviourMonitor(model, store, { ...options, enrolMs: 5 * 60_000 });
+    monitor.startEnrolment('slow');
+    // Five minutes of 1 Hz readings: the minimum of four windows, too few to hold any out.
+    await feed(monitor, 'slow', samples(site.genuine.record(1e6, 5 * WINDOW)));
+    const profile = store.get('slow')!;
+    assert.deepEqual([profile.windows, profile.weakEnrolment, profile.threshold], [5, true, model.metadata.threshold]);
+    const later = scored(
+      await feed(monitor, 'slow', samples(site.genuine.record(1e6 + 5 * WINDOW * 1000, 2 * WINDOW))),
+    );
+    assert.ok(later.length > 0 && later.every(v => v.weakEnrolment === true));
+  });
+
+  it('gives no trusted verdict across a stall, a clock step either way, or a stream of equal stamps', async () => {
+    const { site, monitor } = await enrolled(151);
+    const stream = samples(site.genuine.record(1e6 + 3_600_000, 8 * WINDOW));
+    const verdicts = await feed(monitor, 'press-1', stream.slice(0, 4 * WINDOW));
+    assert.ok(scored(verdicts).length > 0);
+    // Stalls for an hour, then resumes: a fresh window, warming up, before any verdict.
+    const resumed = stream.slice(4 * WINDOW).map(s => ({ ...s, time: s.time + 3_600_000 }));
+    const afterStall = await feed(monitor, 'press-1', resumed.slice(0, WINDOW - 1));
+    assert.ok(afterStall.every(v => v.status === 'unverified' && v.reason === 'warming_up'));
+    // An NTP step back by a minute: refused as out of order until a window's worth says the clock
+    // moved for good, then a fresh window warms up; never scored.
+    const stepped = resumed.slice(WINDOW - 1, 2 * WINDOW + 8).map(s => ({ ...s, time: s.time - 60_000 }));
+    const afterStep = await feed(monitor, 'press-1', stepped);
+    assert.deepEqual(
+      [...new Set(afterStep.map(v => `${v.status}:${'reason' in v ? v.reason : ''}`))],
+      ['rejected:out_of_order', 'unverified:warming_up'],
+    );
+    // A gateway that stamps every reading of a batch alike, for good: one per stamp, the rest refused.
+    const t = resumed[resumed.length - 1].time + 1000;
+    const batched = await feed(
+      monitor,
+      'press-1',
+      Array.from({ length: 3 * WINDOW }, (_, i) => ({ value: 20 + (i % 5), time: t + 1000 * Math.floor(i / 8) })),
+    );
+    assert.ok(batched.filter(v => v.status === 'rejected').every(v => v.reason === 'duplicate_time'));
+    assert.equal(scored(batched).filter(v => v.trusted).length, 0, 'no batch passes for the sensor');
   });
 
   it('warns when a newly enrolled source cannot be told apart from one enrolled before', async () => {
@@ -209,7 +277,7 @@ describe('tinyml behaviour monitor', function () {
     monitor.startEnrolment('press-1-again');
     await feed(monitor, 'press-1-again', samples(site.genuine.record(1e6 + 60_000, ENROL_WINDOWS * WINDOW)));
     assert.equal(learnt[0].nearest, 'press-1');
-    assert.ok(learnt[0].distance! < 4, `distance ${learnt[0].distance}`);
+    assert.ok(learnt[0].distance! < 1.5, `distance ${learnt[0].distance}`);
   });
 
   describe('profiles on disk', () => {

@@ -47,6 +47,12 @@ export const EVALUATION_PROTOCOL: ProtocolOptions = {
   replayMemory: 32768,
 };
 
+/** The share of genuine validation decisions a source's operating point may reject. */
+export const TARGET_FRR = 0.05;
+
+/** Units for calibration: held out of training and of the evaluation above. */
+export const VALIDATION_PROTOCOL: ProtocolOptions = { ...EVALUATION_PROTOCOL, seed: EVALUATION_PROTOCOL.seed + 1, units: 150 };
+
 export interface KindReport extends ErrorRates {
   /** Decisions scored (each over DECISION_WINDOWS windows). */
   decisions: number;
@@ -403,4 +409,25 @@ export function recordedPartStatistics(
     genuine: { oneClass: genuine.oneClass, embedding: genuine.embedding },
     impostor: { oneClass: impostor.oneClass, embedding: impostor.embedding },
   };
+}
+
+/**
+ * The smallest operating margin (lib/tinyml/profile) at which `frr(model)` of validation units is
+ * at most `target`: each source's threshold then sits just low enough for its own genuine
+ * decisions later on. Searched in steps of 0.005 up to 0.3; FRR falls as the margin grows.
+ */
+export function calibrateMargin(model: BehaviourModel, frr: (model: BehaviourModel) => number, target: number): number {
+  const metadata = model.metadata as { operatingMargin?: number };
+  const at = (step: number) => {
+    metadata.operatingMargin = step * 0.005;
+    return frr(model);
+  };
+  let [low, high] = [0, 60];
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (at(middle) <= target) high = middle;
+    else low = middle + 1;
+  }
+  metadata.operatingMargin = Number((low * 0.005).toFixed(3));
+  return metadata.operatingMargin;
 }
