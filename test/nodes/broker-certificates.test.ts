@@ -32,6 +32,8 @@ const examplePath = path.join(
   'mqtt-client-certificates.json',
 );
 const DEVICE = 'mqtt-gateway';
+/** Readings in the QoS 1 stream. */
+const STREAM = 240;
 
 type FlowNode = { id: string; type: string; [key: string]: unknown };
 
@@ -110,14 +112,15 @@ describe('nodes: MQTT over TLS with client certificates (the example, against Mo
     helper.getNode('mc-debug-sent').on('input', (msg: any) => stamped.push(msg.payload));
     const events: unknown[] = [];
     helper.getNode('mc-debug-events').on('input', (msg: any) => events.push(msg.payload));
-    // Triggered attestations come at most every 5 s: the stream lasts 12 s.
-    for (let seq = 1; seq <= 150; seq++) {
-      if (seq === 40 || seq === 110) timer.receive({ m2m: { reauth: 'request' } });
+    // Triggered attestations come at most every 5 s (and the first after deploy at a random
+    // moment): three asked for over 17 s leave at least two renewals inside the stream.
+    for (let seq = 1; seq <= STREAM; seq++) {
+      if (seq === 30 || seq === 110 || seq === 190) timer.receive({ m2m: { reauth: 'request' } });
       timer.receive({ topic: `plant/${DEVICE}/seq`, payload: seq });
-      await new Promise(resolve => setTimeout(resolve, 80));
+      await new Promise(resolve => setTimeout(resolve, 70));
     }
-    await until(() => received.size === 150, 30_000, 'all 150 readings').catch(err => {
-      const missing = Array.from({ length: 150 }, (_, i) => i + 1).filter(seq => !received.has(seq));
+    await until(() => received.size === STREAM, 30_000, `all ${STREAM} readings`).catch(err => {
+      const missing = Array.from({ length: STREAM }, (_, i) => i + 1).filter(seq => !received.has(seq));
       throw new Error(
         `${err.message}: missing ${missing.join(', ')}; stamped ${stamped.slice(0, 5)}..${stamped.length}; events ${JSON.stringify(events)} log ${broker!.dir}`,
       );
@@ -126,7 +129,7 @@ describe('nodes: MQTT over TLS with client certificates (the example, against Mo
     assert.ok(certificates.size >= 3, `renewed twice: ${certificates.size} certificates seen`);
     assert.deepEqual(
       [...received].sort((a, b) => a - b),
-      Array.from({ length: 150 }, (_, i) => i + 1),
+      Array.from({ length: STREAM }, (_, i) => i + 1),
     );
 
     // A revocation (what the fleet sidebar's revoke calls): the broker drops the gateway.
