@@ -237,6 +237,93 @@ describe(`fuzz: the verifier's HTTP edge (${RUNS} requests a target, seed ${SEED
     });
   });
 
+  describe('hostile patterns (issue #20)', () => {
+    let v: Harness;
+    beforeEach(async () => {
+      v = await startHarness({
+        adminKey: ADMIN_KEY,
+        enrollmentToken: ENROLLMENT_TOKEN,
+        connections: { headersTimeoutMs: 300, requestTimeoutMs: 600, idleTimeoutMs: 60_000 },
+      });
+    });
+    afterEach(async () => {
+      await v.stop();
+    });
+
+    it('refuses bodies nested past 32 levels, however deep and in whatever shape, before parsing them', async () => {
+      const nested = fc
+        .tuple(fc.integer({ min: 33, max: 200_000 }), fc.constantFrom('[', '{"a":', '[{"b":'))
+        .map(([depth, opener]) => `{"attestation":${opener.repeat(depth)}`);
+      await fc.assert(
+        fc.asyncProperty(nested, async text => {
+          const answer = await v.post('/v1/attestations', text);
+          assert.ok(
+            (answer.status === 400 && answer.body.code === 'nested_too_deep') ||
+              (answer.status === 413 && answer.body.code === 'payload_too_large'),
+            `${answer.status} ${answer.body?.code}`,
+          );
+        }),
+        { numRuns: Math.min(RUNS, 60), seed: SEED },
+      );
+    });
+
+    it('writes nothing for a replayed attestation (no session, so no event), however often it comes back', async () => {
+      const device = makeDevice();
+      await v.post(
+        '/v1/devices',
+        { registration: registration(device, v.clock.now) },
+        {
+          authorization: `Bearer ${ENROLLMENT_TOKEN}`,
+        },
+      );
+      const nonce = (await v.post('/v1/challenges', { deviceId: device.deviceId })).body.nonce;
+      const captured = attestation(device, v.url, nonce, { now: v.clock.now });
+      assert.equal((await v.post('/v1/attestations', { attestation: captured })).body.decision, 'approved');
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 1, max: 20 }), async times => {
+          for (let i = 0; i < times; i++) {
+            const answer = await v.post('/v1/attestations', { attestation: captured });
+            assert.deepEqual(answer.body.reasons, ['nonce_reused']);
+          }
+        }),
+        { numRuns: Math.min(RUNS, 20), seed: SEED },
+      );
+      const history = (await v.get(`/v1/devices/${device.deviceId}/history`, { 'x-api-key': ADMIN_KEY })).body;
+      assert.equal(history.sessions.length, 1, 'the replays wrote no session');
+    });
+
+    it('closes every slow client by the request timeout, whatever it trickles, and keeps serving', async () => {
+      const trickle = fc.record({
+        // Never a line end: the request never completes, the client only keeps the socket busy.
+        bytes: fc.array(fc.constantFrom('G', 'E', 'T', ' ', '/', 'x', ':', '{', 'a'), {
+          minLength: 1,
+          maxLength: 40,
+        }),
+        everyMs: fc.integer({ min: 20, max: 150 }),
+      });
+      await fc.assert(
+        fc.asyncProperty(trickle, async ({ bytes, everyMs }) => {
+          const { hostname, port } = new URL(v.url);
+          const socket = require('node:net').connect(Number(port), hostname);
+          const closed = new Promise<number>(resolve => socket.once('close', () => resolve(Date.now())));
+          socket.on('error', () => undefined);
+          const opened = Date.now();
+          let i = 0;
+          const timer = setInterval(() => {
+            if (socket.destroyed) return clearInterval(timer);
+            socket.write(bytes[i++ % bytes.length]);
+          }, everyMs);
+          const at = await Promise.race([closed, new Promise<number>(resolve => setTimeout(() => resolve(0), 3000))]);
+          clearInterval(timer);
+          socket.destroy();
+          assert.ok(at > 0 && at - opened < 2000, `closed after ${at ? at - opened : '> 3000'} ms`);
+        }),
+        { numRuns: Math.min(RUNS, 12), seed: SEED },
+      );
+      assert.equal((await fetch(`${v.url}/v1/health`)).status, 200);
+    });
+  });
+
   describe('mounted in Node-RED', () => {
     let http: NodeHttp;
     let userDir: string;
