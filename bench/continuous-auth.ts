@@ -43,7 +43,10 @@ async function timerThroughput(verifierUrl: string): Promise<Array<Record<string
     wires,
   });
 
+  let chains = 0;
   async function chain(middle: 'bare' | 'token' | 'proof'): Promise<number> {
+    // A fresh user dir is a fresh key: the verifier rightly declines it under an id it knows.
+    const deviceId = `bench-${middle}-${++chains}`;
     await new Promise<void>(resolve => helper.startServer(resolve));
     const userDir = tempUserDir();
     helper.settings({ userDir });
@@ -68,7 +71,7 @@ async function timerThroughput(verifierUrl: string): Promise<Array<Record<string
       {
         id: 'device',
         type: 'm2m-device',
-        deviceId: `bench-${middle}`,
+        deviceId,
         api: 'api',
         sources: 'machine-id',
         extra: '{}',
