@@ -34,6 +34,11 @@ export interface WebhookFacts {
 export interface ReceivedWebhook {
   /** The key to drop duplicates by: the event id, or for an envelope-only signature the signed envelope. */
   dedupeKey: string;
+  /**
+   * Keys this delivery also stands for, remembered with it: a fully signed Didit event's envelope,
+   * so the envelope-only signature Didit sends beside it cannot bring it back under another id.
+   */
+  alsoSeen?: string[];
   facts: WebhookFacts;
   event: unknown;
 }
@@ -163,11 +168,10 @@ export class WebhookReceiver {
       const event = parseEvent(body);
       const facts = diditFacts(event, scheme, body);
       // An envelope-only signature does not cover event_id: dedupe on what it does cover.
-      const dedupeKey =
-        scheme === 'didit-simple'
-          ? `simple:${SIMPLE_SIGNED_FIELDS.map(field => String(event[field])).join(':')}`
-          : facts.eventId;
-      return { dedupeKey, facts, event };
+      const envelope = `simple:${SIMPLE_SIGNED_FIELDS.map(field => String(event[field])).join(':')}`;
+      return scheme === 'didit-simple'
+        ? { dedupeKey: envelope, facts, event }
+        : { dedupeKey: facts.eventId, alsoSeen: [envelope], facts, event };
     }
     if (failure) throw failure;
     if (hasDiditHeaders(header))

@@ -170,6 +170,7 @@ export = (RED: NodeAPI) => {
           showStatus();
           return;
         }
+        for (const key of received.alsoSeen ?? []) seen.firstTime(key);
         counts.accepted++;
         lastRefusal = '';
         const msg: NodeMessage & { m2m: unknown } = {

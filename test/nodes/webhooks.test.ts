@@ -182,15 +182,21 @@ describe('nodes: verifier events and m2m-webhook-in', function () {
     const msg = await approved;
     assert.deepEqual([msg.m2m.scheme, msg.m2m.deviceId, msg.m2m.status], ['didit', 'press-7', 'Approved']);
 
-    const forged = JSON.stringify({ ...event, event_id: 'e-2', vendor_data: 'another-device' });
-    const envelope = `${event.timestamp}:s-1:Approved:status.updated`;
+    const envelopeSigned = async (fields: Record<string, unknown>) => {
+      const envelope = `${fields.timestamp}:${fields.session_id}:${fields.status}:${fields.webhook_type}`;
+      const answer = await post(JSON.stringify(fields), {
+        'x-signature': 'a'.repeat(64),
+        'x-signature-simple': diditSignature(secret, envelope),
+      });
+      assert.equal(answer.status, 204);
+    };
     const other = nextMessage('other');
-    assert.equal(
-      (await post(forged, { 'x-signature': 'a'.repeat(64), 'x-signature-simple': diditSignature(secret, envelope) }))
-        .status,
-      204,
-    );
+    // The genuine delivery's envelope signature, replayed under another event id and device: a duplicate.
+    await envelopeSigned({ ...event, event_id: 'e-2', vendor_data: 'another-device' });
+    // A session's event signed by its envelope alone: untrusted, never on the approved output.
+    await envelopeSigned({ ...event, event_id: 'e-3', session_id: 's-2', vendor_data: 'another-device' });
     const untrusted = await other;
+    assert.equal(untrusted.m2m.sessionId, 's-2', 'the replayed envelope was dropped as a duplicate');
     assert.equal(untrusted.m2m.trusted, false);
     assert.ok(untrusted.m2m.untrusted.includes('vendor_data'));
   });
