@@ -69,6 +69,9 @@ export function metricsTable(reports: Record<string, ModeReport<string>>): strin
       lines.push(
         `| ${model} | (outside training range) | ${report.outOfRangeSources} of ${report.sources} sources | | | | | | | |`,
       );
+    lines.push(
+      `| ${model} | (finished enrolling) | ${percent(report.finishedEnrolling)} of ${report.sources} sources | | | | | | | |`,
+    );
   }
   return lines.join('\n');
 }
@@ -95,6 +98,11 @@ const GOALS: Array<{ goal: string; limits: Record<string, number>; measure: (r: 
     goal: 're-stamped replay accepted',
     limits: { stamped: 0.01, arrival: 0.05 },
     measure: r => r.impostors.replay.farAtThreshold,
+  },
+  {
+    goal: 'sources that finish enrolling',
+    limits: { stamped: -0.99, arrival: -0.99 },
+    measure: r => r.finishedEnrolling,
   },
 ];
 

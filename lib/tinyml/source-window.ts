@@ -14,8 +14,16 @@ export type SampleVerdict = 'accepted' | 'out_of_order' | 'duplicate_time';
  */
 export const DECISION_WINDOWS = 4;
 
-/** A pause this many typical intervals long starts a fresh window (the sensor restarted). */
+/**
+ * A pause this many typical intervals long, and this many times the longest recent one, starts a
+ * fresh window (the sensor stalled or restarted, the clock stepped). The second rule is for
+ * gateways that forward readings in batches: their arrivals come microseconds apart and then a
+ * batch's length apart, which is how that source always arrives, not a restart.
+ */
 const GAP_RESET = 50;
+const GAP_OVER_LONGEST = 8;
+/** Per reading, how much of the longest recent interval is remembered (half after ~70 readings). */
+const LONGEST_DECAY = 0.99;
 
 /** Of the runs ending in a window, this share of the informative ones seen before makes it a replay. */
 const REPLAY_SHARE = 0.5;
@@ -47,6 +55,8 @@ export class SourceWindow {
   count = 0;
   lastTime = -Infinity;
   private typicalInterval = 0;
+  /** Longest interval lately, decaying: kept across a fresh window, so a batch cadence is learnt once. */
+  private longestInterval = 0;
   /** Readings in a row refused as older than lastTime. */
   private behind = 0;
 
@@ -74,7 +84,11 @@ export class SourceWindow {
     }
     this.behind = 0;
     const interval = time - this.lastTime;
-    if (this.count >= 2 && interval > GAP_RESET * this.typicalInterval) this.count = this.scored = 0;
+    if (Number.isFinite(interval)) {
+      const stalled = interval > GAP_RESET * this.typicalInterval && interval > GAP_OVER_LONGEST * this.longestInterval;
+      if (this.count >= 2 && stalled) this.count = this.scored = 0;
+      this.longestInterval = Math.max(interval, LONGEST_DECAY * this.longestInterval);
+    }
     if (this.count >= 1)
       this.typicalInterval = this.count === 1 ? interval : 0.9 * this.typicalInterval + 0.1 * interval;
     this.lastTime = time;

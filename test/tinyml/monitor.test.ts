@@ -169,6 +169,23 @@ describe('tinyml behaviour monitor', function () {
     assert.equal(verdicts.filter(v => v.status === 'unverified' && v.reason === 'enrolling').length, 10 * WINDOW);
   });
 
+  it('finishes enrolling a source behind a gateway that forwards its readings 20 at a time', async () => {
+    const site = plant(112);
+    const monitor = new BehaviourMonitor(model, store, options);
+    monitor.startEnrolment('press-1');
+    // Arrival times: a batch leaves when its last reading is taken and arrives 5 ms later, its
+    // readings 10 µs apart. Only the first batch may be lost to learning that cadence.
+    const batch = 20;
+    const readings = samples(site.genuine.record(1e6, ENROL_WINDOWS * WINDOW + batch));
+    const arrivals = readings.map(({ value }, i) => {
+      const last = Math.min(readings.length - 1, (Math.floor(i / batch) + 1) * batch - 1);
+      return { value, time: readings[last].time + 5 + 0.01 * (i % batch) };
+    });
+    const verdicts = await feed(monitor, 'press-1', arrivals);
+    assert.ok(store.get('press-1'), `enrolled: ${verdicts.at(-1)?.status} ${JSON.stringify(verdicts.at(-1))}`);
+    assert.equal(store.get('press-1')!.windows, ENROL_WINDOWS);
+  });
+
   it('remembers what a source sent across a restart: a replay of its enrolment is caught after it', async () => {
     const { monitor, enrolment } = await enrolled(313);
     monitor.saveReplayMemory();

@@ -73,8 +73,21 @@ export interface ModeReport<K extends string = ImpostorKind> {
   genuineReplayFlagged: number;
   /** Enrolled sources whose features lay outside the training range (one-class part only). */
   outOfRangeSources: number;
+  /**
+   * Share of sources whose enrolment would finish in the node within the readings of its
+   * windows, give or take one window: the node closes a window only on a whole window of readings
+   * since the last fresh start, and a stream that keeps starting afresh never enrols.
+   */
+  finishedEnrolling: number;
   sources: number;
   impostors: Record<K, KindReport>;
+}
+
+/** What became of the sources' enrolments. */
+interface EnrolmentTally {
+  sources: number;
+  outOfRange: number;
+  finished: number;
 }
 
 /** What the protocol keeps of each decision: its score and each part's statistic (larger = worse). */
@@ -97,6 +110,8 @@ class ScoredSource {
   private readonly extractor = new FeatureExtractor();
   profile: SourceProfile | undefined;
   private scorer: OneClassScorer | undefined;
+  /** Windows the node would have closed from the last stream fed. */
+  closedWindows = 0;
 
   constructor(
     private readonly model: BehaviourModel,
@@ -110,8 +125,10 @@ class ScoredSource {
     const windows = Math.floor(values.length / WINDOW);
     const features = new Float32Array(windows * FEATURE_COUNT);
     const replayed: boolean[] = [];
+    this.closedWindows = 0;
     for (let i = 0; i < windows * WINDOW; i++) {
       this.window.push(values[i], times[i]);
+      if (this.window.full && this.window.count % WINDOW === 0) this.closedWindows++;
       if ((i + 1) % WINDOW === 0) {
         this.window.features(this.extractor, features, replayed.length * FEATURE_COUNT);
         replayed.push(this.window.replayed);
@@ -176,13 +193,11 @@ function evaluateCases(
     ImpostorKind,
     Decisions
   >;
-  let sources = 0;
-  let outOfRange = 0;
+  const tally: EnrolmentTally = { sources: 0, outOfRange: 0, finished: 0 };
   for (const c of cases) {
     const source = new ScoredSource(model, options.replayMemory);
     source.enrol(c.enrol.values, timesOf(c.enrol, timeSource));
-    sources++;
-    if (source.profile!.outOfRange.length) outOfRange++;
+    count(tally, source, options);
     source.score(c.genuine.values, timesOf(c.genuine, timeSource), genuine);
     for (const kind of ['same_model', 'simulator'] as const) {
       const stream = c.impostors[kind];
@@ -190,7 +205,13 @@ function evaluateCases(
     }
     replayRuns(source, [c.enrol, c.genuine], timeSource, options.testWindows, rng, impostors.replay);
   }
-  return modeReport(genuine, impostors, sources, outOfRange);
+  return modeReport(genuine, impostors, tally);
+}
+
+function count(tally: EnrolmentTally, enrolled: ScoredSource, options: ProtocolOptions): void {
+  tally.sources++;
+  if (enrolled.profile!.outOfRange.length) tally.outOfRange++;
+  if (enrolled.closedWindows >= options.enrolWindows - 1) tally.finished++;
 }
 
 /** Times moved to follow on from `after`: impostors take over a live stream, they do not go back in time. */
@@ -275,15 +296,15 @@ const negate = (values: number[]) => values.map(v => -v);
 function modeReport<K extends string>(
   genuine: Decisions,
   impostors: Record<K, Decisions>,
-  sources: number,
-  outOfRangeSources: number,
+  tally: EnrolmentTally,
 ): ModeReport<K> {
   return {
     genuineDecisions: genuine.scores.length,
     frrAtThreshold: 1 - acceptedShare(genuine.scores, genuine.thresholds),
     genuineReplayFlagged: genuine.flagged / Math.max(1, genuine.scores.length),
-    outOfRangeSources,
-    sources,
+    outOfRangeSources: tally.outOfRange,
+    finishedEnrolling: tally.finished / Math.max(1, tally.sources),
+    sources: tally.sources,
     impostors: Object.fromEntries(
       Object.entries<Decisions>(impostors).map(([kind, scored]) => [
         kind,
@@ -347,10 +368,10 @@ function scoreRecordings(
   sources: RecordedSource[],
   options: ProtocolOptions,
   into: { genuine: Decisions; other: Decisions; replay?: Decisions },
-): number {
+): EnrolmentTally {
   const rng = new SeededRandom(options.seed);
   const enrolSamples = options.enrolWindows * WINDOW;
-  let outOfRange = 0;
+  const tally: EnrolmentTally = { sources: 0, outOfRange: 0, finished: 0 };
   sources.forEach((own, index) => {
     const source = new ScoredSource(model, options.replayMemory);
     const asRecording = (from: number, to?: number): Recording => {
@@ -360,7 +381,7 @@ function scoreRecordings(
     const enrolment = asRecording(0, enrolSamples);
     const rest = asRecording(enrolSamples);
     source.enrol(enrolment.values, enrolment.sourceTimes);
-    if (source.profile!.outOfRange.length) outOfRange++;
+    count(tally, source, options);
     source.score(rest.values, rest.sourceTimes, into.genuine);
     sources.forEach((other, k) => {
       if (k === index) return;
@@ -373,7 +394,7 @@ function scoreRecordings(
     });
     if (into.replay) replayRuns(source, [enrolment, rest], 'source', options.testWindows, rng, into.replay);
   });
-  return outOfRange;
+  return tally;
 }
 
 /**
@@ -388,12 +409,12 @@ export function evaluateRecordings(
 ): ModeReport<'other_source' | 'replay'> {
   const genuine = emptyDecisions();
   const impostors = { other_source: emptyDecisions(), replay: emptyDecisions() };
-  const outOfRange = scoreRecordings(model, sources, options, {
+  const tally = scoreRecordings(model, sources, options, {
     genuine,
     other: impostors.other_source,
     replay: impostors.replay,
   });
-  return modeReport(genuine, impostors, sources.length, outOfRange);
+  return modeReport(genuine, impostors, tally);
 }
 
 /** The parts' statistics on recordings set aside for calibration (see partStatistics). */

@@ -507,7 +507,10 @@ function makeInstallation(kind: Kind, r: Rng): Installation {
 
   // ---- model-level centres (shared by units of this model) ----
   const osc = r.weighted(['quartz', 'mems', 'rc'] as const, [70, 15, 15]);
-  const tolPpm = osc === 'quartz' ? r.pick([10, 20, 30, 50, 100]) : osc === 'mems' ? r.pick([20, 50, 100]) : 100;
+  // RC: an MCU's internal oscillator: ±1 % factory-trimmed at 25 °C (STM32 HSI), ±1 % only after
+  // user calibration (ATmega328P, ±10 % as shipped).
+  const tolPpm =
+    osc === 'quartz' ? r.pick([10, 20, 30, 50, 100]) : osc === 'mems' ? r.pick([20, 50, 100]) : r.pick([5000, 10000, 20000]);
   const wanderSigma =
     osc === 'quartz' ? r.logUniform(0.002, 0.05) : osc === 'mems' ? r.logUniform(0.01, 0.3) : r.logUniform(0.3, 5);
   const wanderTau = osc === 'rc' ? r.logUniform(1, 60) : r.logUniform(10, 600);
@@ -881,19 +884,16 @@ function makeProcess(kind: Kind, r: Rng, lo: number, hi: number, span: number): 
 }
 
 function makeUnit(inst: Installation, r: Rng): Unit {
-  let e0: number,
-    k2 = 0,
+  const e0 = r.uniform(-inst.tolPpm, inst.tolPpm);
+  let k2 = 0,
     T0 = 25,
     k1 = 0;
   if (inst.osc === 'quartz') {
-    e0 = r.uniform(-inst.tolPpm, inst.tolPpm);
     k2 = -0.034 * (1 + 0.05 * r.normal());
     T0 = clamp(25 + 3 * r.normal(), 15, 35);
   } else if (inst.osc === 'mems') {
-    e0 = r.uniform(-inst.tolPpm, inst.tolPpm);
     k1 = r.sign() * r.logUniform(0.05, 1);
   } else {
-    e0 = r.uniform(-100, 100);
     k1 = r.sign() * r.logUniform(2, 40);
   }
   const gRes = inst.gainResSigma * r.normal();
@@ -936,7 +936,8 @@ function makeUnit(inst: Installation, r: Rng): Unit {
     h3: r.uniform(0, 0.3),
     h3Phase: r.uniform(0, TWO_PI),
     lagTau: inst.lagTau * r.lognormal(0.1),
-    jitter: inst.jitterScale * r.lognormal(0.05),
+    // Interrupt latency differs by unit (its oscillator, its flash wait states, its load): ±20 %.
+    jitter: inst.jitterScale * r.lognormal(0.2),
     d0: inst.d0 * r.lognormal(0.05), // firmware-determined: small unit scatter
     glitchRatePerHour: inst.glitchRatePerHour * r.lognormal(0.5),
   };

@@ -7,12 +7,12 @@
  * An installation fixes what a unit and anything put in its place share: the sampling rate
  * (0.1-1000 Hz), the converter (10-24 bits over its range), the firmware (raw calibrated values,
  * decimal rounding or float32), the mains (50/60 Hz) and the process (flat, drifting, stepping
- * between machine states, cycling). A unit draws its own crystal (±100 ppm; quartz, MEMS or RC
- * temperature behaviour), its stamping clock (disciplined, so its stamps show the crystal; or its
- * own, so they show the nominal period), jitter (1 µs to 20 ms, white on a grid or accumulating
+ * between machine states, cycling). A unit draws its own oscillator (quartz or MEMS within
+ * ±20-100 ppm, RC within ±0.5-2 %), its stamping clock (disciplined, so its stamps show the
+ * crystal; or its own, so they show the nominal period), jitter (1 µs to 20 ms, white on a grid or accumulating
  * in a re-armed timer), stamp resolution, lost readings, ADC noise, calibration gain and offset
  * with their tempcos, mains pickup (attenuated by the ADC's integration time) and transport to
- * the gateway. Impostors: another unit of the installation, a software simulator, a replay.
+ * the gateway (latency, polling, readings batched into one message). Impostors: another unit of the installation, a software simulator, a replay.
  *
  * Times are milliseconds on the simulated clock; `sourceTimes` are the unit's own stamps,
  * `arrivalTimes` when the gateway received them.
@@ -68,6 +68,12 @@ export interface SensorDesign {
   latencyJitterMs: number;
   /** The gateway takes readings in batches every so many ms (a polling loop), 0 when pushed. */
   batchMs: number;
+  /**
+   * Readings sent together in one message (a Modbus block read, an array payload), 1 when each
+   * goes alone; a batch leaves with its last reading and is split on arrival `splitUs` apart.
+   */
+  batchReadings: number;
+  splitUs: number;
 }
 
 export type Oscillator = 'quartz' | 'mems' | 'rc';
@@ -110,6 +116,15 @@ export function timesOf(recording: Recording, timeSource: TimeSource): Float64Ar
 }
 
 const DAY_MS = 86_400_000;
+/**
+ * Unit-to-unit spread from data sheets rather than from what a model finds easy. An MCU's RC
+ * oscillator is factory-trimmed to ±1 % at 25 °C (STM32 HSI), ±10 % untrimmed and ±1 % after
+ * user calibration (ATmega328P): tolerances of 0.5-2 %, not the 0.05-0.2 % of before. ADC noise:
+ * data sheets tabulate typical values; where they give a maximum it is 1.5-2× the typical, a
+ * lognormal σ of about 0.25 between units (was 0.15).
+ */
+const RC_TOLERANCES_PPM = [5_000, 10_000, 20_000] as const;
+const NOISE_SPREAD = 0.25;
 const MICROSECOND = 1e-3;
 
 function roundTo(value: number, step: number): number {
@@ -166,7 +181,7 @@ export function drawInstallation(rng: SeededRandom, options: InstallationOptions
     },
     design: {
       oscillator,
-      clockTolerancePpm: oscillator === 'rc' ? pick(rng, [500, 1000, 2000]) : pick(rng, [20, 50, 100]),
+      clockTolerancePpm: oscillator === 'rc' ? pick(rng, RC_TOLERANCES_PPM) : pick(rng, [20, 50, 100]),
       disciplinedStamps: rng.next() < 0.6,
       accumulatingJitter: rng.next() < 0.3,
       jitterUs: logUniform(rng, 1, Math.max(1.5, jitterCeilingUs)),
@@ -178,13 +193,15 @@ export function drawInstallation(rng: SeededRandom, options: InstallationOptions
       latencyMs: logUniform(rng, 0.5, 50),
       latencyJitterMs: logUniform(rng, 0.05, 20),
       batchMs: rng.next() < 0.3 ? logUniform(rng, 1, 1000) : 0,
+      batchReadings: rng.next() < 0.15 ? 2 + rng.int(31) : 1,
+      splitUs: logUniform(rng, 2, 200),
     },
   };
 }
 
 /**
  * One unit of the installation's model: its own crystal within the model's tolerance, and the
- * manufacturing spread of everything else (noise ±15 %, jitter ±20 %, gain ±0.15 %, ...).
+ * manufacturing spread of everything else (noise σ 25 %, jitter ±20 %, gain ±0.15 %, ...).
  */
 export function drawUnit(rng: SeededRandom, installation: Installation): UnitParams {
   const { design } = installation;
@@ -203,7 +220,7 @@ export function drawUnit(rng: SeededRandom, installation: Installation): UnitPar
     accumulatingJitter: design.accumulatingJitter,
     stampResolutionMs: design.stampResolutionMs,
     lossRate: design.lossRate,
-    noiseLsb: design.noiseLsb * spread(0.15),
+    noiseLsb: design.noiseLsb * spread(NOISE_SPREAD),
     gain: 1 + 0.0015 * rng.gaussian(),
     offset: (installation.rangeHigh - installation.rangeLow) * 0.0005 * rng.gaussian(),
     gainTempcoPpmPerK: design.gainTempcoPpmPerK * spread(0.2),
@@ -310,6 +327,8 @@ export class SimulatedSensor implements Source {
     let tick = startMs;
     let ownClock = startMs;
     let arrivedAt = -Infinity;
+    const { batchReadings, splitUs } = installation.design;
+    const unsent: number[] = [];
     let i = 0;
     while (i < count) {
       const temperature = this.temperature(tick);
@@ -345,8 +364,15 @@ export class SimulatedSensor implements Source {
       if (installation.design.batchMs > 0)
         delivered =
           Math.ceil(delivered / installation.design.batchMs) * installation.design.batchMs + 0.05 * rng.next();
-      arrivedAt = Math.max(arrivedAt + MICROSECOND * rng.uniform(0.1, 1), delivered);
-      recording.arrivalTimes[i] = arrivedAt;
+      unsent.push(i);
+      if (unsent.length === batchReadings || i === count - 1) {
+        for (const k of unsent) {
+          const gap = batchReadings > 1 ? splitUs * rng.uniform(0.5, 1.5) : rng.uniform(0.1, 1);
+          arrivedAt = Math.max(arrivedAt + MICROSECOND * gap, delivered);
+          recording.arrivalTimes[k] = arrivedAt;
+        }
+        unsent.length = 0;
+      }
       i++;
     }
     return recording;
