@@ -7,16 +7,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 async function main(): Promise<void> {
-  const available = fs
-    .readdirSync(__dirname)
-    .filter(file => file.endsWith('.js') && file !== 'index.js')
-    .map(file => path.basename(file, '.js'))
-    .sort();
+  // A benchmark is a module here that exports run(); the others (stats) are its helpers.
+  const suites = new Map<string, { run(): Promise<void> }>();
+  for (const file of fs.readdirSync(__dirname).sort()) {
+    if (!file.endsWith('.js') || file === 'index.js') continue;
+    const loaded = require(path.join(__dirname, file));
+    if (typeof loaded.run === 'function') suites.set(path.basename(file, '.js'), loaded);
+  }
   const wanted = process.argv.slice(2);
-  for (const name of wanted.length ? wanted : available) {
-    if (!available.includes(name)) throw new Error(`unknown benchmark ${name}; known: ${available.join(', ')}`);
+  for (const name of wanted.length ? wanted : suites.keys()) {
+    const suite = suites.get(name);
+    if (!suite) throw new Error(`unknown benchmark ${name}; known: ${[...suites.keys()].join(', ')}`);
     console.log(`\n## ${name}`);
-    const suite = require(path.join(__dirname, name)) as { run(): Promise<void> };
     await suite.run();
   }
 }
