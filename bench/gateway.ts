@@ -8,7 +8,7 @@
  *   (the quick start and the behaviour check) against the same Node-RED with an empty flow;
  * - throughput: messages per second through a chain of Node-RED nodes (change → change) with and
  *   without m2m-tinyml-verify in the middle, for a stamped 100 Hz source: all messages at once
- *   (the node micro-batches windows) and one at a time (each message waits for the one before);
+ *   (a burst) and one at a time (each message waits for the one before);
  *   on Node 24 + Node-RED 5 and on this process's Node + node-red 4.1; goals ≥ 0.8x both ways.
  */
 import { execFileSync, spawn } from 'node:child_process';

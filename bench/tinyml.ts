@@ -1,7 +1,7 @@
 /**
- * The behaviour model per window: single (one window per call, a quiet source) and batched (64
- * windows per call, what the node's micro-batching does under load), as the gateway runs it
- * (lib/tinyml/model: plain typed-array loops, no framework) beside the same network in
+ * The behaviour model per window, single (one window per call, as the node scores) and batched
+ * (64 per call: what batching would save, nothing, so the node does not batch), as the gateway
+ * runs it (lib/tinyml/model: plain typed-array loops, no framework) beside the same network in
  * TensorFlow.js (its cpu backend, a development dependency here: what the runtime used to load).
  * Feature extraction is listed on its own: it runs on every window. Then the resident memory a
  * deployed m2m-tinyml-verify adds to an idle Node-RED.

@@ -1,8 +1,9 @@
 /**
  * The device-behaviour check behind m2m-tinyml-verify, free of Node-RED: per-source rolling
  * windows (live state bounded by an LRU), enrolment (by windows, or by time for slow sources),
- * replay memory (kept with the profiles across restarts), and scoring in micro-batches (windows
- * that complete in the same tick share one model call).
+ * replay memory (kept with the profiles across restarts), and scoring as each reading arrives:
+ * the runtime's network costs the same per window alone as in a batch of 64 (bench/tinyml), so a
+ * verdict never waits for company.
  *
  * Only enrolled or enrolling sources get live state, so a flood of unknown ids costs nothing
  * but a Map lookup.
@@ -28,8 +29,6 @@ export interface MonitorOptions {
   replayMemory: number;
   /** Enrol sources without a profile as they appear (the editor's enrol mode). */
   autoEnrol: boolean;
-  /** Completed windows per model call at most. */
-  maxBatch: number;
   /** A source's threshold, when set, replaces the one its enrolment set. */
   thresholdOverride?: number;
   /**
@@ -96,13 +95,6 @@ interface LiveSource {
   enrolment?: Enrolment;
 }
 
-interface Pending {
-  source: string;
-  window: SourceWindow;
-  replay: boolean;
-  resolve(verdict: Verdict): void;
-}
-
 /**
  * Readings beyond this are not a sensor's: squared in the features (~1e154 and up overflows), one
  * would turn a profile into NaN. Far above any physical reading or counter, and exact integers end
@@ -132,9 +124,7 @@ export class BehaviourMonitor {
   private readonly live = new Map<string, LiveSource>();
   private readonly scorers = new Map<string, { profile: SourceProfile; scorer: OneClassScorer }>();
   private readonly extractor = new FeatureExtractor();
-  private readonly batch: Float32Array;
-  private pending: Pending[] = [];
-  private flushScheduled: NodeJS.Immediate | undefined;
+  private readonly features = new Float32Array(FEATURE_COUNT);
   /** Live sources dropped by the LRU since start. */
   evicted = 0;
   /** Called after a source's profile is learnt. */
@@ -144,9 +134,7 @@ export class BehaviourMonitor {
     private readonly model: BehaviourModel,
     private readonly profiles: ProfileStore,
     private readonly options: MonitorOptions,
-  ) {
-    this.batch = new Float32Array(options.maxBatch * FEATURE_COUNT);
-  }
+  ) {}
 
   get liveSources(): number {
     return this.live.size;
@@ -163,7 +151,7 @@ export class BehaviourMonitor {
   }
 
   /** Takes one sample of `source`; the verdict says how its message should be routed. */
-  observe(source: string, rawValue: unknown, rawTime: unknown): Promise<Verdict> | Verdict {
+  observe(source: string, rawValue: unknown, rawTime: unknown): Verdict {
     const value = numericValue(rawValue);
     if (value === undefined || Math.abs(value) > MAX_READING) return { status: 'rejected', reason: 'invalid_value' };
     const time = timeValue(rawTime);
@@ -181,7 +169,7 @@ export class BehaviourMonitor {
     if (state.enrolment) return this.collect(source, state, state.enrolment, time);
     if (!profile) return { status: 'unverified', reason: 'not_enrolled' };
     if (!state.window.full) return { status: 'unverified', reason: 'warming_up' };
-    return this.enqueue(source, state.window);
+    return this.score(source, profile, state.window);
   }
 
   /** Saves every live source's replay memory with its profile (on close, and now and then). */
@@ -262,47 +250,29 @@ export class BehaviourMonitor {
     return entry.scorer;
   }
 
-  private enqueue(source: string, window: SourceWindow): Promise<Verdict> {
-    return new Promise(resolve => {
-      window.features(this.extractor, this.batch, this.pending.length * FEATURE_COUNT);
-      this.pending.push({ source, window, replay: window.replayed, resolve });
-      if (this.pending.length === this.options.maxBatch) this.flush();
-      else this.flushScheduled ??= setImmediate(() => this.flush());
-    });
-  }
-
-  /** Scores every queued window in one model call. */
-  flush(): void {
-    if (this.flushScheduled) clearImmediate(this.flushScheduled);
-    this.flushScheduled = undefined;
-    const queued = this.pending;
-    if (!queued.length) return;
-    this.pending = [];
-    const embeddings = this.model.embed(this.batch, queued.length);
-    queued.forEach((item, row) => {
-      const profile = this.profiles.get(item.source);
-      if (!profile) {
-        item.resolve({ status: 'unverified', reason: 'not_enrolled' });
-        return;
-      }
-      const threshold = this.options.thresholdOverride ?? profile.threshold;
-      const decision = item.window.decide(this.batch, row * FEATURE_COUNT, cosineTo(embeddings, row, profile.centroid));
-      const distance = this.scorerOf(item.source, profile).distance(decision.features, 0, decision.windows);
-      const score = item.replay ? 0 : scoreOf(distance, decision.cosine, profile, this.model.metadata);
-      const refused = profile.outOfRange.length && this.options.outOfRange !== 'one-class';
-      item.resolve({
-        status: 'scored',
-        score: reportedScore(score, profile),
-        threshold,
-        trusted: !refused && score >= threshold,
-        replay: item.replay,
-        ...(refused ? { refused: 'out_of_range' as const } : {}),
-        ...(profile.weakEnrolment ? { weakEnrolment: true as const } : {}),
-        ...(profile.outOfRange.length ? { outOfRange: profile.outOfRange } : {}),
-        ...(profile.separation && profile.separation.distance < SEPARATION_WARNING
-          ? { separation: profile.separation }
-          : {}),
-      });
-    });
+  /** Scores the window ending at the latest reading, with those before it, against the source's profile. */
+  private score(source: string, profile: SourceProfile, window: SourceWindow): Verdict {
+    const { features } = this;
+    window.features(this.extractor, features, 0);
+    const replay = window.replayed;
+    const threshold = this.options.thresholdOverride ?? profile.threshold;
+    const embedding = this.model.embed(features, 1);
+    const decision = window.decide(features, 0, cosineTo(embedding, 0, profile.centroid));
+    const distance = this.scorerOf(source, profile).distance(decision.features, 0, decision.windows);
+    const score = replay ? 0 : scoreOf(distance, decision.cosine, profile, this.model.metadata);
+    const refused = profile.outOfRange.length && this.options.outOfRange !== 'one-class';
+    return {
+      status: 'scored',
+      score: reportedScore(score, profile),
+      threshold,
+      trusted: !refused && score >= threshold,
+      replay,
+      ...(refused ? { refused: 'out_of_range' as const } : {}),
+      ...(profile.weakEnrolment ? { weakEnrolment: true as const } : {}),
+      ...(profile.outOfRange.length ? { outOfRange: profile.outOfRange } : {}),
+      ...(profile.separation && profile.separation.distance < SEPARATION_WARNING
+        ? { separation: profile.separation }
+        : {}),
+    };
   }
 }

@@ -201,7 +201,6 @@ export = (RED: NodeAPI) => {
           maxSources,
           replayMemory: 32768,
           autoEnrol: config.mode === 'enrol',
-          maxBatch: 64,
           thresholdOverride: override !== undefined && override >= 0 && override <= 1 ? override : undefined,
           outOfRange: config.outOfRange === 'one-class' ? 'one-class' : 'reject',
         });
@@ -267,21 +266,17 @@ export = (RED: NodeAPI) => {
           const time = config.timeProperty
             ? RED.util.getMessageProperty(msg, config.timeProperty)
             : performance.timeOrigin + performance.now();
-          const route = (verdict: Awaited<ReturnType<BehaviourMonitor['observe']>>) => {
-            if (verdict.status === 'scored') {
-              last = verdict;
-              refreshStatus();
-            } else if (verdict.status === 'unverified' && verdict.reason === 'enrolling') {
-              // The reading that completes an enrolment is still reported as enrolling.
-              const windows = verdict.enrolled ?? 0;
-              enrolling = windows < enrolWindows ? { source, windows } : undefined;
-              refreshStatus();
-            }
-            gate.handle(source, item, verdict);
-          };
           const verdict = monitor.observe(source, value, time);
-          if (verdict instanceof Promise) verdict.then(route, failed);
-          else route(verdict);
+          if (verdict.status === 'scored') {
+            last = verdict;
+            refreshStatus();
+          } else if (verdict.status === 'unverified' && verdict.reason === 'enrolling') {
+            // The reading that completes an enrolment is still reported as enrolling.
+            const windows = verdict.enrolled ?? 0;
+            enrolling = windows < enrolWindows ? { source, windows } : undefined;
+            refreshStatus();
+          }
+          gate.handle(source, item, verdict);
         })
         .catch(failed);
     });
@@ -289,7 +284,6 @@ export = (RED: NodeAPI) => {
     this.on('close', (removed: boolean, done: () => void) => {
       if (statusTimer) clearTimeout(statusTimer);
       if (replayTimer) clearInterval(replayTimer);
-      monitor?.flush();
       monitor?.saveReplayMemory();
       try {
         store?.flush();

@@ -15,15 +15,10 @@ const options: MonitorOptions = {
   maxSources: 100,
   replayMemory: 32768,
   autoEnrol: false,
-  maxBatch: 64,
 };
 
-async function feed(
-  monitor: BehaviourMonitor,
-  source: string,
-  stream: Array<{ value: number; time: number }>,
-): Promise<Verdict[]> {
-  return Promise.all(stream.map(s => monitor.observe(source, s.value, s.time)));
+function feed(monitor: BehaviourMonitor, source: string, stream: Array<{ value: number; time: number }>): Verdict[] {
+  return stream.map(s => monitor.observe(source, s.value, s.time));
 }
 
 function scored(verdicts: Verdict[]) {
@@ -58,7 +53,7 @@ describe('tinyml behaviour monitor', function () {
     const monitor = new BehaviourMonitor(model, store, monitorOptions);
     monitor.startEnrolment('press-1');
     const enrolment = site.genuine.record(1e6, ENROL_WINDOWS * WINDOW);
-    const verdicts = await feed(monitor, 'press-1', samples(enrolment));
+    const verdicts = feed(monitor, 'press-1', samples(enrolment));
     return { site, monitor, verdicts, enrolment };
   }
 
@@ -68,7 +63,7 @@ describe('tinyml behaviour monitor', function () {
       const { site, monitor, verdicts } = await enrolled(seed);
       assert.ok(verdicts.every(v => v.status === 'unverified' && v.reason === 'enrolling'));
       assert.ok(store.get('press-1'), 'profile stored');
-      const later = await feed(monitor, 'press-1', samples(site.genuine.record(1e6 + 3_600_000, 12 * WINDOW)));
+      const later = feed(monitor, 'press-1', samples(site.genuine.record(1e6 + 3_600_000, 12 * WINDOW)));
       assert.ok(scored(later).every(v => v.score >= 0 && v.score <= 1 && !v.replay));
       shares.push(trustedShare(later));
     }
@@ -79,7 +74,7 @@ describe('tinyml behaviour monitor', function () {
 
   it('flags a software simulator posing as the sensor', async () => {
     const { site, monitor } = await enrolled(202);
-    const faked = await feed(monitor, 'press-1', samples(site.simulator.record(1e6 + 3_600_000, 12 * WINDOW)));
+    const faked = feed(monitor, 'press-1', samples(site.simulator.record(1e6 + 3_600_000, 12 * WINDOW)));
     // The first windows still average in genuine scores; judge once the decision is all impostor.
     const settled = scored(faked).slice(4 * WINDOW);
     assert.ok(settled.filter(v => !v.trusted).length / settled.length >= 0.95);
@@ -88,41 +83,17 @@ describe('tinyml behaviour monitor', function () {
   it('scores replayed genuine data as 0 and marks it', async () => {
     const { monitor, enrolment } = await enrolled(303);
     const played = replay(enrolment, 300, 3 * WINDOW, 7_200_000, new SeededRandom(1));
-    const verdicts = scored(await feed(monitor, 'press-1', samples(played)));
+    const verdicts = scored(feed(monitor, 'press-1', samples(played)));
     const last = verdicts[verdicts.length - 1];
     assert.equal(last.replay, true);
     assert.equal(last.score, 0);
     assert.equal(last.trusted, false);
   });
 
-  it('scores windows that complete in the same tick in shared model calls (micro-batches)', async () => {
-    const { site, monitor } = await enrolled(909);
-    const embed = model.embed.bind(model);
-    const calls: number[] = [];
-    model.embed = (features, rows) => {
-      calls.push(rows);
-      return embed(features, rows);
-    };
-    try {
-      // Straight on from the enrolment (a pause would restart the window).
-      const later = samples(site.genuine.record(1e6 + ENROL_WINDOWS * WINDOW * 10, 200));
-      const verdicts = await Promise.all(later.map(s => monitor.observe('press-1', s.value, s.time)));
-      const scoredCount = scored(verdicts).length;
-      assert.ok(scoredCount >= 195, `${scoredCount} scored`);
-      assert.deepEqual(calls.slice(0, 3), [64, 64, 64]);
-      assert.equal(
-        calls.reduce((a, b) => a + b, 0),
-        scoredCount,
-      );
-    } finally {
-      model.embed = embed;
-    }
-  });
-
   it('warms up on the first window after a restart, verifying with the stored profile', async () => {
     const { site } = await enrolled(404);
     const restarted = new BehaviourMonitor(model, store, options);
-    const verdicts = await feed(restarted, 'press-1', samples(site.genuine.record(5e6, 2 * WINDOW)));
+    const verdicts = feed(restarted, 'press-1', samples(site.genuine.record(5e6, 2 * WINDOW)));
     assert.ok(verdicts.slice(0, WINDOW - 1).every(v => v.status === 'unverified' && v.reason === 'warming_up'));
     assert.ok(verdicts.slice(WINDOW - 1).every(v => v.status === 'scored'));
   });
@@ -163,7 +134,7 @@ describe('tinyml behaviour monitor', function () {
     monitor.onEnrolled = ({ source }) => learnt.push(source);
     monitor.startEnrolment('boiler');
     // Ten minutes of 1 Hz readings are 600: not enough for 20 windows of 64, enough for 9.
-    const verdicts = await feed(monitor, 'boiler', samples(site.genuine.record(1e6, 11 * WINDOW)));
+    const verdicts = feed(monitor, 'boiler', samples(site.genuine.record(1e6, 11 * WINDOW)));
     assert.deepEqual(learnt, ['boiler']);
     assert.equal(store.get('boiler')!.windows, 10);
     assert.equal(verdicts.filter(v => v.status === 'unverified' && v.reason === 'enrolling').length, 10 * WINDOW);
@@ -181,7 +152,7 @@ describe('tinyml behaviour monitor', function () {
       const last = Math.min(readings.length - 1, (Math.floor(i / batch) + 1) * batch - 1);
       return { value, time: readings[last].time + 5 + 0.01 * (i % batch) };
     });
-    const verdicts = await feed(monitor, 'press-1', arrivals);
+    const verdicts = feed(monitor, 'press-1', arrivals);
     assert.ok(store.get('press-1'), `enrolled: ${verdicts.at(-1)?.status} ${JSON.stringify(verdicts.at(-1))}`);
     assert.equal(store.get('press-1')!.windows, ENROL_WINDOWS);
   });
@@ -193,7 +164,7 @@ describe('tinyml behaviour monitor', function () {
     const reopened = new ProfileStore(path.join(dir, 'profiles.json'), model.id, model.embeddingSize);
     const restarted = new BehaviourMonitor(model, reopened, options);
     const played = replay(enrolment, 200, 4 * WINDOW, 86_400_000, new SeededRandom(2));
-    const verdicts = scored(await feed(restarted, 'press-1', samples(played)));
+    const verdicts = scored(feed(restarted, 'press-1', samples(played)));
     assert.ok(verdicts.length > 0);
     assert.ok(
       verdicts.slice(-WINDOW).every(v => v.replay && v.score === 0),
@@ -211,7 +182,7 @@ describe('tinyml behaviour monitor', function () {
   it('never trusts a source outside what the model was trained on, unless told to judge it by its own statistics', async () => {
     const monitor = new BehaviourMonitor(model, store, options);
     monitor.startEnrolment('odd');
-    const verdicts = scored(await feed(monitor, 'odd', tooSlow(121)));
+    const verdicts = scored(feed(monitor, 'odd', tooSlow(121)));
     assert.ok(store.get('odd')!.outOfRange.length > 0);
     assert.ok(verdicts.length > 0);
     assert.ok(
@@ -221,7 +192,7 @@ describe('tinyml behaviour monitor', function () {
 
     const ownStatistics = new BehaviourMonitor(model, store, { ...options, outOfRange: 'one-class' });
     ownStatistics.startEnrolment('odd-too');
-    const judged = scored(await feed(ownStatistics, 'odd-too', tooSlow(122)));
+    const judged = scored(feed(ownStatistics, 'odd-too', tooSlow(122)));
     assert.ok(judged.length > 0 && judged.every(v => v.refused === undefined && v.score <= 0.79));
     assert.ok(
       judged.some(v => v.trusted),
@@ -249,35 +220,33 @@ describe('tinyml behaviour monitor', function () {
     const monitor = new BehaviourMonitor(model, store, { ...options, enrolMs: 5 * 60_000 });
     monitor.startEnrolment('slow');
     // Five minutes of 1 Hz readings: the minimum of four windows, too few to hold any out.
-    await feed(monitor, 'slow', samples(site.genuine.record(1e6, 5 * WINDOW)));
+    feed(monitor, 'slow', samples(site.genuine.record(1e6, 5 * WINDOW)));
     const profile = store.get('slow')!;
     assert.deepEqual([profile.windows, profile.weakEnrolment, profile.threshold], [5, true, model.metadata.threshold]);
-    const later = scored(
-      await feed(monitor, 'slow', samples(site.genuine.record(1e6 + 5 * WINDOW * 1000, 2 * WINDOW))),
-    );
+    const later = scored(feed(monitor, 'slow', samples(site.genuine.record(1e6 + 5 * WINDOW * 1000, 2 * WINDOW))));
     assert.ok(later.length > 0 && later.every(v => v.weakEnrolment === true));
   });
 
   it('gives no trusted verdict across a stall, a clock step either way, or a stream of equal stamps', async () => {
     const { site, monitor } = await enrolled(151);
     const stream = samples(site.genuine.record(1e6 + 3_600_000, 8 * WINDOW));
-    const verdicts = await feed(monitor, 'press-1', stream.slice(0, 4 * WINDOW));
+    const verdicts = feed(monitor, 'press-1', stream.slice(0, 4 * WINDOW));
     assert.ok(scored(verdicts).length > 0);
     // Stalls for an hour, then resumes: a fresh window, warming up, before any verdict.
     const resumed = stream.slice(4 * WINDOW).map(s => ({ ...s, time: s.time + 3_600_000 }));
-    const afterStall = await feed(monitor, 'press-1', resumed.slice(0, WINDOW - 1));
+    const afterStall = feed(monitor, 'press-1', resumed.slice(0, WINDOW - 1));
     assert.ok(afterStall.every(v => v.status === 'unverified' && v.reason === 'warming_up'));
     // An NTP step back by a minute: refused as out of order until a window's worth says the clock
     // moved for good, then a fresh window warms up; never scored.
     const stepped = resumed.slice(WINDOW - 1, 2 * WINDOW + 8).map(s => ({ ...s, time: s.time - 60_000 }));
-    const afterStep = await feed(monitor, 'press-1', stepped);
+    const afterStep = feed(monitor, 'press-1', stepped);
     assert.deepEqual(
       [...new Set(afterStep.map(v => `${v.status}:${'reason' in v ? v.reason : ''}`))],
       ['rejected:out_of_order', 'unverified:warming_up'],
     );
     // A gateway that stamps every reading of a batch alike, for good: one per stamp, the rest refused.
     const t = resumed[resumed.length - 1].time + 1000;
-    const batched = await feed(
+    const batched = feed(
       monitor,
       'press-1',
       Array.from({ length: 3 * WINDOW }, (_, i) => ({ value: 20 + (i % 5), time: t + 1000 * Math.floor(i / 8) })),
@@ -292,7 +261,7 @@ describe('tinyml behaviour monitor', function () {
     const learnt: Array<{ source: string; nearest?: string; distance?: number }> = [];
     monitor.onEnrolled = ({ source, separation }) => learnt.push({ source, ...separation });
     monitor.startEnrolment('press-1-again');
-    await feed(monitor, 'press-1-again', samples(site.genuine.record(1e6 + 60_000, ENROL_WINDOWS * WINDOW)));
+    feed(monitor, 'press-1-again', samples(site.genuine.record(1e6 + 60_000, ENROL_WINDOWS * WINDOW)));
     assert.equal(learnt[0].nearest, 'press-1');
     assert.ok(learnt[0].distance! < 1.5, `distance ${learnt[0].distance}`);
   });
