@@ -1,17 +1,21 @@
 /**
  * The "m2m fleet" sidebar in headless Chromium, on a Node-RED running the quick start: the device
  * listed, revoked from the sidebar (the next attestation declines, in the debug sidebar and the
- * tab), reinstated; and with adminAuth, a read-only user who can look but not change, and no
- * verifier admin key in any page or answer.
+ * tab), reinstated; with adminAuth, a read-only user who can look but not change, and no verifier
+ * admin key in any page or answer; and on the MQTT client-certificate example against a Mosquitto
+ * of the test's own, a revoke clicked in the sidebar dropping the gateway from the broker.
  */
 import * as assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { MqttClient } from 'mqtt';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { packageRoot, prepareUserDir, startNodeRed } from '../../tools/node-red-home';
 import { editorReady } from '../helpers/editor';
+import { requireHardware } from '../helpers/hardware';
+import { BROKER_ADMIN, type TestBroker, startMosquitto } from '../helpers/mosquitto';
 import { freePort } from '../helpers/ports';
 import { makeDevice, registration } from '../fixtures/device';
 
@@ -29,11 +33,11 @@ interface Running {
   process: ChildProcess;
 }
 
-/** Node-RED with the quick start in a fresh user dir; `settings` replaces the default settings file. */
-async function startQuickStart(settings?: (userDir: string) => string): Promise<Running> {
+/** Node-RED with `flows` in a fresh user dir; `settings` replaces the default settings file. */
+async function startWith(flows: string, settings?: (userDir: string) => string): Promise<Running> {
   const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-fleet-'));
   if (settings) fs.writeFileSync(path.join(userDir, 'settings.js'), settings(userDir));
-  prepareUserDir(userDir, () => quickStart);
+  prepareUserDir(userDir, () => flows);
   const port = await freePort();
   const child = startNodeRed(userDir, port, 'pipe');
   let log = '';
@@ -47,6 +51,18 @@ async function startQuickStart(settings?: (userDir: string) => string): Promise<
     child.on('exit', code => reject(new Error(`Node-RED exited with ${code}: ${log}`)));
   });
   return { url: `http://127.0.0.1:${port}/`, userDir, process: child };
+}
+
+const startQuickStart = (settings?: (userDir: string) => string) => startWith(quickStart, settings);
+
+/** A full deploy through the admin API, credentials on the nodes, as the editor sends it. */
+async function deploy(url: string, flows: unknown[], headers: Record<string, string> = {}): Promise<void> {
+  const deployed = await fetch(`${url}flows`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'node-red-deployment-type': 'full', ...headers },
+    body: JSON.stringify(flows),
+  });
+  assert.equal(deployed.status, 204, await deployed.text());
 }
 
 async function stop(running: Running | undefined): Promise<void> {
@@ -79,11 +95,18 @@ async function showFleet(page: Page): Promise<void> {
   );
 }
 
-const row = (page: Page) => page.locator(`.m2m-fleet-device[data-device="${DEVICE}"]`);
+const row = (page: Page, device = DEVICE) => page.locator(`.m2m-fleet-device[data-device="${device}"]`);
 
 /** The device's card says `text` (rendered; whether the tab is in front is openFleet's business). */
-async function rowShows(page: Page, selector: string, text: string, timeoutMs = 30_000): Promise<void> {
-  await row(page).locator(selector, { hasText: text }).waitFor({ state: 'attached', timeout: timeoutMs });
+async function rowShows(page: Page, selector: string, text: string, device = DEVICE): Promise<void> {
+  await row(page, device).locator(selector, { hasText: text }).waitFor({ state: 'attached', timeout: 30_000 });
+}
+
+/** Revokes `device` from its card: the button, a reason, the confirmation; resolves as it is confirmed. */
+async function revokeFromSidebar(page: Page, reason: string, device = DEVICE): Promise<void> {
+  await row(page, device).locator('.m2m-fleet-revoke').click();
+  await page.locator('.m2m-fleet-reason').fill(reason);
+  await page.locator('.m2m-fleet-confirm-revoke').click();
 }
 
 describe('the m2m fleet sidebar in headless Chromium', function () {
@@ -290,12 +313,7 @@ describe('the m2m fleet sidebar in headless Chromium', function () {
         timeout: 10000,
         credentials: { apiKey: ADMIN_KEY },
       });
-      const deployed = await fetch(`${nodeRed!.url}flows`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'node-red-deployment-type': 'full', ...auth },
-        body: JSON.stringify(flows),
-      });
-      assert.equal(deployed.status, 204);
+      await deploy(nodeRed!.url, flows, auth);
 
       const viewer = await login('viewer', 'viewer-password', 'read');
       const context = await browser.newContext({ viewport: { width: 1600, height: 900 } });
@@ -340,6 +358,93 @@ describe('the m2m fleet sidebar in headless Chromium', function () {
       } finally {
         await context.close();
       }
+    });
+  });
+
+  describe('on the MQTT client-certificate example, against a Mosquitto of its own', () => {
+    const GATEWAY = 'mqtt-gateway';
+    const example = JSON.parse(
+      fs.readFileSync(path.join(packageRoot, 'examples', 'm2m-reauth-timer', 'mqtt-client-certificates.json'), 'utf8'),
+    ) as Array<Record<string, unknown>>;
+    let nodeRed: Running | undefined;
+    let broker: TestBroker | undefined;
+    let subscriber: MqttClient | undefined;
+    let page: Page | undefined;
+
+    after(async () => {
+      await page?.close();
+      subscriber?.end(true);
+      await stop(nodeRed);
+      await broker?.stop();
+    });
+
+    it('drops the gateway from the broker within a second of a revoke clicked in the sidebar', async function () {
+      // The verifier alone first: its CA, made now and kept in its database, is what the broker trusts.
+      nodeRed = await startWith(
+        JSON.stringify(
+          example
+            .filter(node => node.id === 'mc-tab' || node.id === 'mc-verifier')
+            .map(node => (node.id === 'mc-verifier' ? { ...node, mosquittoUrl: '' } : node)),
+        ),
+      );
+      const base = `${nodeRed.url}m2m-mqtt/v1`;
+      // The server answers before the flows have started: the verifier's routes come with them.
+      let answer = await fetch(`${base}/ca`);
+      for (const started = Date.now(); answer.status === 404 && Date.now() - started < 30_000; ) {
+        await new Promise(resolve => setTimeout(resolve, 200));
+        answer = await fetch(`${base}/ca`);
+      }
+      const ca = await answer.text();
+      const crl = await (await fetch(`${base}/crl`)).text();
+      assert.match(ca, /BEGIN CERTIFICATE/);
+      broker = requireHardware(this, await startMosquitto(ca, { crl }));
+      const serverCa = path.join(nodeRed.userDir, 'broker-ca.pem');
+      fs.writeFileSync(serverCa, broker.serverCa);
+      const changes: Record<string, Record<string, unknown>> = {
+        'mc-verifier': {
+          mosquittoUrl: broker.adminUrl,
+          mosquittoCrlFile: broker.crlFile,
+          mosquittoPidFile: broker.pidFile,
+          credentials: { mosquittoPassword: BROKER_ADMIN.password },
+        },
+        'mc-tls': { ca: serverCa },
+        'mc-broker': { port: String(broker.tlsPort) },
+      };
+      await deploy(
+        nodeRed.url,
+        example.map(node => ({ ...node, ...changes[node.id as string] })),
+      );
+
+      // Its readings reach the broker over its certificate (an inject every 2 s).
+      const mqtt: typeof import('mqtt') = require('mqtt');
+      subscriber = await mqtt.connectAsync(broker.adminUrl, { ...BROKER_ADMIN, protocolVersion: 5 });
+      const reading = new Promise((resolve, reject) => {
+        subscriber!.once('message', resolve);
+        setTimeout(() => reject(new Error('no reading of the gateway reached the broker in 30 s')), 30_000).unref();
+      });
+      await subscriber.subscribeAsync(`plant/${GATEWAY}/#`, { qos: 1 });
+      await reading;
+
+      page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
+      await openFleet(page, nodeRed.url);
+      await rowShows(page, '.m2m-fleet-device-status', 'active', GATEWAY);
+      // Node-RED's MQTT nodes show a green dot while connected (the text is translated on some versions).
+      const connected = () => page!.evaluate(() => RED.nodes.node('mc-out')?.status?.fill === 'green');
+      assert.ok(await connected(), 'the publishing node shows its broker connection');
+
+      await revokeFromSidebar(page, 'gateway stolen', GATEWAY);
+      const clicked = Date.now();
+      await page.waitForFunction(() => RED.nodes.node('mc-out')?.status?.fill !== 'green', undefined, {
+        timeout: 5_000,
+        polling: 5,
+      });
+      const dropped = Date.now() - clicked;
+      console.log(`      (revoke clicked to the broker connection shown gone in the editor: ${dropped} ms)`);
+      assert.ok(dropped < 1000, `dropped after ${dropped} ms`);
+      await rowShows(page, '.m2m-fleet-device-status', 'revoked', GATEWAY);
+      // Its MQTT client tries again after 5 s, with the same certificate: refused.
+      await page.waitForTimeout(6500);
+      assert.ok(!(await connected()), 'the revoked gateway got back in');
     });
   });
 });
