@@ -124,6 +124,11 @@ const DAY_MS = 86_400_000;
  * lognormal σ of about 0.25 between units (was 0.15).
  */
 const RC_TOLERANCES_PPM = [5_000, 10_000, 20_000] as const;
+/**
+ * Rates a sensor is set to: half the installations use one of these, the rest any rate in
+ * 0.1-1000 Hz. At a nominal rate a unit stamping with its own clock shows intervals all alike.
+ */
+const NOMINAL_RATES_HZ = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000] as const;
 const NOISE_SPREAD = 0.25;
 const MICROSECOND = 1e-3;
 
@@ -145,7 +150,8 @@ export interface InstallationOptions {
 }
 
 export function drawInstallation(rng: SeededRandom, options: InstallationOptions = {}): Installation {
-  const periodMs = 1000 / (options.rateHz ?? logUniform(rng, 0.1, 1000));
+  const periodMs =
+    1000 / (options.rateHz ?? (rng.next() < 0.5 ? pick(rng, NOMINAL_RATES_HZ) : logUniform(rng, 0.1, 1000)));
   const adcBits = 10 + rng.int(15);
   const span = logUniform(rng, 1, 10_000);
   const rangeLow = rng.next() < 0.5 ? 0 : -span / 2;
