@@ -256,9 +256,12 @@ export class TokenKeeper {
 
   private retry(afterDecline = false): number {
     this.failures++;
-    const delay = backoffDelay(this.failures, this.options, () => this.clock.random(), afterDecline);
-    this.plan(delay, 'retry');
-    return this.clock.now() + delay;
+    const at = this.clock.now() + backoffDelay(this.failures, this.options, () => this.clock.random(), afterDecline);
+    // An attempt planned sooner stays: a token dropped between attempts (invalidate) must not push
+    // back one that a trigger asked for and that is waiting out its spacing.
+    if (this.nextAttemptAt !== undefined && this.nextAttemptAt <= at) return this.nextAttemptAt;
+    this.plan(at - this.clock.now(), 'retry');
+    return at;
   }
 
   private plan(delay: number, trigger: Trigger = 'schedule'): void {

@@ -207,6 +207,28 @@ describe('lib/edge/reauth: one current token per device', () => {
     assert.deepEqual(calls, ['start', 'unauthorized', 'unauthorized']);
   });
 
+  it('keeps an asked-for attempt waiting out its spacing when the token is dropped meanwhile', async () => {
+    const clock = new FakeClock();
+    const { k, calls } = keeper(clock, []);
+    k.start();
+    await clock.fire();
+    void k.trigger('request');
+    await settle();
+    clock.time += 1000;
+    // Asked again within the spacing: planned for when it has passed.
+    void k.trigger('request');
+    await settle();
+    assert.equal(clock.next, 1_000_000 + TRIGGER_SPACING_MS);
+    // The revocation list names the token before then: it goes at once, and the asked-for
+    // attempt still comes at its moment rather than after a decline's backoff of 15-30 s.
+    clock.time += 1000;
+    k.invalidate('device_revoked');
+    assert.equal(k.current(), undefined);
+    assert.equal(clock.next, 1_000_000 + TRIGGER_SPACING_MS);
+    await clock.fire();
+    assert.deepEqual(calls, ['start', 'request', 'request']);
+  });
+
   it('spreads the first attestations of a fleet started at once over a few seconds', () => {
     const starts = [0, 0.3, 0.6, 0.99].map(r => {
       const clock = new FakeClock();
