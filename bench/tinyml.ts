@@ -3,8 +3,9 @@
  * (64 per call: what batching would save, nothing, so the node does not batch), as the gateway
  * runs it (lib/tinyml/model: plain typed-array loops, no framework) beside the same network in
  * TensorFlow.js (its cpu backend, a development dependency here: what the runtime used to load).
- * Feature extraction is listed on its own: it runs on every window. Then the resident memory a
- * deployed m2m-tinyml-verify adds to an idle Node-RED.
+ * Feature extraction is listed on its own: it runs on every window. Then the whole check per
+ * reading (BehaviourMonitor.observe: window, features, network, decision), p50 and p99, and the
+ * resident memory a deployed m2m-tinyml-verify adds to an idle Node-RED.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -14,7 +15,11 @@ import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../tools/tinyml/backend';
 import { shippedModelDir } from '../lib/tinyml/catalog';
 import { FEATURE_COUNT, FeatureExtractor, WINDOW } from '../lib/tinyml/features';
+import { BehaviourMonitor } from '../lib/tinyml/behaviour-monitor';
 import { BehaviourModel } from '../lib/tinyml/model';
+import { ProfileStore } from '../lib/tinyml/profile-store';
+import { SeededRandom } from '../tools/tinyml/random';
+import { drawInstallation, drawUnit, SimulatedSensor } from '../tools/tinyml/simulator';
 import { percentile, table } from './stats';
 
 const BATCH = 64;
@@ -90,6 +95,48 @@ async function latency(): Promise<void> {
   table(rows);
 }
 
+/** Each reading of an enrolled 100 Hz source through the monitor, timed one by one. */
+async function perReading(): Promise<void> {
+  const model = await BehaviourModel.load(shippedModelDir('source'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-monitor-'));
+  try {
+    const store = new ProfileStore(path.join(dir, 'profiles.json'), model.id, model.embeddingSize);
+    const monitor = new BehaviourMonitor(model, store, {
+      enrolWindows: 20,
+      maxSources: 100,
+      replayMemory: 32768,
+      autoEnrol: false,
+    });
+    const rng = new SeededRandom(4242);
+    const installation = drawInstallation(rng, { rateHz: 100 });
+    const sensor = new SimulatedSensor(installation, drawUnit(rng, installation), 4243);
+    const readings = 20_000;
+    const recording = sensor.record(1e6, 21 * WINDOW + readings);
+    monitor.startEnrolment('press-1');
+    for (let i = 0; i < 21 * WINDOW; i++) monitor.observe('press-1', recording.values[i], recording.sourceTimes[i]);
+    const times: number[] = [];
+    let scored = 0;
+    for (let i = 21 * WINDOW; i < recording.values.length; i++) {
+      const start = process.hrtime.bigint();
+      const verdict = monitor.observe('press-1', recording.values[i], recording.sourceTimes[i]);
+      times.push(Number(process.hrtime.bigint() - start) / 1000);
+      if (verdict.status === 'scored') scored++;
+    }
+    if (scored < readings * 0.9) throw new Error(`only ${scored} of ${readings} readings were scored`);
+    times.sort((a, b) => a - b);
+    table([
+      {
+        'whole check per reading (BehaviourMonitor.observe)': `${readings} readings, ${scored} scored`,
+        'p50 µs': percentile(times, 50),
+        'p99 µs': percentile(times, 99),
+        'max µs': times[times.length - 1],
+      },
+    ]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** RSS of a Node-RED child once it has settled with `flows` deployed. */
 async function nodeRedRss(flows: object[]): Promise<number> {
   const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-rss-'));
@@ -147,5 +194,6 @@ async function memory(): Promise<void> {
 
 export async function run(): Promise<void> {
   await latency();
+  await perReading();
   await memory();
 }
