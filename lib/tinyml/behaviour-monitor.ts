@@ -8,7 +8,7 @@
  * Only enrolled or enrolling sources get live state, so a flood of unknown ids costs nothing
  * but a Map lookup.
  */
-import { FEATURE_COUNT, FeatureExtractor, type FeatureName, WINDOW } from './features';
+import { FEATURE_COUNT, FeatureExtractor, type FeatureName } from './features';
 import type { BehaviourModel } from './model';
 import { OneClassScorer } from './one-class';
 import { cosineTo, enrol, reportedScore, scoreOf, type SourceProfile } from './profile';
@@ -199,8 +199,8 @@ export class BehaviourMonitor {
 
   private collect(source: string, state: LiveSource, enrolment: Enrolment, time: number): Verdict {
     if (Number.isNaN(enrolment.startedAt)) enrolment.startedAt = time;
-    // Enrolment windows do not overlap: every WINDOW-th sample closes one.
-    if (state.window.full && state.window.count % WINDOW === 0) {
+    // Enrolment windows do not overlap.
+    if (state.window.closesWindow) {
       state.window.features(this.extractor, enrolment.features, enrolment.collected * FEATURE_COUNT);
       enrolment.collected++;
       const { enrolMs, enrolWindows } = this.options;

@@ -68,6 +68,11 @@ export class SourceWindow {
     return this.count >= WINDOW;
   }
 
+  /** True on every WINDOW-th reading since the last fresh start: disjoint windows end there (enrolment). */
+  get closesWindow(): boolean {
+    return this.full && this.count % WINDOW === 0;
+  }
+
   /** True when at least half the informative value runs ending in the current window were seen before. */
   get replayed(): boolean {
     return this.informativeRuns >= MIN_INFORMATIVE_RUNS && this.seenRuns >= REPLAY_SHARE * this.informativeRuns;

@@ -128,7 +128,7 @@ class ScoredSource {
     this.closedWindows = 0;
     for (let i = 0; i < windows * WINDOW; i++) {
       this.window.push(values[i], times[i]);
-      if (this.window.full && this.window.count % WINDOW === 0) this.closedWindows++;
+      if (this.window.closesWindow) this.closedWindows++;
       if ((i + 1) % WINDOW === 0) {
         this.window.features(this.extractor, features, replayed.length * FEATURE_COUNT);
         replayed.push(this.window.replayed);
