@@ -78,19 +78,21 @@ describeBackend(POSTGRES, 'docs/deploy.md: three verifiers behind HAProxy', () =
       return { status: response.status, text: await response.text() };
     };
 
-    // Ready when HAProxy has seen all three pass their /readyz checks.
-    const deadline = Date.now() + 20_000;
+    // Ready when HAProxy has seen all three pass their /readyz checks. Three verifiers starting
+    // on one database, on two busy cores, once took over 20 s.
+    const deadline = Date.now() + 45_000;
     for (;;) {
       const states = await Promise.all(
         backends.map(url =>
           call(url, '/readyz').then(
-            r => r.status,
-            () => 0,
+            r => `${r.status} ${r.text.slice(0, 200)}`,
+            err => `no answer: ${(err as Error).message}`,
           ),
         ),
       );
-      if (states.every(status => status === 200)) break;
-      if (Date.now() > deadline) throw new Error(`the example did not start:\n${output}`);
+      if (states.every(state => state.startsWith('200 '))) break;
+      if (Date.now() > deadline)
+        throw new Error(`the example did not start; /readyz: ${states.join(' | ')}\n${output}`);
       await new Promise(resolve => setTimeout(resolve, 200));
     }
     await new Promise(resolve => setTimeout(resolve, 2500));
