@@ -299,6 +299,9 @@ describe('verifier: security and robustness', () => {
             new Promise<net.Socket>(resolve => {
               const socket = net.connect(Number(port), '127.0.0.1', () => resolve(socket));
               socket.on('error', () => undefined);
+              // Reads what it is sent, as a client does: a socket that never reads never sees the
+              // end of a 408 answer, so it would not close whichever timeout came first.
+              socket.resume();
             }),
         ),
       );
