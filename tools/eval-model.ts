@@ -17,6 +17,7 @@ import {
   EVALUATION_PROTOCOL,
   evaluateSecondGenerator,
   evaluateSimulated,
+  type GroupReport,
   type ModeReport,
   type ProtocolOptions,
   TARGET_FRR,
@@ -28,6 +29,7 @@ const TOLERANCE = 0.005;
 const CARD_BLOCKS = {
   metrics: ['<!-- metrics:start -->', '<!-- metrics:end -->'],
   goals: ['<!-- goals:start -->', '<!-- goals:end -->'],
+  groups: ['<!-- groups:start -->', '<!-- groups:end -->'],
 } as const;
 
 /** The data the card reports on, headline first. */
@@ -122,6 +124,45 @@ function goalsTable(files: Record<string, MetricsFile>): string {
   return lines.join('\n');
 }
 
+/**
+ * Each data set's figures at the operating point per group of sources (sensor kind; slow,
+ * fine-grained sensors), every cell one figure per model ("stamped / arrival").
+ */
+function groupsTable(files: Record<string, MetricsFile>): string {
+  const variants = Object.keys(files);
+  const figure = (report: ModeReport<string> | undefined, name: string, pick: (g: GroupReport<string>) => number) => {
+    const group = report?.groups?.[name];
+    return group ? percent(pick(group)) : '–';
+  };
+  const columns: Array<[string, (g: GroupReport<string>) => number]> = [
+    ['genuine rejected', g => g.genuineRejected],
+    ['same-model EER', g => g.impostors.same_model.eer],
+    ['same-model accepted', g => g.impostors.same_model.accepted],
+    ['simulator accepted', g => g.impostors.simulator.accepted],
+    ['replay accepted', g => g.impostors.replay.accepted],
+  ];
+  return Object.keys(EVALUATIONS)
+    .map(data => {
+      const reports = variants.map(variant => files[variant].reports[data]);
+      const names = [...new Set(reports.flatMap(report => Object.keys(report?.groups ?? {})))];
+      if (!names.length) return '';
+      const lines = [
+        `**${data}** (${variants.join(' / ')})`,
+        '',
+        `| sources | count | ${columns.map(([title]) => title).join(' | ')} |`,
+        `|---|---|${columns.map(() => '---|').join('')}`,
+      ];
+      for (const name of names) {
+        const sources = reports.find(report => report?.groups?.[name])?.groups[name].sources;
+        const cells = columns.map(([, pick]) => reports.map(report => figure(report, name, pick)).join(' / '));
+        lines.push(`| ${name} | ${sources} | ${cells.join(' | ')} |`);
+      }
+      return lines.join('\n');
+    })
+    .filter(Boolean)
+    .join('\n\n');
+}
+
 /** All the card's tables: one per kind of data, each with a row group per model. */
 function cardTables(files: Record<string, MetricsFile>): string {
   return Object.keys(EVALUATIONS)
@@ -167,7 +208,7 @@ function readMetrics(file: string): MetricsFile {
 /** What each generated block of the card should hold. */
 function cardBlocks(familyDir: string): Record<keyof typeof CARD_BLOCKS, string> {
   const files = familyMetrics(familyDir);
-  return { metrics: cardTables(files), goals: goalsTable(files) };
+  return { metrics: cardTables(files), goals: goalsTable(files), groups: groupsTable(files) };
 }
 
 /** Regenerates the tables in `<familyDir>/README.md` from the metrics.json of its models. */

@@ -67,6 +67,17 @@ export interface KindReport extends ErrorRates {
   embeddingEer: number;
 }
 
+/** What one group of sources (a sensor kind, slow fine-grained sensors) gets at its operating points. */
+export interface GroupReport<K extends string = ImpostorKind> {
+  sources: number;
+  genuineRejected: number;
+  impostors: Record<K, { eer: number; accepted: number }>;
+}
+
+/** Sensors where a careful simulator has least to imitate (issue #24 item 5): slow, and fine-grained. */
+export const SLOW_FINE = 'slow, fine (≤ 2 Hz, ≥ 20 bit)';
+const slowFine = (rateHz: number, bits: number): string[] => (rateHz <= 2 && bits >= 20 ? [SLOW_FINE] : []);
+
 export interface ModeReport<K extends string = ImpostorKind> {
   genuineDecisions: number;
   frrAtThreshold: number;
@@ -81,6 +92,8 @@ export interface ModeReport<K extends string = ImpostorKind> {
   finishedEnrolling: number;
   sources: number;
   impostors: Record<K, KindReport>;
+  /** The same at each source's operating point, per group of sources. */
+  groups: Record<string, GroupReport<K>>;
 }
 
 /** What became of the sources' enrolments. */
@@ -175,6 +188,8 @@ class ScoredSource {
 
 /** One enrolled source's streams: enrolment, its later session and the impostors in its place. */
 interface Case {
+  /** The groups the card breaks figures down by. */
+  groups: string[];
   enrol: Recording;
   genuine: Recording;
   impostors: { same_model: Recording; simulator: Recording };
@@ -189,12 +204,12 @@ function evaluateCases(
 ): ModeReport {
   const rng = new SeededRandom(options.seed ^ 0x5eed);
   const genuine = emptyDecisions();
-  const impostors = Object.fromEntries(IMPOSTOR_KINDS.map(kind => [kind, emptyDecisions()])) as Record<
-    ImpostorKind,
-    Decisions
-  >;
+  const impostors = emptyKinds();
   const tally: EnrolmentTally = { sources: 0, outOfRange: 0, finished: 0 };
+  const groups = new Map<string, GroupDecisions>();
   for (const c of cases) {
+    const genuineBefore = genuine.scores.length;
+    const impostorsBefore = IMPOSTOR_KINDS.map(kind => impostors[kind].scores.length);
     const source = new ScoredSource(model, options.replayMemory);
     source.enrol(c.enrol.values, timesOf(c.enrol, timeSource));
     count(tally, source, options);
@@ -204,8 +219,45 @@ function evaluateCases(
       source.score(stream.values, followOn(timesOf(stream, timeSource), source.lastTime), impostors[kind]);
     }
     replayRuns(source, [c.enrol, c.genuine], timeSource, options.testWindows, rng, impostors.replay);
+    for (const name of c.groups) {
+      const group = groups.get(name) ?? { sources: 0, genuine: emptyDecisions(), impostors: emptyKinds() };
+      groups.set(name, group);
+      group.sources++;
+      appendSince(group.genuine, genuine, genuineBefore);
+      IMPOSTOR_KINDS.forEach((kind, k) => appendSince(group.impostors[kind], impostors[kind], impostorsBefore[k]));
+    }
   }
-  return modeReport(genuine, impostors, tally);
+  return modeReport(genuine, impostors, tally, groups);
+}
+
+interface GroupDecisions<K extends string = ImpostorKind> {
+  sources: number;
+  genuine: Decisions;
+  impostors: Record<K, Decisions>;
+}
+
+function emptyKinds(): Record<ImpostorKind, Decisions> {
+  return Object.fromEntries(IMPOSTOR_KINDS.map(kind => [kind, emptyDecisions()])) as Record<ImpostorKind, Decisions>;
+}
+
+/** Copies the decisions `from` scored since it held `start` of them (one source's) into `into`. */
+function appendSince(into: Decisions, from: Decisions, start: number): void {
+  into.scores.push(...from.scores.slice(start));
+  into.thresholds.push(...from.thresholds.slice(start));
+}
+
+function groupReport<K extends string>(group: GroupDecisions<K>): GroupReport<K> {
+  const { genuine } = group;
+  return {
+    sources: group.sources,
+    genuineRejected: 1 - acceptedShare(genuine.scores, genuine.thresholds),
+    impostors: Object.fromEntries(
+      Object.entries<Decisions>(group.impostors).map(([kind, scored]) => [
+        kind,
+        { eer: errorRates(genuine.scores, scored.scores).eer, accepted: acceptedShare(scored.scores, scored.thresholds) },
+      ]),
+    ) as Record<K, { eer: number; accepted: number }>,
+  };
 }
 
 function count(tally: EnrolmentTally, enrolled: ScoredSource, options: ProtocolOptions): void {
@@ -236,6 +288,7 @@ export function evaluateSimulated(
       const t0 = rng.uniform(0, 86_400_000);
       const later = t0 + options.enrolWindows * WINDOW * installation.periodMs + 3 * 3_600_000;
       yield {
+        groups: slowFine(1000 / installation.periodMs, installation.adcBits),
         enrol: sensor.record(t0, options.enrolWindows * WINDOW),
         genuine: sensor.record(later, options.testWindows * WINDOW),
         impostors: {
@@ -261,6 +314,7 @@ export function evaluateSecondGenerator(
     testSamples: options.testWindows * WINDOW,
   });
   const cases = generated.map(c => ({
+    groups: [c.kind, ...slowFine(c.rateHz, c.bits)],
     enrol: c.enrol,
     genuine: c.genuine,
     impostors: { same_model: c.sameModel, simulator: c.simulator },
@@ -297,6 +351,7 @@ function modeReport<K extends string>(
   genuine: Decisions,
   impostors: Record<K, Decisions>,
   tally: EnrolmentTally,
+  groups = new Map<string, GroupDecisions<K>>(),
 ): ModeReport<K> {
   return {
     genuineDecisions: genuine.scores.length,
@@ -319,6 +374,7 @@ function modeReport<K extends string>(
         },
       ]),
     ) as Record<K, KindReport>,
+    groups: Object.fromEntries([...groups].map(([name, group]) => [name, groupReport(group)])),
   };
 }
 
