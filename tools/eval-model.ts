@@ -74,6 +74,11 @@ export function metricsTable(reports: Record<string, ModeReport<string>>): strin
     lines.push(
       `| ${model} | (finished enrolling) | ${percent(report.finishedEnrolling)} of ${report.sources} sources | | | | | | | |`,
     );
+    const { warned, passing, both } = report.lookAlike;
+    lines.push(
+      `| ${model} | (look-alike warning) | ${warned} of ${report.sources} sources warned | | | | | | true: ${percent(both / Math.max(1, warned))}; caught ${percent(both / Math.max(1, passing))} of ${passing} look-alikes | |`,
+      `| ${model} | (weak enrolment) | ${report.weakEnrolments} of ${report.sources} sources | | | | | | | |`,
+    );
   }
   return lines.join('\n');
 }

@@ -45,7 +45,7 @@ export const MIN_ENROL_WINDOWS = 4;
 /**
  * Two enrolled sources closer than this (one-class distance per dimension; about 1 is a source's
  * own scatter) cannot be told apart: the other's decisions would score like the source's own. On
- * the second generator 97-99 % of such warnings are true (the other unit passes at least half of
+ * the second generator 92-94 % of such warnings are true (the other unit passes at least half of
  * its decisions); the model card has the figures.
  */
 export const SEPARATION_WARNING = 1.5;
@@ -232,10 +232,7 @@ export class BehaviourMonitor {
     for (const other of this.profiles.sources()) {
       const theirs = this.profiles.get(other);
       if (other === source || !theirs) continue;
-      const distance = Math.min(
-        own.distance(theirs.oneClass.mean, 0, DECISION_WINDOWS),
-        this.scorerOf(other, theirs).distance(profile.oneClass.mean, 0, DECISION_WINDOWS),
-      );
+      const distance = own.separation(this.scorerOf(other, theirs), DECISION_WINDOWS);
       if (!nearest || distance < nearest.distance) nearest = { nearest: other, distance };
     }
     return nearest;

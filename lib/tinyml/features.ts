@@ -4,7 +4,7 @@
  * sees. Every feature is finite and clipped, whatever the input (flat windows, repeated values,
  * identical intervals, coarse clocks).
  *
- * Feature set v2 means the same thing at any rate and any scale: nothing is rounded to a guessed
+ * Every feature means the same thing at any rate and any scale: nothing is rounded to a guessed
  * nominal period or value, times are read in units of the window's own period and values in
  * units of their own noise or quantisation step. Two features of each kind are absolute (the
  * period, the step, the noise level, the clock's resolution): they carry a unit's identity (its
@@ -35,6 +35,8 @@ export const FEATURE_NAMES = [
   'diff_autocorr1', //     autocorrelation of first differences, lag 1 (−0.5 for white noise)
   'diff_autocorr2', //     lag 2
   'diff_kurtosis', //      of first differences: spikes, quantisation
+  'flicker_log', //        log2 of 4 × variance of steps between 4-reading means / that of single steps:
+  //                       0 for white noise, above it for 1/f noise below the front end's corner
   'band_1', //             shares of residual energy in DFT bins 1-3, 4-7, 8-15, 16-27, 28-32 of the window:
   'band_2', //             at any rate, where mains pickup and its alias land, and how the process moves
   'band_3',
@@ -60,12 +62,15 @@ export const EMBEDDING_FEATURES: readonly FeatureName[] = FEATURE_NAMES.filter(
 );
 
 /** Bumped whenever a feature's definition changes: models and profiles name the version they fit. */
-export const FEATURE_VERSION = 2;
+export const FEATURE_VERSION = 3;
 
 const F = FEATURE_INDEX;
 const BAND_EDGES = [1, 4, 8, 16, 28, 33];
 const HALF = WINDOW / 2;
 const DIFFS = WINDOW - 1;
+/** Readings per block for flicker_log: 16 blocks of 4 look an octave and more below single steps. */
+const BLOCK = 4;
+const BLOCK_DIFFS = WINDOW / BLOCK - 1;
 
 // Orthogonal polynomial basis over the sample index: centred linear and quadratic terms, so the
 // trend fit is three dot products with no matrix to invert.
@@ -163,6 +168,7 @@ export class FeatureExtractor {
   private readonly steps = new Float64Array(WINDOW);
   private readonly diffs = new Float64Array(DIFFS);
   private readonly sorted = new Float64Array(WINDOW);
+  private readonly blockDiffs = new Float64Array(BLOCK_DIFFS);
   private readonly energies = new Float64Array(BAND_EDGES.length - 1);
 
   /**
@@ -291,7 +297,25 @@ export class FeatureExtractor {
       m4 += (sq * sq) / DIFFS;
     }
     out[o + F.diff_kurtosis] = m2 > 0 ? clip(Math.log(m4 / (m2 * m2)), -2, 5) : 0;
+    out[o + F.flicker_log] = m2 > 0 ? clip(Math.log2((BLOCK * this.blockStepVariance()) / m2), -4, 8) : 0;
     this.bands(out, o);
+  }
+
+  /**
+   * Variance of the steps between means of BLOCK readings. White noise of σ gives 2σ²/BLOCK, as
+   * single steps give 2σ²; 1/f noise has more power an octave down, so its ratio exceeds 1. A
+   * simulator drawing white noise around a process model does not, whatever its level.
+   */
+  private blockStepVariance(): number {
+    const { values, blockDiffs } = this;
+    let previous = 0;
+    for (let b = 0; b <= BLOCK_DIFFS; b++) {
+      let sum = 0;
+      for (let i = 0; i < BLOCK; i++) sum += values[b * BLOCK + i];
+      if (b > 0) blockDiffs[b - 1] = sum / BLOCK - previous;
+      previous = sum / BLOCK;
+    }
+    return standardDeviation(blockDiffs, BLOCK_DIFFS) ** 2;
   }
 
   private bands(out: Float32Array, o: number): void {

@@ -5,7 +5,7 @@
  * source the model never saw), and the calibration of its scores.
  *
  * Running it needs no TensorFlow.js at all: the network is a short stack of dense layers
- * (19 → 19 → 64 → 64 → 32, about 8,000 multiply-adds a window), read from the layers format's
+ * (20 → 20 → 64 → 64 → 32, about 8,000 multiply-adds a window), read from the layers format's
  * topology, its float32 weights decoded from the manifest, and run as typed-array loops; a call
  * into TF.js would cost more than the arithmetic, and its packages would be most of what a
  * gateway installs. TF.js stays what trains and checks the model (tools/, a development

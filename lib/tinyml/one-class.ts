@@ -2,7 +2,7 @@
  * The per-source half of the behaviour check: a one-class model of the source's own features,
  * learnt from its enrolment alone, so it holds on sensors the network never saw. Enrolment
  * windows give the mean and the window-to-window covariance (shrunk towards its diagonal, as
- * Schäfer and Strimmer 2005, because 20 windows cannot pin down 22 × 22 covariances); each
+ * Schäfer and Strimmer 2005, because 20 windows cannot pin down 24 × 24 covariances); each
  * feature's variance also gets a floor: how far it may drift between enrolment and use for
  * physical reasons the enrolment cannot show (a crystal warming by some ppm, a gain by its
  * tempco). A window, or the mean of a decision's windows, is then scored by its Mahalanobis
@@ -35,6 +35,7 @@ export const DRIFT_FLOORS: Record<FeatureName, number> = {
   diff_autocorr1: 0.04,
   diff_autocorr2: 0.04,
   diff_kurtosis: 0.1,
+  flicker_log: 0.1,
   band_1: 0.02,
   band_2: 0.02,
   band_3: 0.02,
@@ -127,7 +128,16 @@ export function fitOneClass(rows: Float32Array, count: number): OneClassProfile 
 export class OneClassScorer {
   private readonly precisions = new Map<number, number[]>();
 
-  constructor(private readonly profile: OneClassProfile) {}
+  constructor(readonly profile: OneClassProfile) {}
+
+  /**
+   * How far another source's profile lies from this one, as a decision of `windows` windows:
+   * each mean seen through the other's model, the nearer view counting (about 1 or less: the
+   * two cannot be told apart).
+   */
+  separation(other: OneClassScorer, windows: number): number {
+    return Math.min(this.distance(other.profile.mean, 0, windows), other.distance(this.profile.mean, 0, windows));
+  }
 
   private precision(windows: number): number[] {
     let precision = this.precisions.get(windows);

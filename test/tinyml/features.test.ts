@@ -122,6 +122,28 @@ describe('tinyml features', () => {
     assert.ok(at(features, 'band_5') > 0.5, `band_5 ${at(features, 'band_5')}`);
   });
 
+  it('tells 1/f noise from white noise of the same level, at any scale', () => {
+    // Flicker as a sum of random steps held for 1, 2, 4 ... 32 readings (Voss): equal power per octave.
+    const flicker = (i: number) => {
+      let sum = 0;
+      for (let octave = 0; octave < 6; octave++) sum += noise(1000 * (octave + 1) + (i >> octave));
+      return sum;
+    };
+    const mean = (make: (i: number) => number, scale: number) => {
+      let total = 0;
+      for (let w = 0; w < 16; w++) {
+        const values = Array.from({ length: WINDOW }, (_, i) => scale * (40 + make(w * WINDOW + i)));
+        total += at(extract(values, window().times), 'flicker_log') / 16;
+      }
+      return total;
+    };
+    const white = mean(i => noise(i), 1);
+    const pink = mean(flicker, 1);
+    assert.ok(Math.abs(white) < 0.3, `white noise ${white}`);
+    assert.ok(pink > 1, `1/f noise ${pink}`);
+    assert.ok(Math.abs(mean(flicker, 1000) - pink) < 1e-3);
+  });
+
   it('reads ring buffers from any start, oldest first', () => {
     const { values, times } = window({ ppm: 12 });
     const shift = 23;

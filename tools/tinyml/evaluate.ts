@@ -27,6 +27,7 @@ import {
   type TimeSource,
 } from './simulator';
 import { DECISION_WINDOWS, SourceWindow } from '../../lib/tinyml/source-window';
+import { SEPARATION_WARNING } from '../../lib/tinyml/behaviour-monitor';
 
 export const IMPOSTOR_KINDS = ['same_model', 'simulator', 'replay'] as const;
 export type ImpostorKind = (typeof IMPOSTOR_KINDS)[number];
@@ -91,6 +92,15 @@ export interface ModeReport<K extends string = ImpostorKind> {
    */
   finishedEnrolling: number;
   sources: number;
+  /** Enrolments too short or too scattered for a threshold of their own (the node says weakEnrolment). */
+  weakEnrolments: number;
+  /**
+   * The look-alike warning, per source and its same-model neighbour (enrolled from the neighbour's
+   * own first windows): warned when the node would warn (one-class separation below
+   * SEPARATION_WARNING); passing when the neighbour passes at least half of its decisions at the
+   * source's threshold. Precision is both / warned, recall both / passing.
+   */
+  lookAlike: LookAlikeTally;
   impostors: Record<K, KindReport>;
   /** The same at each source's operating point, per group of sources. */
   groups: Record<string, GroupReport<K>>;
@@ -101,6 +111,13 @@ interface EnrolmentTally {
   sources: number;
   outOfRange: number;
   finished: number;
+  weak: number;
+}
+
+export interface LookAlikeTally {
+  warned: number;
+  passing: number;
+  both: number;
 }
 
 /** What the protocol keeps of each decision: its score and each part's statistic (larger = worse). */
@@ -122,12 +139,12 @@ class ScoredSource {
   private readonly window: SourceWindow;
   private readonly extractor = new FeatureExtractor();
   profile: SourceProfile | undefined;
-  private scorer: OneClassScorer | undefined;
+  scorer: OneClassScorer | undefined;
   /** Windows the node would have closed from the last stream fed. */
   closedWindows = 0;
 
   constructor(
-    private readonly model: BehaviourModel,
+    readonly model: BehaviourModel,
     replayMemory: number,
   ) {
     this.window = new SourceWindow(replayMemory);
@@ -205,7 +222,8 @@ function evaluateCases(
   const rng = new SeededRandom(options.seed ^ 0x5eed);
   const genuine = emptyDecisions();
   const impostors = emptyKinds();
-  const tally: EnrolmentTally = { sources: 0, outOfRange: 0, finished: 0 };
+  const tally: EnrolmentTally = { sources: 0, outOfRange: 0, finished: 0, weak: 0 };
+  const lookAlike: LookAlikeTally = { warned: 0, passing: 0, both: 0 };
   const groups = new Map<string, GroupDecisions>();
   for (const c of cases) {
     const genuineBefore = genuine.scores.length;
@@ -219,6 +237,11 @@ function evaluateCases(
       source.score(stream.values, followOn(timesOf(stream, timeSource), source.lastTime), impostors[kind]);
     }
     replayRuns(source, [c.enrol, c.genuine], timeSource, options.testWindows, rng, impostors.replay);
+    const sameModel = IMPOSTOR_KINDS.indexOf('same_model');
+    tallyLookAlike(lookAlike, source, c.impostors.same_model, timeSource, options, {
+      scores: impostors.same_model.scores.slice(impostorsBefore[sameModel]),
+      thresholds: impostors.same_model.thresholds.slice(impostorsBefore[sameModel]),
+    });
     for (const name of c.groups) {
       const group = groups.get(name) ?? { sources: 0, genuine: emptyDecisions(), impostors: emptyKinds() };
       groups.set(name, group);
@@ -227,7 +250,26 @@ function evaluateCases(
       IMPOSTOR_KINDS.forEach((kind, k) => appendSince(group.impostors[kind], impostors[kind], impostorsBefore[k]));
     }
   }
-  return modeReport(genuine, impostors, tally, groups);
+  return modeReport(genuine, impostors, tally, groups, lookAlike);
+}
+
+/** Whether the node would warn of the source's same-model neighbour, and whether it would be right to. */
+function tallyLookAlike(
+  tally: LookAlikeTally,
+  source: ScoredSource,
+  neighbourStream: Recording,
+  timeSource: TimeSource,
+  options: ProtocolOptions,
+  neighbourDecisions: { scores: number[]; thresholds: number[] },
+): void {
+  const neighbour = new ScoredSource(source.model, options.replayMemory);
+  const head = options.enrolWindows * WINDOW;
+  neighbour.enrol(neighbourStream.values.subarray(0, head), timesOf(neighbourStream, timeSource).subarray(0, head));
+  const warned = source.scorer!.separation(neighbour.scorer!, DECISION_WINDOWS) < SEPARATION_WARNING;
+  const passing = acceptedShare(neighbourDecisions.scores, neighbourDecisions.thresholds) >= 0.5;
+  if (warned) tally.warned++;
+  if (passing) tally.passing++;
+  if (warned && passing) tally.both++;
 }
 
 interface GroupDecisions<K extends string = ImpostorKind> {
@@ -263,6 +305,7 @@ function groupReport<K extends string>(group: GroupDecisions<K>): GroupReport<K>
 function count(tally: EnrolmentTally, enrolled: ScoredSource, options: ProtocolOptions): void {
   tally.sources++;
   if (enrolled.profile!.outOfRange.length) tally.outOfRange++;
+  if (enrolled.profile!.weakEnrolment) tally.weak++;
   if (enrolled.closedWindows >= options.enrolWindows - 1) tally.finished++;
 }
 
@@ -352,6 +395,7 @@ function modeReport<K extends string>(
   impostors: Record<K, Decisions>,
   tally: EnrolmentTally,
   groups = new Map<string, GroupDecisions<K>>(),
+  lookAlike: LookAlikeTally = { warned: 0, passing: 0, both: 0 },
 ): ModeReport<K> {
   return {
     genuineDecisions: genuine.scores.length,
@@ -360,6 +404,8 @@ function modeReport<K extends string>(
     outOfRangeSources: tally.outOfRange,
     finishedEnrolling: tally.finished / Math.max(1, tally.sources),
     sources: tally.sources,
+    weakEnrolments: tally.weak,
+    lookAlike,
     impostors: Object.fromEntries(
       Object.entries<Decisions>(impostors).map(([kind, scored]) => [
         kind,
@@ -427,7 +473,7 @@ function scoreRecordings(
 ): EnrolmentTally {
   const rng = new SeededRandom(options.seed);
   const enrolSamples = options.enrolWindows * WINDOW;
-  const tally: EnrolmentTally = { sources: 0, outOfRange: 0, finished: 0 };
+  const tally: EnrolmentTally = { sources: 0, outOfRange: 0, finished: 0, weak: 0 };
   sources.forEach((own, index) => {
     const source = new ScoredSource(model, options.replayMemory);
     const asRecording = (from: number, to?: number): Recording => {

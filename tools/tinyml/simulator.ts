@@ -10,8 +10,8 @@
  * between machine states, cycling). A unit draws its own oscillator (quartz or MEMS within
  * ±20-100 ppm, RC within ±0.5-2 %), its stamping clock (disciplined, so its stamps show the
  * crystal; or its own, so they show the nominal period), jitter (1 µs to 20 ms, white on a grid or accumulating
- * in a re-armed timer), stamp resolution, lost readings, ADC noise, calibration gain and offset
- * with their tempcos, mains pickup (attenuated by the ADC's integration time) and transport to
+ * in a re-armed timer), stamp resolution, lost readings, ADC noise (white, and 1/f below the front
+ * end's corner unless it is chopper-stabilised), calibration gain and offset with their tempcos, mains pickup (attenuated by the ADC's integration time) and transport to
  * the gateway (latency, polling, readings batched into one message). Impostors: another unit of the installation, a software simulator, a replay.
  *
  * Times are milliseconds on the simulated clock; `sourceTimes` are the unit's own stamps,
@@ -60,6 +60,8 @@ export interface SensorDesign {
   jitterUs: number;
   stampResolutionMs: number;
   noiseLsb: number;
+  /** 1/f corner of the front end (Hz): where its flicker noise meets the white; 0 when chopper-stabilised. */
+  flickerCornerHz: number;
   gainTempcoPpmPerK: number;
   /** Mains pickup of the site's wiring, in LSB. */
   mainsAmpLsb: number;
@@ -93,6 +95,7 @@ export interface UnitParams {
   stampResolutionMs: number;
   lossRate: number;
   noiseLsb: number;
+  flickerCornerHz: number;
   gain: number;
   offset: number;
   gainTempcoPpmPerK: number;
@@ -130,6 +133,13 @@ const RC_TOLERANCES_PPM = [5_000, 10_000, 20_000] as const;
  */
 const NOMINAL_RATES_HZ = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000] as const;
 const NOISE_SPREAD = 0.25;
+/**
+ * Flicker noise: amplifiers and references that are not chopper-stabilised show 1/f noise below
+ * a corner that data sheets of instrumentation amplifiers, bridge front ends and delta-sigma ADCs
+ * put at 0.05-10 Hz; chopper-stabilised and auto-zero parts show none (40 % of designs here).
+ * 1/f noise varies between units of one part more than white noise does: σ 40 % on the corner.
+ */
+const FLICKER_SPREAD = 0.4;
 const MICROSECOND = 1e-3;
 
 function roundTo(value: number, step: number): number {
@@ -193,6 +203,7 @@ export function drawInstallation(rng: SeededRandom, options: InstallationOptions
       jitterUs: logUniform(rng, 1, Math.max(1.5, jitterCeilingUs)),
       stampResolutionMs: pick(rng, [MICROSECOND, MICROSECOND, 0.01, 0.1, 1, 1]),
       noiseLsb: logUniform(rng, 0.3, adcBits > 18 ? 300 : 5),
+      flickerCornerHz: rng.next() < 0.4 ? 0 : logUniform(rng, 0.05, 10),
       gainTempcoPpmPerK: rng.uniform(5, 50),
       mainsAmpLsb: rng.next() < 0.2 ? 0 : rng.logNormal(1, 1),
       lossRate: rng.next() < 0.3 ? 0 : logUniform(rng, 1e-4, 0.02),
@@ -227,6 +238,7 @@ export function drawUnit(rng: SeededRandom, installation: Installation): UnitPar
     stampResolutionMs: design.stampResolutionMs,
     lossRate: design.lossRate,
     noiseLsb: design.noiseLsb * spread(NOISE_SPREAD),
+    flickerCornerHz: design.flickerCornerHz * spread(FLICKER_SPREAD),
     gain: 1 + 0.0015 * rng.gaussian(),
     offset: (installation.rangeHigh - installation.rangeLow) * 0.0005 * rng.gaussian(),
     gainTempcoPpmPerK: design.gainTempcoPpmPerK * spread(0.2),
@@ -299,6 +311,8 @@ export class SimulatedSensor implements Source {
 
   /** The hall's temperature in this recording, beyond its daily swing: weather, a door, a furnace. */
   private ambientK = 0;
+  /** The front end's 1/f noise, in units of its white noise: it carries on from one recording to the next. */
+  private flicker: FlickerNoise | undefined;
 
   private temperature(timeMs: number): number {
     return 25 + this.ambientK + this.unit.thermalOffsetK + 3 * Math.sin((2 * Math.PI * timeMs) / DAY_MS);
@@ -317,6 +331,8 @@ export class SimulatedSensor implements Source {
     const lsb = span / 2 ** installation.adcBits;
     const maxCode = 2 ** installation.adcBits - 1;
     const process = new ProcessSignal(installation.process, rng);
+    this.flicker ??= new FlickerNoise(unit.flickerCornerHz, installation.periodMs, rng);
+    const flicker = this.flicker;
     // The grid is never exactly at its nominal frequency, so the hum's phase against the samples
     // is new in every recording: its amplitude carries identity, its phase does not.
     const mainsHz = installation.mainsHz + 0.02 * rng.gaussian();
@@ -349,7 +365,7 @@ export class SimulatedSensor implements Source {
 
       const analog =
         process.at(sampledAt, period) +
-        unit.noiseLsb * lsb * rng.gaussian() +
+        unit.noiseLsb * lsb * (rng.gaussian() + flicker.at(sampledAt)) +
         pickup * unit.mainsAmpLsb * lsb * Math.sin((2 * Math.PI * mainsHz * sampledAt) / 1000 + mainsPhase);
       const code = Math.min(maxCode, Math.max(0, Math.round((analog - installation.rangeLow) / lsb)));
       // The firmware compensates with its own temperature reading, in 0.1 K steps.
@@ -382,6 +398,47 @@ export class SimulatedSensor implements Source {
       i++;
     }
     return recording;
+  }
+}
+
+/**
+ * 1/f noise as a sum of Ornstein-Uhlenbeck processes with time constants half a decade apart
+ * (d = ln √10), from the sampling period to an hour: each adds v / (d · f) to the one-sided
+ * spectrum between its corners, so they sum to 1/f. White noise of σ = 1 spreads over 0 to half
+ * the rate, a density of 2 / rate; meeting it at the corner f_c takes v = d · 2 f_c / rate. The
+ * corner is held to half the rate, where all the band is flicker already.
+ */
+class FlickerNoise {
+  private readonly tausMs: number[] = [];
+  private readonly state: number[] = [];
+  private readonly sigma: number;
+  private lastMs = Number.NaN;
+
+  constructor(
+    cornerHz: number,
+    periodMs: number,
+    private readonly rng: SeededRandom,
+  ) {
+    const rateHz = 1000 / periodMs;
+    const d = Math.log(10) / 2;
+    this.sigma = Math.sqrt((d * 2 * Math.min(cornerHz, rateHz / 2)) / rateHz);
+    if (this.sigma === 0) return;
+    for (let tau = periodMs / Math.PI; tau < 3_600_000; tau *= Math.sqrt(10)) {
+      this.tausMs.push(tau);
+      this.state.push(0); // drawn afresh at the first reading, when nothing came before
+    }
+  }
+
+  at(timeMs: number): number {
+    const elapsed = timeMs - this.lastMs;
+    this.lastMs = timeMs;
+    let sum = 0;
+    for (let k = 0; k < this.tausMs.length; k++) {
+      const decay = Number.isFinite(elapsed) ? Math.exp(-Math.abs(elapsed) / this.tausMs[k]) : 0;
+      this.state[k] = this.state[k] * decay + this.sigma * Math.sqrt(1 - decay * decay) * this.rng.gaussian();
+      sum += this.state[k];
+    }
+    return sum;
   }
 }
 
