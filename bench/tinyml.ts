@@ -3,8 +3,9 @@
  * (64 per call: what batching would save, nothing, so the node does not batch), as the gateway
  * runs it (lib/tinyml/model: plain typed-array loops, no framework) beside the same network in
  * TensorFlow.js (its cpu backend, a development dependency here: what the runtime used to load).
- * Feature extraction is listed on its own: it runs on every window. Then the whole check per
- * reading (BehaviourMonitor.observe: window, features, network, decision), p50 and p99, and the
+ * Feature extraction is listed on its own: it runs on every window decided. Then the whole check
+ * per reading (BehaviourMonitor.observe: window and replay memory at every reading; features,
+ * network and decision at every DECISION_EVERY-th), p50 and p99, and the
  * resident memory a deployed m2m-tinyml-verify adds to an idle Node-RED.
  */
 import * as fs from 'node:fs';

@@ -1,9 +1,9 @@
 /**
  * The device-behaviour check behind m2m-tinyml-verify, free of Node-RED: per-source rolling
  * windows (live state bounded by an LRU), enrolment (by windows, or by time for slow sources),
- * replay memory (kept with the profiles across restarts), and scoring as each reading arrives:
- * the runtime's network costs the same per window alone as in a batch of 64 (bench/tinyml), so a
- * verdict never waits for company.
+ * replay memory (kept with the profiles across restarts), and a verdict as each reading arrives:
+ * a decision every DECISION_EVERY readings (the runtime's network costs the same per window alone
+ * as in a batch of 64, bench/tinyml), so a verdict never waits for company.
  *
  * Only enrolled or enrolling sources get live state, so a flood of unknown ids costs nothing
  * but a Map lookup.
@@ -93,6 +93,8 @@ interface Enrolment {
 interface LiveSource {
   window: SourceWindow;
   enrolment?: Enrolment;
+  /** The latest decision's score, before a replay zeroes it, and the profile it was made against. */
+  decision?: { profile: SourceProfile; score: number };
 }
 
 /**
@@ -169,7 +171,7 @@ export class BehaviourMonitor {
     if (state.enrolment) return this.collect(source, state, state.enrolment, time);
     if (!profile) return { status: 'unverified', reason: 'not_enrolled' };
     if (!state.window.full) return { status: 'unverified', reason: 'warming_up' };
-    return this.score(source, profile, state.window);
+    return this.score(source, profile, state);
   }
 
   /** Saves every live source's replay memory with its profile (on close, and now and then). */
@@ -247,16 +249,23 @@ export class BehaviourMonitor {
     return entry.scorer;
   }
 
-  /** Scores the window ending at the latest reading, with those before it, against the source's profile. */
-  private score(source: string, profile: SourceProfile, window: SourceWindow): Verdict {
-    const { features } = this;
-    window.features(this.extractor, features, 0);
+  /**
+   * The source's latest decision (made now when one is due: the window ending at this reading,
+   * with those before it, against the source's profile), zeroed when this reading shows a replay.
+   */
+  private score(source: string, profile: SourceProfile, state: LiveSource): Verdict {
+    const { window } = state;
+    if (window.decisionDue || state.decision?.profile !== profile) {
+      const { features } = this;
+      window.features(this.extractor, features, 0);
+      const embedding = this.model.embed(features, 1);
+      const decision = window.decide(features, 0, cosineTo(embedding, 0, profile.centroid));
+      const distance = this.scorerOf(source, profile).distance(decision.features, 0, decision.windows);
+      state.decision = { profile, score: scoreOf(distance, decision.cosine, profile, this.model.metadata) };
+    }
     const replay = window.replayed;
     const threshold = this.options.thresholdOverride ?? profile.threshold;
-    const embedding = this.model.embed(features, 1);
-    const decision = window.decide(features, 0, cosineTo(embedding, 0, profile.centroid));
-    const distance = this.scorerOf(source, profile).distance(decision.features, 0, decision.windows);
-    const score = replay ? 0 : scoreOf(distance, decision.cosine, profile, this.model.metadata);
+    const score = replay ? 0 : state.decision.score;
     const refused = profile.outOfRange.length && this.options.outOfRange !== 'one-class';
     return {
       status: 'scored',

@@ -34,6 +34,8 @@ export interface TinymlReport {
   separation?: Separation;
   /** The source's enrolment could not support a confident threshold of its own (too short, too scattered). */
   weakEnrolment?: true;
+  /** The model that judged it (its id), named by the node. */
+  model?: string;
 }
 
 export interface GateOptions {
@@ -84,9 +86,11 @@ export class BehaviourGate<T> {
   handle(source: string, item: T, verdict: Verdict): void {
     const report = reportOf(source, verdict);
     if (verdict.status === 'scored') {
-      const waiting = this.held.get(source) ?? [];
-      this.held.delete(source);
-      for (const earlier of waiting) this.route(earlier, verdict.trusted, { ...report, held: true });
+      const waiting = this.held.get(source);
+      if (waiting) {
+        this.held.delete(source);
+        for (const earlier of waiting) this.route(earlier, verdict.trusted, { ...report, held: true });
+      }
       this.route(item, verdict.trusted, report);
       return;
     }

@@ -15,6 +15,17 @@ export type SampleVerdict = 'accepted' | 'out_of_order' | 'duplicate_time';
 export const DECISION_WINDOWS = 4;
 
 /**
+ * A source gets a new decision every this many readings, and the readings between carry the
+ * latest: windows 16 readings apart share 48 of their 64, so deciding at each reading bought
+ * little but cost the whole check (features, network, distance) per message, where routing a
+ * message through a Node-RED node costs a few µs (bench/gateway). A replay is still caught at the
+ * reading it shows in.
+ */
+export const DECISION_EVERY = 16;
+/** Calls to decide() apart that two disjoint windows are when the node decides every DECISION_EVERY readings. */
+const NODE_STRIDE = WINDOW / DECISION_EVERY;
+
+/**
  * A pause this many typical intervals long, and this many times the longest recent one, starts a
  * fresh window (the sensor stalled or restarted, the clock stepped). The second rule is for
  * gateways that forward readings in batches: their arrivals come microseconds apart and then a
@@ -44,9 +55,9 @@ export class SourceWindow {
   private readonly runs = new Uint8Array(WINDOW);
   private seenRuns = 0;
   private informativeRuns = 0;
-  /** Features and cosines of the windows ending at each of the last DECISION_WINDOWS × WINDOW samples. */
-  private readonly pastFeatures = new Float32Array(DECISION_WINDOWS * WINDOW * FEATURE_COUNT);
-  private readonly pastCosines = new Float32Array(DECISION_WINDOWS * WINDOW);
+  /** Features and cosines of the windows of the last DECISION_WINDOWS × NODE_STRIDE decisions. */
+  private readonly pastFeatures = new Float32Array(DECISION_WINDOWS * NODE_STRIDE * FEATURE_COUNT);
+  private readonly pastCosines = new Float32Array(DECISION_WINDOWS * NODE_STRIDE);
   private scored = 0;
   private readonly decision: DecisionInput = { features: new Float64Array(FEATURE_COUNT), cosine: 0, windows: 0 };
   private readonly replay: ReplayDetector;
@@ -71,6 +82,11 @@ export class SourceWindow {
   /** True on every WINDOW-th reading since the last fresh start: disjoint windows end there (enrolment). */
   get closesWindow(): boolean {
     return this.full && this.count % WINDOW === 0;
+  }
+
+  /** True when the latest reading should get a decision of its own (see DECISION_EVERY). */
+  get decisionDue(): boolean {
+    return this.scored === 0 || this.count % DECISION_EVERY === 0;
   }
 
   /** True when at least half the informative value runs ending in the current window were seen before. */
@@ -125,10 +141,10 @@ export class SourceWindow {
   /**
    * Records the features and cosine of the window ending at the latest sample and returns what
    * the decision is made of: their means with those of the up to DECISION_WINDOWS - 1 disjoint
-   * windows before it. `stride` is how many calls apart two disjoint windows are: WINDOW when
-   * every sample is scored (the node), 1 when only whole windows are (the evaluation).
+   * windows before it. `stride` is how many calls apart two disjoint windows are: NODE_STRIDE when
+   * every DECISION_EVERY-th reading is scored (the node), 1 when only whole windows are (the evaluation).
    */
-  decide(features: Float32Array, offset: number, cosine: number, stride = WINDOW): DecisionInput {
+  decide(features: Float32Array, offset: number, cosine: number, stride = NODE_STRIDE): DecisionInput {
     const slots = this.pastCosines.length;
     const slot = this.scored % slots;
     this.pastFeatures.set(features.subarray(offset, offset + FEATURE_COUNT), slot * FEATURE_COUNT);

@@ -142,7 +142,11 @@ export = (RED: NodeAPI) => {
         maxSources,
       },
       (item, trusted, report: TinymlReport) => {
-        item.msg.m2m = { ...item.msg.m2m, tinyml: { ...report, model: modelId } };
+        // Each report is the route's own. Copying it to add the model cost 0.5 µs a message in V8,
+        // a fifth of a Node-RED hop; so it is named here.
+        report.model = modelId;
+        const { m2m } = item.msg;
+        item.msg.m2m = m2m ? { ...m2m, tinyml: report } : { tinyml: report };
         item.send(trusted ? [item.msg, null] : [null, item.msg]);
         item.done();
       },
@@ -224,6 +228,13 @@ export = (RED: NodeAPI) => {
       return trustStore.verify(signature, msg.payload);
     };
 
+    // Once the model has loaded (or failed to), messages are handled as they come: a promise turn
+    // per message would cost more than the check. Those that came before wait for it, in order.
+    let settled = false;
+    loaded.then(() => {
+      settled = true;
+    });
+
     this.on('input', (msg: M2MMessage, send, done) => {
       const failed = (err: unknown) => done(messageError(RED, 'm2m-tinyml-verify', msg, err));
       const deep = tooDeep(RED, 'm2m-tinyml-verify', msg);
@@ -231,54 +242,61 @@ export = (RED: NodeAPI) => {
         done(deep);
         return;
       }
-      loaded
-        .then(() => {
-          const item: Routed = { msg, send, done };
-          const key = RED.util.getMessageProperty(msg, config.keyProperty || 'topic');
-          if (key !== undefined && key !== null && typeof key !== 'string' && typeof key !== 'number') {
-            failed(
-              new M2MError(
-                'invalid_source',
-                `msg.${config.keyProperty || 'topic'} names the source: it must be text or a number, not ${typeof key}`,
-                400,
-              ),
-            );
-            return;
-          }
-          const source = key === undefined || key === null ? '' : String(key);
-          if (!monitor) {
-            gate.reject(source, item, 'model_unavailable');
-            return;
-          }
-          const peer = peerCheck(msg);
-          if (peer) msg.m2m = { ...m2mOf(msg), peer };
-          else if ('peer' in m2mOf(msg)) {
-            // m2m.peer is this node's finding: one an upstream node wrote was checked by nobody.
-            const { peer: _unchecked, ...rest } = m2mOf(msg);
-            msg.m2m = rest;
-          }
-          if (peer && !peer.valid) {
-            gate.reject(source, item, peer.reason);
-            return;
-          }
-          if (msg.m2m?.enrol === true && config.enrolOnRequest) monitor.startEnrolment(source);
-          const value = RED.util.getMessageProperty(msg, config.valueProperty || 'payload');
-          const time = config.timeProperty
-            ? RED.util.getMessageProperty(msg, config.timeProperty)
-            : performance.timeOrigin + performance.now();
-          const verdict = monitor.observe(source, value, time);
-          if (verdict.status === 'scored') {
-            last = verdict;
-            refreshStatus();
-          } else if (verdict.status === 'unverified' && verdict.reason === 'enrolling') {
-            // The reading that completes an enrolment is still reported as enrolling.
-            const windows = verdict.enrolled ?? 0;
-            enrolling = windows < enrolWindows ? { source, windows } : undefined;
-            refreshStatus();
-          }
-          gate.handle(source, item, verdict);
-        })
-        .catch(failed);
+      const handle = () => {
+        const item: Routed = { msg, send, done };
+        const key = RED.util.getMessageProperty(msg, config.keyProperty || 'topic');
+        if (key !== undefined && key !== null && typeof key !== 'string' && typeof key !== 'number') {
+          failed(
+            new M2MError(
+              'invalid_source',
+              `msg.${config.keyProperty || 'topic'} names the source: it must be text or a number, not ${typeof key}`,
+              400,
+            ),
+          );
+          return;
+        }
+        const source = key === undefined || key === null ? '' : String(key);
+        if (!monitor) {
+          gate.reject(source, item, 'model_unavailable');
+          return;
+        }
+        const peer = peerCheck(msg);
+        if (peer) msg.m2m = { ...m2mOf(msg), peer };
+        else if ('peer' in m2mOf(msg)) {
+          // m2m.peer is this node's finding: one an upstream node wrote was checked by nobody.
+          const { peer: _unchecked, ...rest } = m2mOf(msg);
+          msg.m2m = rest;
+        }
+        if (peer && !peer.valid) {
+          gate.reject(source, item, peer.reason);
+          return;
+        }
+        if (msg.m2m?.enrol === true && config.enrolOnRequest) monitor.startEnrolment(source);
+        const value = RED.util.getMessageProperty(msg, config.valueProperty || 'payload');
+        const time = config.timeProperty
+          ? RED.util.getMessageProperty(msg, config.timeProperty)
+          : performance.timeOrigin + performance.now();
+        const verdict = monitor.observe(source, value, time);
+        if (verdict.status === 'scored') {
+          last = verdict;
+          refreshStatus();
+        } else if (verdict.status === 'unverified' && verdict.reason === 'enrolling') {
+          // The reading that completes an enrolment is still reported as enrolling.
+          const windows = verdict.enrolled ?? 0;
+          enrolling = windows < enrolWindows ? { source, windows } : undefined;
+          refreshStatus();
+        }
+        gate.handle(source, item, verdict);
+      };
+      if (!settled) {
+        loaded.then(handle).catch(failed);
+        return;
+      }
+      try {
+        handle();
+      } catch (err) {
+        failed(err);
+      }
     });
 
     this.on('close', (removed: boolean, done: () => void) => {

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BehaviourMonitor, type MonitorOptions, type Verdict } from '../../lib/tinyml/behaviour-monitor';
 import { WINDOW } from '../../lib/tinyml/features';
+import { DECISION_EVERY } from '../../lib/tinyml/source-window';
 import type { BehaviourModel } from '../../lib/tinyml/model';
 import { ProfileStore } from '../../lib/tinyml/profile-store';
 import { replay } from '../../tools/tinyml/simulator';
@@ -78,6 +79,17 @@ describe('tinyml behaviour monitor', function () {
     // The first windows still average in genuine scores; judge once the decision is all impostor.
     const settled = scored(faked).slice(4 * WINDOW);
     assert.ok(settled.filter(v => !v.trusted).length / settled.length >= 0.95);
+  });
+
+  it('decides every DECISION_EVERY readings; the readings between carry the latest decision', async () => {
+    const { site, monitor } = await enrolled(121);
+    const verdicts = scored(feed(monitor, 'press-1', samples(site.genuine.record(1e6 + 3_600_000, 8 * WINDOW))));
+    // An hour's pause starts a fresh window: the first verdict comes with its 64th reading, and
+    // decisions fall on every 16th reading from there.
+    assert.equal(verdicts.length, 7 * WINDOW + 1);
+    const changes = verdicts.flatMap((v, i) => (i > 0 && v.score !== verdicts[i - 1].score ? [i] : []));
+    assert.ok(changes.length >= 8, `the score moved at ${changes}`);
+    for (const i of changes) assert.equal(i % DECISION_EVERY, 0, `the score moved at reading ${i}`);
   });
 
   it('scores replayed genuine data as 0 and marks it', async () => {
