@@ -231,6 +231,10 @@ describe('nodes: continuous authentication (m2m-reauth-timer, m2m-token-check)',
   });
 
   it('stamps with a good token while a re-attestation hangs, and after it fails', async () => {
+    // The token must outlive the hung attempt (2 s) with room to spare: with the usual 3 s, a
+    // busy machine let it expire before the message after the failure, which then waited.
+    await verifier.close();
+    await startVerifier(30);
     await load();
     const out = collect(['stamped', 'events']);
     await untilToken();
