@@ -226,8 +226,7 @@ function evaluateCases(
   const lookAlike: LookAlikeTally = { warned: 0, passing: 0, both: 0 };
   const groups = new Map<string, GroupDecisions>();
   for (const c of cases) {
-    const genuineBefore = genuine.scores.length;
-    const impostorsBefore = IMPOSTOR_KINDS.map(kind => impostors[kind].scores.length);
+    const before = { genuine: genuine.scores.length, impostors: IMPOSTOR_KINDS.map(k => impostors[k].scores.length) };
     const source = new ScoredSource(model, options.replayMemory);
     source.enrol(c.enrol.values, timesOf(c.enrol, timeSource));
     count(tally, source, options);
@@ -237,17 +236,20 @@ function evaluateCases(
       source.score(stream.values, followOn(timesOf(stream, timeSource), source.lastTime), impostors[kind]);
     }
     replayRuns(source, [c.enrol, c.genuine], timeSource, options.testWindows, rng, impostors.replay);
-    const sameModel = IMPOSTOR_KINDS.indexOf('same_model');
-    tallyLookAlike(lookAlike, source, c.impostors.same_model, timeSource, options, {
-      scores: impostors.same_model.scores.slice(impostorsBefore[sameModel]),
-      thresholds: impostors.same_model.thresholds.slice(impostorsBefore[sameModel]),
-    });
+    // This source's decisions, for its groups and its look-alike.
+    const own = {
+      genuine: since(genuine, before.genuine),
+      impostors: Object.fromEntries(
+        IMPOSTOR_KINDS.map((kind, k) => [kind, since(impostors[kind], before.impostors[k])]),
+      ) as Record<ImpostorKind, Scored>,
+    };
+    tallyLookAlike(lookAlike, source, c.impostors.same_model, timeSource, options, own.impostors.same_model);
     for (const name of c.groups) {
-      const group = groups.get(name) ?? { sources: 0, genuine: emptyDecisions(), impostors: emptyKinds() };
+      const group = groups.get(name) ?? { sources: 0, genuine: noScores(), impostors: emptyKinds() };
       groups.set(name, group);
       group.sources++;
-      appendSince(group.genuine, genuine, genuineBefore);
-      IMPOSTOR_KINDS.forEach((kind, k) => appendSince(group.impostors[kind], impostors[kind], impostorsBefore[k]));
+      append(group.genuine, own.genuine);
+      for (const kind of IMPOSTOR_KINDS) append(group.impostors[kind], own.impostors[kind]);
     }
   }
   return modeReport(genuine, impostors, tally, groups, lookAlike);
@@ -260,7 +262,7 @@ function tallyLookAlike(
   neighbourStream: Recording,
   timeSource: TimeSource,
   options: ProtocolOptions,
-  neighbourDecisions: { scores: number[]; thresholds: number[] },
+  neighbourDecisions: Scored,
 ): void {
   const neighbour = new ScoredSource(source.model, options.replayMemory);
   const head = options.enrolWindows * WINDOW;
@@ -272,20 +274,29 @@ function tallyLookAlike(
   if (warned && passing) tally.both++;
 }
 
+/** Decisions as a source's operating point judges them: each score with its threshold. */
+type Scored = Pick<Decisions, 'scores' | 'thresholds'>;
+
 interface GroupDecisions<K extends string = ImpostorKind> {
   sources: number;
-  genuine: Decisions;
-  impostors: Record<K, Decisions>;
+  genuine: Scored;
+  impostors: Record<K, Scored>;
 }
+
+const noScores = (): Scored => ({ scores: [], thresholds: [] });
 
 function emptyKinds(): Record<ImpostorKind, Decisions> {
   return Object.fromEntries(IMPOSTOR_KINDS.map(kind => [kind, emptyDecisions()])) as Record<ImpostorKind, Decisions>;
 }
 
-/** Copies the decisions `from` scored since it held `start` of them (one source's) into `into`. */
-function appendSince(into: Decisions, from: Decisions, start: number): void {
-  into.scores.push(...from.scores.slice(start));
-  into.thresholds.push(...from.thresholds.slice(start));
+/** The decisions `from` gained since it held `start` of them. */
+function since(from: Scored, start: number): Scored {
+  return { scores: from.scores.slice(start), thresholds: from.thresholds.slice(start) };
+}
+
+function append(into: Scored, part: Scored): void {
+  into.scores.push(...part.scores);
+  into.thresholds.push(...part.thresholds);
 }
 
 function groupReport<K extends string>(group: GroupDecisions<K>): GroupReport<K> {
@@ -294,7 +305,7 @@ function groupReport<K extends string>(group: GroupDecisions<K>): GroupReport<K>
     sources: group.sources,
     genuineRejected: 1 - acceptedShare(genuine.scores, genuine.thresholds),
     impostors: Object.fromEntries(
-      Object.entries<Decisions>(group.impostors).map(([kind, scored]) => [
+      Object.entries<Scored>(group.impostors).map(([kind, scored]) => [
         kind,
         { eer: errorRates(genuine.scores, scored.scores).eer, accepted: acceptedShare(scored.scores, scored.thresholds) },
       ]),
