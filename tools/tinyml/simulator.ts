@@ -9,10 +9,12 @@
  * decimal rounding or float32), the mains (50/60 Hz) and the process (flat, drifting, stepping
  * between machine states, cycling). A unit draws its own oscillator (quartz or MEMS within
  * ±20-100 ppm, RC within ±0.5-2 %), its stamping clock (disciplined, so its stamps show the
- * crystal; or its own, so they show the nominal period), jitter (1 µs to 20 ms, white on a grid or accumulating
- * in a re-armed timer), stamp resolution, lost readings, ADC noise (white, and 1/f below the front
- * end's corner unless it is chopper-stabilised), calibration gain and offset with their tempcos, mains pickup (attenuated by the ADC's integration time) and transport to
- * the gateway (latency, polling, readings batched into one message). Impostors: another unit of the installation, a software simulator, a replay.
+ * crystal; or its own, so they show the nominal period), jitter (1 µs to 20 ms, white on a grid
+ * or accumulating in a re-armed timer), stamp resolution, lost readings, ADC noise (white, and
+ * 1/f below the front end's corner unless it is chopper-stabilised), calibration gain and offset
+ * with their tempcos, mains pickup (attenuated by the ADC's integration time) and transport to
+ * the gateway (latency, polling, readings batched into one message). Impostors: another unit of
+ * the installation, a software simulator, a replay.
  *
  * Times are milliseconds on the simulated clock; `sourceTimes` are the unit's own stamps,
  * `arrivalTimes` when the gateway received them.
